@@ -1,0 +1,56 @@
+#include "core/cpu.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace ff {
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = [] {
+    CpuFeatures c;
+    __builtin_cpu_init();
+    c.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    c.avx512 = c.avx2_fma && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vl");
+    c.avx512_bf16 = c.avx512 && __builtin_cpu_supports("avx512bf16");
+    return c;
+  }();
+  return f;
+}
+
+Isa best_isa() {
+  const auto& f = cpu_features();
+  // The AVX-512 backend uses the BF16 dot-product instructions.
+  if (f.avx512 && f.avx512_bf16) return Isa::Avx512;
+  if (f.avx2_fma) return Isa::Avx2;
+  return Isa::Scalar;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+Isa active_isa() {
+  static const Isa isa = [] {
+    const char* env = std::getenv("FF_ISA");
+    if (!env || !*env) return best_isa();
+    Isa want;
+    if (!std::strcmp(env, "scalar")) want = Isa::Scalar;
+    else if (!std::strcmp(env, "avx2")) want = Isa::Avx2;
+    else if (!std::strcmp(env, "avx512")) want = Isa::Avx512;
+    else fail("FF_ISA={}: unknown backend (expected scalar, avx2 or avx512)", env);
+    FF_CHECK(int(want) <= int(best_isa()), "FF_ISA={}: this CPU supports at most {}", env,
+             isa_name(best_isa()));
+    return want;
+  }();
+  return isa;
+}
+
+}  // namespace ff

@@ -1,0 +1,20 @@
+// CPU feature detection and the backend choice for kernels. FF_ISA=scalar|avx2|avx512 forces a
+// backend (for tests and benchmarks); asking for one the CPU lacks is an error.
+#pragma once
+
+namespace ff {
+
+enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+
+struct CpuFeatures {
+  bool avx2_fma = false;   // AVX2 + FMA + F16C
+  bool avx512 = false;     // F, BW, DQ, VL
+  bool avx512_bf16 = false;
+};
+
+const CpuFeatures& cpu_features();
+Isa best_isa();           // best the CPU supports
+Isa active_isa();         // FF_ISA if set, else best_isa(); read once
+const char* isa_name(Isa isa);
+
+}  // namespace ff
