@@ -1,8 +1,28 @@
+// The `fireflyer` command.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "cli/commands.h"
+#include "core/core.h"
+
 int main(int argc, char** argv) {
-  (void)argc;
-  (void)argv;
-  std::fprintf(stderr, "usage: fireflyer generate --model DIR --prompt TEXT\n");
-  return 2;
+  CLI::App app{"fireflyer: DeepSeek-V3-architecture inference on any CPU"};
+  app.require_subcommand(1);
+  ff::cli::GenerateArgs gen;
+  ff::cli::add_generate_command(app, gen);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (app.got_subcommand("generate")) return ff::cli::run_generate(gen);
+  } catch (const ff::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
 }

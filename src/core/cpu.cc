@@ -1,5 +1,7 @@
 #include "core/cpu.h"
 
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -11,7 +13,9 @@ const CpuFeatures& cpu_features() {
   static const CpuFeatures f = [] {
     CpuFeatures c;
     __builtin_cpu_init();
-    c.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+    c.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     c.avx512 = c.avx2_fma && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vl");
@@ -37,19 +41,20 @@ const char* isa_name(Isa isa) {
   }
 }
 
+Isa resolve_isa(const char* env) {
+  if (!env || !*env) return best_isa();
+  Isa want;
+  if (!std::strcmp(env, "scalar")) want = Isa::Scalar;
+  else if (!std::strcmp(env, "avx2")) want = Isa::Avx2;
+  else if (!std::strcmp(env, "avx512")) want = Isa::Avx512;
+  else fail("FF_ISA={}: unknown backend (expected scalar, avx2 or avx512)", env);
+  FF_CHECK(int(want) <= int(best_isa()), "FF_ISA={}: this CPU supports at most {}", env,
+           isa_name(best_isa()));
+  return want;
+}
+
 Isa active_isa() {
-  static const Isa isa = [] {
-    const char* env = std::getenv("FF_ISA");
-    if (!env || !*env) return best_isa();
-    Isa want;
-    if (!std::strcmp(env, "scalar")) want = Isa::Scalar;
-    else if (!std::strcmp(env, "avx2")) want = Isa::Avx2;
-    else if (!std::strcmp(env, "avx512")) want = Isa::Avx512;
-    else fail("FF_ISA={}: unknown backend (expected scalar, avx2 or avx512)", env);
-    FF_CHECK(int(want) <= int(best_isa()), "FF_ISA={}: this CPU supports at most {}", env,
-             isa_name(best_isa()));
-    return want;
-  }();
+  static const Isa isa = resolve_isa(std::getenv("FF_ISA"));
   return isa;
 }
 

@@ -16,5 +16,8 @@ const CpuFeatures& cpu_features();
 Isa best_isa();           // best the CPU supports
 Isa active_isa();         // FF_ISA if set, else best_isa(); read once
 const char* isa_name(Isa isa);
+// The backend an FF_ISA value asks for: nullptr or "" -> best_isa(); throws ff::Error naming the
+// value for an unknown name or a backend this CPU lacks. active_isa() is this of getenv("FF_ISA").
+Isa resolve_isa(const char* ff_isa);
 
 }  // namespace ff

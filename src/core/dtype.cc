@@ -1,6 +1,5 @@
 #include "core/dtype.h"
 
-#include <cmath>
 
 namespace ff {
 
@@ -20,31 +19,35 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::BOOL, "BOOL", 1},
 };
 
-// Encodes a finite-or-not float into a small float with `exp_bits` exponent bits and `man_bits`
-// mantissa bits (IEEE-style bias, subnormals), rounding to nearest even. Returns the magnitude
-// code (no sign) before any format-specific overflow handling; a result past the largest finite
+// Round-to-nearest-even of m / 2^s, for s >= 1 and m < 2^24.
+inline uint32_t shift_rne(uint32_t m, uint32_t s) {
+  if (s > 25) return 0;  // m < 2^24 < half
+  const uint32_t half = 1u << (s - 1);
+  const uint32_t rem = m & ((half << 1) - 1);
+  const uint32_t r = m >> s;
+  return r + uint32_t(rem > half || (rem == half && (r & 1u)));
+}
+
+// Encodes a finite float (sign stripped: abs_bits <= 0x7f7fffff) into a small float with
+// `exp_bits` exponent bits and `man_bits` mantissa bits (IEEE-style bias, subnormals), rounding to
+// nearest even, in integer arithmetic (no dependence on the FP rounding mode). Returns the
+// magnitude code before any format-specific overflow handling; a result past the largest finite
 // code means "overflowed".
-uint32_t encode_small_float(uint32_t abs_bits, int exp_bits, int man_bits) {
+inline uint32_t encode_small_float(uint32_t abs_bits, int exp_bits, int man_bits) {
   const int bias = (1 << (exp_bits - 1)) - 1;
-  const int min_normal_exp = 1 - bias;
-  const int exp = int(abs_bits >> 23) - 127;
-  if (exp < min_normal_exp) {
-    // Subnormal in the target: the value in units of the smallest subnormal, rounded half-even.
-    const float units = std::ldexp(f32_from_bits(abs_bits), man_bits - min_normal_exp);
-    return uint32_t(std::nearbyint(units));  // may round up to the smallest normal: still correct
+  const int e32 = int(abs_bits >> 23);  // biased f32 exponent
+  if (e32 < 127 + 1 - bias) {
+    // Subnormal (or zero) in the target: the value in units of the target's smallest subnormal
+    // 2^(1-bias-man_bits) is m * 2^(E-150) / 2^(1-bias-man_bits). Rounding up to 1 << man_bits
+    // gives the smallest normal code, which is still correct.
+    const uint32_t m = (abs_bits & 0x7fffffu) | (e32 ? 0x800000u : 0u);
+    const int e = e32 ? e32 : 1;
+    return shift_rne(m, uint32_t(151 - bias - man_bits - e));
   }
   const int shift = 23 - man_bits;
   uint32_t r = abs_bits + ((1u << (shift - 1)) - 1) + ((abs_bits >> shift) & 1u);
   r >>= shift;
   return r - (uint32_t(127 - bias) << man_bits);
-}
-
-float decode_small_float(uint32_t code, int exp_bits, int man_bits) {
-  const int bias = (1 << (exp_bits - 1)) - 1;
-  const uint32_t e = code >> man_bits;
-  const uint32_t m = code & ((1u << man_bits) - 1);
-  if (e == 0) return std::ldexp(float(m), 1 - bias - man_bits);
-  return std::ldexp(float((1u << man_bits) | m), int(e) - bias - man_bits);
 }
 
 }  // namespace
@@ -73,54 +76,52 @@ bool parse_dtype(std::string_view s, DType* out) {
 
 float f16_to_f32(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  const uint32_t e = (h >> 10) & 0x1f;
-  const uint32_t m = h & 0x3ffu;
-  if (e == 0x1f) return f32_from_bits(sign | 0x7f800000u | (m << 13));
-  float mag = decode_small_float(h & 0x7fffu, 5, 10);
-  return sign ? -mag : mag;
+  const uint32_t a = h & 0x7fffu;
+  if (a >= 0x7c00u) {  // inf, or NaN made quiet with its payload kept
+    const uint32_t m = (a & 0x3ffu) << 13;
+    return f32_from_bits(sign | 0x7f800000u | m | (m ? 0x400000u : 0u));
+  }
+  if (a >= 0x400u) return f32_from_bits(sign | ((a << 13) + (uint32_t(127 - 15) << 23)));
+  return f32_from_bits(sign | f32_bits(float(a) * 0x1p-24f));  // subnormal or zero: exact
 }
 
 uint16_t f32_to_f16(float f) {
   const uint32_t u = f32_bits(f);
   const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7e00u;  // NaN
+  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // NaN
   if (a >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to inf (incl. inf)
-  return sign | uint16_t(encode_small_float(a, 5, 10));
+  return uint16_t(sign | encode_small_float(a, 5, 10));
 }
 
 float e4m3_to_f32(uint8_t v) {
+  const uint32_t sign = uint32_t(v & 0x80u) << 24;
   const uint32_t mag = v & 0x7fu;
-  if (mag == 0x7f) return f32_from_bits((uint32_t(v & 0x80u) << 24) | 0x7fc00000u);
-  const float x = decode_small_float(mag, 4, 3);
-  return (v & 0x80u) ? -x : x;
+  if (mag == 0x7fu) return f32_from_bits(sign | 0x7ff00000u);  // NaN, as PyTorch decodes it
+  if (mag >= 0x08u) return f32_from_bits(sign | ((mag << 20) + (uint32_t(127 - 7) << 23)));
+  return f32_from_bits(sign | f32_bits(float(mag) * 0x1p-9f));  // subnormal or zero
 }
 
 uint8_t f32_to_e4m3(float f) {
   const uint32_t u = f32_bits(f);
   const uint8_t sign = uint8_t((u >> 24) & 0x80u);
   const uint32_t a = u & 0x7fffffffu;
-  if (a >= 0x43f00000u) return sign | 0x7fu;  // >= 480, inf, NaN -> NaN (e4m3fn has no inf)
+  if (a > 0x7f800000u) return sign | 0x7fu;   // NaN -> NaN
+  if (a >= 0x43f00000u) return sign | 0x7eu;  // >= 480 and inf saturate to 448 (no inf)
   const uint32_t code = encode_small_float(a, 4, 3);
-  return sign | uint8_t(code > 0x7eu ? 0x7fu : code);
+  return uint8_t(sign | (code == 0x7fu ? 0x7eu : code));  // (464, 480) rounds up: saturate
 }
 
-float e5m2_to_f32(uint8_t v) {
-  const uint32_t mag = v & 0x7fu;
-  const uint32_t sign = uint32_t(v & 0x80u) << 24;
-  if (mag >= 0x7c) return f32_from_bits(sign | 0x7f800000u | (mag == 0x7c ? 0u : 0x400000u));
-  const float x = decode_small_float(mag, 5, 2);
-  return sign ? -x : x;
-}
+// e5m2 is the top byte of an f16.
+float e5m2_to_f32(uint8_t v) { return f16_to_f32(uint16_t(uint16_t(v) << 8)); }
 
 uint8_t f32_to_e5m2(float f) {
   const uint32_t u = f32_bits(f);
   const uint8_t sign = uint8_t((u >> 24) & 0x80u);
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7fu;     // NaN
-  if (a >= 0x47800000u) return sign | 0x7cu;    // >= 65536 and inf -> inf
-  const uint32_t code = encode_small_float(a, 5, 2);
-  return sign | uint8_t(code > 0x7cu ? 0x7cu : code);
+  if (a > 0x7f800000u) return sign | 0x7fu;   // NaN
+  if (a >= 0x47700000u) return sign | 0x7cu;  // >= 61440 rounds to inf (incl. inf)
+  return uint8_t(sign | encode_small_float(a, 5, 2));
 }
 
 const float* e4m3_table() {
@@ -136,11 +137,45 @@ const float* e4m3_table() {
 
 uint8_t f32_to_ue8m0_ceil(float f) {
   const uint32_t u = f32_bits(f) & 0x7fffffffu;
-  if (u > 0x7f800000u) return 0xff;
+  if (u >= 0x7f800000u) return 0xff;  // inf, NaN
   uint32_t e = u >> 23;
-  if (e == 0) return 0;  // subnormal scales clamp to 2^-127 (never used in practice)
+  if (e == 0) return u > 0x00400000u ? 1 : 0;  // f32 subnormal: 2^-126 or 2^-127
   if ((u & 0x7fffffu) != 0) ++e;  // not a power of two: round the exponent up
   return uint8_t(e > 0xfe ? 0xfe : e);
+}
+
+// The loops below are written so that the compiler can vectorise them (no calls, no early exits).
+void convert_f32_to_bf16(const float* in, uint16_t* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
+}
+
+void convert_bf16_to_f32(const uint16_t* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = bf16_to_f32(in[i]);
+}
+
+void convert_f32_to_f16(const float* in, uint16_t* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = f32_to_f16(in[i]);
+}
+
+void convert_f16_to_f32(const uint16_t* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = f16_to_f32(in[i]);
+}
+
+void convert_f32_to_e4m3(const float* in, uint8_t* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = f32_to_e4m3(in[i]);
+}
+
+void convert_e4m3_to_f32(const uint8_t* in, float* out, size_t n) {
+  const float* table = e4m3_table();
+  for (size_t i = 0; i < n; ++i) out[i] = table[in[i]];
+}
+
+void convert_f32_to_e5m2(const float* in, uint8_t* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = f32_to_e5m2(in[i]);
+}
+
+void convert_e5m2_to_f32(const uint8_t* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = e5m2_to_f32(in[i]);
 }
 
 }  // namespace ff

@@ -1,14 +1,24 @@
 // Scalar number formats and their conversions.
 //
-// Every conversion is bit-exact with PyTorch's (c10/util/{BFloat16,Half,Float8_e4m3fn,
-// Float8_e5m2}.h): round-to-nearest-even, and the same NaN / overflow behaviour:
-//   bf16  <- f32: RNE; NaN -> quiet NaN 0x7fc0 (sign kept).
-//   f16   <- f32: RNE; overflow -> inf; NaN -> quiet NaN.
-//   e4m3fn <- f32: RNE; |x| >= 480 (after which RNE would exceed 448) and inf -> NaN (0x7f | sign);
-//                  no infinities in the format; max finite 448.
-//   e5m2  <- f32: RNE; |x| >= 65536 (incl. inf) -> inf; NaN -> 0x7f | sign.
+// Every conversion is bit-exact with PyTorch's on the CPU (c10/util/{BFloat16,Half,Float8_e4m3fn,
+// Float8_e5m2}.h, `.to(dtype)`): round-to-nearest-even, and the same NaN / overflow behaviour.
+// tests/core/dtype_golden_test.cc checks this against tests/fixtures/dtype/goldens.bin (made by
+// tools/make_dtype_goldens.py) for every f16 / bf16 / fp8 value, every tie and 100k random floats.
+//   bf16  <- f32: RNE; NaN -> quiet NaN, sign and top payload bits kept ((bits >> 16) | 0x40).
+//                 (PyTorch's own NaN bits differ between its CPU code paths: 0x7fc0 or 0xffff.)
+//   f16   <- f32: RNE; |x| >= 65520 (incl. inf) -> inf; NaN -> sign | 0x7e00 | top payload bits
+//                 (what F16C's vcvtps2ph and PyTorch give).
+//   e4m3fn <- f32: RNE, saturating: |x| > 448 that rounds past 448 (464 ties down to it) and
+//                  +-inf -> +-448 (0x7e | sign); NaN -> 0x7f | sign. No infinities in the format.
+//                  (PyTorch's CPU cast since pytorch/pytorch#178817; before it, and in
+//                  ml_dtypes, |x| > 464 and inf gave NaN.)
+//   e5m2  <- f32: RNE; |x| >= 61440 (incl. inf) -> inf (0x7c | sign); NaN -> 0x7f | sign.
+//   f32 <- f16 / bf16 / e5m2: exact; NaNs keep sign and payload; f16 / e5m2 NaNs come out quiet
+//                 (as vcvtph2ps does), bf16 NaNs are a plain shift (as PyTorch).
+//   f32 <- e4m3fn: exact; the NaN codes give 0x7ff00000 | sign (as PyTorch).
 //   ue8m0: unsigned 8-bit exponent, value 2^(e-127); 0xff is NaN (DeepGEMM's scale format).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -62,7 +72,19 @@ inline float ue8m0_to_f32(uint8_t e) {
   if (e == 0) return f32_from_bits(0x00400000u);  // 2^-127 is subnormal in f32
   return f32_from_bits(uint32_t(e) << 23);
 }
-// Smallest power of two >= |f| (DeepGEMM's ceil_to_ue8m0 on positive scales); f must be > 0.
+// Smallest power of two >= |f| (DeepGEMM's ceil_to_ue8m0 on positive scales), as a ue8m0 code:
+// |f| <= 2^-127 (incl. 0) gives 0 (2^-127), finite |f| > 2^127 saturates to 0xfe (2^127), inf and
+// NaN give 0xff (NaN).
 uint8_t f32_to_ue8m0_ceil(float f);
+
+// ---- bulk conversions (n elements; the same results as the scalar functions above) ----
+void convert_f32_to_bf16(const float* in, uint16_t* out, size_t n);
+void convert_bf16_to_f32(const uint16_t* in, float* out, size_t n);
+void convert_f32_to_f16(const float* in, uint16_t* out, size_t n);
+void convert_f16_to_f32(const uint16_t* in, float* out, size_t n);
+void convert_f32_to_e4m3(const float* in, uint8_t* out, size_t n);
+void convert_e4m3_to_f32(const uint8_t* in, float* out, size_t n);
+void convert_f32_to_e5m2(const float* in, uint8_t* out, size_t n);
+void convert_e5m2_to_f32(const uint8_t* in, float* out, size_t n);
 
 }  // namespace ff

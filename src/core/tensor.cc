@@ -8,7 +8,10 @@ TensorView::TensorView(void* d, DType t, std::initializer_list<int64_t> dims)
     : data(d), dtype(t), ndim(int(dims.size())) {
   FF_CHECK(ndim <= kMaxDims, "tensor view: {} dims, at most {} supported", ndim, kMaxDims);
   int i = 0;
-  for (int64_t v : dims) shape[i++] = v;
+  for (int64_t v : dims) {
+    FF_CHECK(v >= 0, "tensor view: negative size {} in dim {}", v, i);
+    shape[i++] = v;
+  }
   int64_t s = 1;
   for (int k = ndim - 1; k >= 0; --k) {
     stride[k] = s;

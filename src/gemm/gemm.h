@@ -18,11 +18,20 @@ struct Weight {
   DType dtype = DType::F32;  // F32, BF16, F16 or F8_E4M3
   const void* data = nullptr;
   int64_t n = 0, k = 0;
-  int64_t ld = 0;                     // elements between rows (>= k)
-  const float* scale_inv = nullptr;   // F8_E4M3 only: [ceil(n/128), ceil(k/128)]
+  int64_t ld = 0;                    // elements between rows (>= k)
+  const float* scale_inv = nullptr;  // F8_E4M3 only: [ceil(n/128), ceil(k/128)]
 };
 
-// Y[m, n] = X[m, k] * W^T, X row stride ldx, Y row stride ldy (in floats).
+// Y[m, n] = X[m, k] * W^T, X row stride ldx, Y row stride ldy (in floats); columns of Y past n
+// are not touched. Throws ff::Error for a malformed weight (see validate), ldx < k, ldy < n or a
+// null X / Y; m == 0 does nothing.
+//
+// Precision: products and sums are fp32 for every weight dtype (weights are widened exactly,
+// FP8 block scales applied per 128 columns). X is never rounded to bf16: that would add ~2^-9
+// relative error per product, far above the 1e-4 at which fp32 models are checked against
+// HF transformers, and decode - the bandwidth-bound case - would not get faster from it.
+// Backends: AVX-512, AVX2 or scalar reference by ff::active_isa() (FF_ISA); m <= 8 streams
+// W once (decode), larger m packs W into cache-resident panels (prefill).
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy);
 
 // Dequantizes row `row` of W into out[k] as fp32.

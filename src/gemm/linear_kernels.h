@@ -1,15 +1,31 @@
-// Private: backend entry points for gemm::linear.
+// Private: the backends behind gemm::linear and the entry point that picks one.
+//
+// Every backend computes output columns [n0, n1) for all m rows; linear_with_isa splits n
+// across the global pool. A column's value depends only on the backend and m (not on which
+// thread or tile computed it), so results are deterministic for any thread count.
 #pragma once
+#include "core/cpu.h"
 #include "gemm/gemm.h"
 
 namespace ff::gemm {
 
-// Picks the backend (active_isa()) and runs it over the thread pool.
-void linear_dispatch(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+// Runs linear on backend `isa` (which the CPU must support). Validates like linear(); m == 0
+// is a no-op. Tests and benchmarks use it to compare backends within one process.
+void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                      int64_t ldy);
 
-// Reference backend: rows [n0, n1) of the output columns, plain C++.
-void linear_ref_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
-                     int64_t ldy, int64_t n0, int64_t n1);
+// Reference backend (FF_ISA=scalar): dequantize a row, fp32 dot products. Slow and simple.
+void linear_ref_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
+                     int64_t n0, int64_t n1);
+
+// SIMD backends (linear_simd.h instantiated for 8-lane AVX2 and 16-lane AVX-512).
+void linear_avx2_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+                      int64_t ldy, int64_t n0, int64_t n1);
+void linear_avx512_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+                        int64_t ldy, int64_t n0, int64_t n1);
+
+// Up to this many rows of X the SIMD backends stream W once with all rows' accumulators in
+// registers (decode); above it they pack W into panels (prefill). See linear_simd.h.
+constexpr int kStreamMaxRows = 8;
 
 }  // namespace ff::gemm

@@ -1,11 +1,14 @@
+// Reference backend of gemm::linear (FF_ISA=scalar): dequantize one weight row, then plain
+// fp32 dot products in k order. Simple on purpose; the SIMD backends are tested against a
+// float64 oracle, and this one is the baseline the benchmark reports speed-ups over.
 #include <vector>
 
 #include "gemm/linear_kernels.h"
 
 namespace ff::gemm {
 
-void linear_ref_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
-                     int64_t ldy, int64_t n0, int64_t n1) {
+void linear_ref_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
+                     int64_t n0, int64_t n1) {
   std::vector<float> row(size_t(w.k));
   for (int64_t i = n0; i < n1; ++i) {
     dequantize_row(w, i, row.data());
@@ -16,12 +19,6 @@ void linear_ref_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, fl
       y[r * ldy + i] = acc;
     }
   }
-}
-
-void linear_dispatch(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
-                     int64_t ldy) {
-  parallel_for(w.n, [&](int64_t b, int64_t e) { linear_ref_rows(x, m, ldx, w, y, ldy, b, e); },
-               16);
 }
 
 }  // namespace ff::gemm

@@ -1,1 +1,99 @@
 #include "model/model.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "model/workspace.h"
+
+namespace ff {
+
+void rms_norm(float* x, int64_t rows, int64_t n, int64_t ld, const float* w, double eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* p = x + r * ld;
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) ss += double(p[i]) * p[i];
+    const float inv = float(1.0 / std::sqrt(ss / double(n) + eps));
+    for (int64_t i = 0; i < n; ++i) p[i] = w[i] * (p[i] * inv);
+  }
+}
+
+std::unique_ptr<Model> Model::load(const std::string& dir) {
+  namespace fs = std::filesystem;
+  FF_CHECK(fs::is_directory(dir), "{}: not a directory (expected an HF checkpoint directory)", dir);
+  ModelConfig config = ModelConfig::load((fs::path(dir) / "config.json").string());
+  auto weights = ModelWeights::load(config, Checkpoint::open(dir));
+  return std::make_unique<Model>(std::move(config), std::move(weights));
+}
+
+Model::Model(ModelConfig config, std::unique_ptr<ModelWeights> weights)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      rope_(config_),
+      softmax_scale_(float(config_.softmax_scale())),
+      ws_(std::make_unique<Workspace>()) {}
+
+Model::~Model() = default;
+
+DType Model::default_cache_dtype() const {
+  return weights_->layers[0].attn.kv_a.dtype == DType::F32 ? DType::F32 : DType::BF16;
+}
+
+void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<float>* logits) {
+  const ModelConfig& c = config_;
+  FF_CHECK(cache.latent_dim() == c.latent_dim() && cache.num_layers() == c.num_hidden_layers,
+           "kv cache shape ({} layers x {}) does not match the model ({} x {})",
+           cache.num_layers(), cache.latent_dim(), c.num_hidden_layers, c.latent_dim());
+  int64_t T = 0, out_rows = 0;
+  for (const Request& r : batch) {
+    FF_CHECK(r.seq != nullptr && !r.tokens.empty(), "forward: request without tokens");
+    for (int32_t t : r.tokens)
+      FF_CHECK(t >= 0 && t < c.vocab_size, "token id {} out of range [0, {})", t, c.vocab_size);
+    T += int64_t(r.tokens.size());
+    out_rows += r.all_logits ? int64_t(r.tokens.size()) : 1;
+  }
+  for (const Request& r : batch) cache.reserve(*r.seq, r.seq->length + int64_t(r.tokens.size()));
+
+  Workspace& ws = *ws_;
+  const int64_t hid = c.hidden_size;
+  float* x = Workspace::get(ws.x, size_t(T * hid));
+  float* h = Workspace::get(ws.h, size_t(T * hid));
+  float* tmp = Workspace::get(ws.tmp, size_t(T * hid));
+  ws.pos.resize(size_t(T));
+  {
+    int64_t row = 0;
+    for (const Request& r : batch)
+      for (size_t i = 0; i < r.tokens.size(); ++i, ++row) {
+        weights_->embed_row(r.tokens[i], x + row * hid);
+        ws.pos[size_t(row)] = r.seq->length + int64_t(i);
+      }
+  }
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& L = weights_->layers[size_t(l)];
+    std::memcpy(h, x, size_t(T * hid) * 4);
+    rms_norm(h, T, hid, hid, L.attn_norm.data(), c.rms_norm_eps);
+    attention(l, h, T, batch, cache, tmp);
+    for (int64_t i = 0; i < T * hid; ++i) x[i] += tmp[i];
+    std::memcpy(h, x, size_t(T * hid) * 4);
+    rms_norm(h, T, hid, hid, L.ffn_norm.data(), c.rms_norm_eps);
+    if (L.is_moe) moe(L.moe, h, T, tmp);
+    else mlp(L.mlp, h, T, tmp, false);
+    for (int64_t i = 0; i < T * hid; ++i) x[i] += tmp[i];
+  }
+  for (const Request& r : batch) r.seq->length += int64_t(r.tokens.size());
+
+  // Final norm and head on the rows whose logits are wanted.
+  float* last = Workspace::get(ws.last, size_t(out_rows * hid));
+  int64_t row = 0, o = 0;
+  for (const Request& r : batch) {
+    const int64_t n = int64_t(r.tokens.size());
+    const int64_t first = r.all_logits ? 0 : n - 1;
+    for (int64_t i = first; i < n; ++i, ++o)
+      std::memcpy(last + o * hid, x + (row + i) * hid, size_t(hid) * 4);
+    row += n;
+  }
+  rms_norm(last, out_rows, hid, hid, weights_->final_norm.data(), c.rms_norm_eps);
+  logits->resize(size_t(out_rows) * size_t(c.vocab_size));
+  gemm::linear(last, out_rows, hid, weights_->lm_head, logits->data(), c.vocab_size);
+}
+
+}  // namespace ff

@@ -1,0 +1,178 @@
+// Benchmark of gemm::linear (Y = X W^T) on DeepSeek-V3 projection shapes, BF16 and FP8 weights.
+//
+// Decode (small m) is bounded by memory bandwidth, so each case reports the weight bytes read
+// per second against the machine's read bandwidth measured in the same run (frac_bw). Prefill
+// (large m) is bounded by FMA throughput and is read as GFLOPs. The baseline is the reference
+// backend (FF_ISA=scalar) on the same shapes, same threads; ratio = t_ref / t.
+//
+// Every timed call reads a different copy of the weight, and the copies together exceed the
+// last-level cache many times over, so decode figures are DRAM figures, not L3 figures.
+//
+// Usage: bench_gemm_linear [--quick] [--rows M]   (--rows: only the cases with m == M;
+// FF_NUM_THREADS sets the threads, FF_ISA the backend)
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "core/core.h"
+#include "gemm/gemm.h"
+#include "gemm/linear_kernels.h"
+
+namespace ff::bench {
+namespace {
+
+constexpr size_t kRotationBytes = size_t(1) << 30;  // > 2x any last-level cache we run on
+
+// `copies` identical random weights of one shape, each with its own memory.
+struct WeightSet {
+  DType dtype;
+  int64_t n, k;
+  size_t bytes_per_copy = 0;  // weight + scales, what one call has to read
+  std::vector<std::unique_ptr<AlignedBuffer>> data;
+  std::vector<float> scales;
+  std::vector<gemm::Weight> copies;
+
+  WeightSet(DType dt, int64_t n_, int64_t k_, bool rotate) : dtype(dt), n(n_), k(k_) {
+    const size_t wbytes = size_t(n * k) * dtype_size(dt);
+    const int count = rotate ? int(std::max<size_t>(2, (kRotationBytes + wbytes - 1) / wbytes)) : 1;
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.f, 0.02f);
+    const int64_t kb = (k + gemm::kFp8Block - 1) / gemm::kFp8Block;
+    if (dt == DType::F8_E4M3) {
+      scales.resize(size_t(((n + gemm::kFp8Block - 1) / gemm::kFp8Block) * kb));
+      for (float& s : scales) s = 0.02f / 448.f * (1.f + 0.1f * normal(rng));
+    }
+    for (int c = 0; c < count; ++c) {
+      data.push_back(std::make_unique<AlignedBuffer>(wbytes));
+      uint8_t* p = data.back()->data();
+      if (c > 0) {
+        std::memcpy(p, data[0]->data(), wbytes);
+      } else if (dt == DType::BF16) {
+        auto* h = reinterpret_cast<uint16_t*>(p);
+        for (int64_t i = 0; i < n * k; ++i) h[i] = f32_to_bf16(normal(rng));
+      } else {
+        // Block-quantised like the checkpoints: |w| / scale stays within e4m3's 448.
+        for (int64_t i = 0; i < n * k; ++i)
+          p[i] = f32_to_e4m3(std::clamp(normal(rng) * 448.f / 0.06f, -448.f, 448.f));
+      }
+      gemm::Weight w;
+      w.dtype = dt;
+      w.data = p;
+      w.n = n;
+      w.k = k;
+      w.ld = k;
+      w.scale_inv = scales.empty() ? nullptr : scales.data();
+      copies.push_back(w);
+    }
+    bytes_per_copy = wbytes + scales.size() * sizeof(float);
+  }
+};
+
+// Median time of one linear call, each call on the next weight copy.
+double time_linear(Isa isa, const WeightSet& ws, const float* x, int64_t m, float* y, int reps) {
+  size_t next = 0;
+  return median_seconds(
+      [&] {
+        gemm::linear_with_isa(isa, x, m, ws.k, ws.copies[next], y, ws.n);
+        next = (next + 1) % ws.copies.size();
+      },
+      reps, /*warmup=*/1);
+}
+
+const char* dtype_label(DType dt) {
+  return dt == DType::BF16 ? "bf16" : "fp8";
+}
+
+struct Machine {
+  double read_gbps;   // memory read bandwidth
+  double fma_gflops;  // fp32 FMA peak
+};
+
+void run_case(const WeightSet& ws, int64_t m, const Machine& mach, bool quick) {
+  const double bandwidth_gbps = mach.read_gbps;
+  std::vector<float> x(size_t(m * ws.k)), y(size_t(m * ws.n));
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uni(-1.f, 1.f);
+  for (float& v : x) v = uni(rng);
+
+  const double flops = 2.0 * double(m) * double(ws.n) * double(ws.k);
+  // Aim for ~0.3 s of timed calls per case (at least 5), fewer for the slow reference.
+  const double guess = std::max(double(ws.bytes_per_copy) / (bandwidth_gbps * 1e9), flops / 2e11);
+  const int reps = quick ? 3 : std::clamp(int(0.3 / guess), 5, 200);
+  const double t = time_linear(active_isa(), ws, x.data(), m, y.data(), reps);
+  const double t_ref =
+      time_linear(Isa::Scalar, ws, x.data(), m, y.data(), m <= 4 && !quick ? 3 : 1);
+
+  const double gbps = double(ws.bytes_per_copy) / t / 1e9;
+  std::printf(
+      "BENCH gemm_linear %s_%ldx%ld_m%ld m=%ld n=%ld k=%ld dtype=%s isa=%s time_us=%.1f "
+      "GBps=%.2f GFLOPs=%.2f frac_bw=%.3f frac_fma=%.3f baseline=ref ratio=%.2f\n",
+      dtype_label(ws.dtype), long(ws.n), long(ws.k), long(m), long(m), long(ws.n), long(ws.k),
+      dtype_name(ws.dtype), isa_name(active_isa()), t * 1e6, gbps, flops / t / 1e9,
+      gbps / bandwidth_gbps, flops / t / 1e9 / mach.fma_gflops, t_ref / t);
+  std::fflush(stdout);
+}
+
+int run(int argc, char** argv) {
+  bool quick = false;
+  int64_t only_rows = 0;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) {
+      quick = true;
+    } else if (!std::strcmp(argv[i], "--rows") && i + 1 < argc) {
+      only_rows = std::atol(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: %s [--quick] [--rows M]\n", argv[0]);
+      return 2;
+    }
+  }
+  auto wanted = [&](int64_t m) { return only_rows == 0 || m == only_rows; };
+  const Machine mach{measure_read_bandwidth_gbps(), measure_fp32_fma_peak_gflops()};
+  std::printf(
+      "# gemm_linear: %d threads, backend %s; memory read bandwidth %.2f GB/s, fp32 FMA peak "
+      "%.1f GFLOP/s, bf16 dot (vdpbf16ps) peak %.1f GFLOP/s (best of 5 each)\n",
+      ThreadPool::global().size(), isa_name(active_isa()), mach.read_gbps, mach.fma_gflops,
+      measure_bf16_dot_peak_gflops());
+  std::printf(
+      "# GBps: weight bytes (+ FP8 scales) one call reads / time; frac_bw = GBps / read "
+      "bandwidth; GFLOPs = 2mnk / time; frac_fma = GFLOPs / fp32 FMA peak; times are medians\n");
+  std::fflush(stdout);
+
+  struct Shape {
+    int64_t n, k;
+  };
+  const Shape shapes[] = {{7168, 2048}, {2048, 7168}, {4096, 7168}};
+  const int64_t rows[] = {1, 4, 16, 128};
+  for (DType dt : {DType::BF16, DType::F8_E4M3}) {
+    for (const Shape& s : shapes) {
+      if (std::none_of(std::begin(rows), std::end(rows), wanted)) continue;
+      const WeightSet ws(dt, s.n, s.k, /*rotate=*/true);
+      for (int64_t m : rows)
+        if (wanted(m)) run_case(ws, m, mach, quick);
+    }
+    // One ~256 MiB weight on its own: far beyond cache even without the rotation.
+    if (wanted(1)) {
+      const WeightSet big(dt, 16384, dt == DType::BF16 ? 8192 : 16384, /*rotate=*/true);
+      run_case(big, 1, mach, quick);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ff::bench
+
+int main(int argc, char** argv) {
+  try {
+    return ff::bench::run(argc, argv);
+  } catch (const ff::Error& e) {
+    std::fprintf(stderr, "bench_gemm_linear: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,30 @@
+// Private to the CLI: one function pair per subcommand.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+namespace ff::cli {
+
+struct GenerateArgs {
+  std::string model;
+  std::string prompt;
+  std::string system;
+  bool chat = false;
+  int max_tokens = 128;
+  float temperature = 0.f;
+  int top_k = 0;
+  float top_p = 1.f;
+  float min_p = 0.f;
+  float repetition_penalty = 1.f;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+  std::string cache_dtype;  // "", "f32", "bf16"
+  bool ignore_eos = false;
+  bool quiet_stats = false;
+};
+
+void add_generate_command(CLI::App& app, GenerateArgs& args);
+int run_generate(const GenerateArgs& args);
+
+}  // namespace ff::cli

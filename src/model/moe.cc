@@ -1,0 +1,157 @@
+// Feed-forward layers: dense SwiGLU MLP, and DeepSeek MoE (router + routed experts + shared
+// experts).
+//
+// Routing, as transformers' DeepSeek-V3 / V2 routers compute it (router logits in fp32):
+//   noaux_tc (V3): s = sigmoid(logits); choice = s + e_score_correction_bias; groups ranked by the
+//     sum of their top-2 choice scores; experts outside the best topk_group groups are excluded;
+//     top-k by choice; weights = s[idx] (unbiased), / (sum + 1e-20) if norm_topk_prob.
+//   greedy (V2): s = softmax(logits); top-k of s.
+//   group_limited_greedy (V2): groups ranked by their max s; top-k within the best topk_group.
+//   Then weights *= routed_scaling_factor. (transformers' V2 router never renormalizes, whatever
+//   norm_topk_prob says; the V3 router renormalizes when it is set. We follow each.)
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "model/model.h"
+#include "model/workspace.h"
+
+namespace ff {
+
+namespace {
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+// Indices of the k largest values (ties: lower index first), unordered beyond that.
+void top_k(const float* v, int n, int k, int* out) {
+  int idx[1024];
+  std::vector<int> big;
+  int* ids = idx;
+  if (n > 1024) {
+    big.resize(size_t(n));
+    ids = big.data();
+  }
+  std::iota(ids, ids + n, 0);
+  std::partial_sort(ids, ids + k, ids + n, [&](int a, int b) {
+    return v[a] > v[b] || (v[a] == v[b] && a < b);
+  });
+  std::copy(ids, ids + k, out);
+}
+}  // namespace
+
+void Model::mlp(const MlpWeights& w, const float* x, int64_t T, float* out, bool accumulate) {
+  Workspace& ws = *ws_;
+  const int64_t inter = w.gate.n, hid = w.down.n;
+  float* g = Workspace::get(ws.ge, size_t(T * inter));
+  float* u = Workspace::get(ws.ue, size_t(T * inter));
+  gemm::linear(x, T, w.gate.k, w.gate, g, inter);
+  gemm::linear(x, T, w.up.k, w.up, u, inter);
+  for (int64_t i = 0; i < T * inter; ++i) g[i] = silu(g[i]) * u[i];
+  if (!accumulate) {
+    gemm::linear(g, T, inter, w.down, out, hid);
+    return;
+  }
+  float* d = Workspace::get(ws.de, size_t(T * hid));
+  gemm::linear(g, T, inter, w.down, d, hid);
+  for (int64_t i = 0; i < T * hid; ++i) out[i] += d[i];
+}
+
+void Model::route(const MoeWeights& w, const float* logits, int32_t* idx, float* weight) const {
+  const ModelConfig& c = config_;
+  const int E = c.n_routed_experts, K = c.num_experts_per_tok;
+  float scores[1024], choice[1024];
+  FF_CHECK(E <= 1024, "n_routed_experts {} > 1024 is not supported", E);
+  if (c.scoring == Scoring::Sigmoid) {
+    for (int e = 0; e < E; ++e) scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
+  } else {
+    float mx = *std::max_element(logits, logits + E);
+    double sum = 0;
+    for (int e = 0; e < E; ++e) sum += (scores[e] = std::exp(logits[e] - mx));
+    for (int e = 0; e < E; ++e) scores[e] = float(scores[e] / sum);
+  }
+  int sel[1024];
+  if (c.topk_method == TopkMethod::Greedy) {
+    top_k(scores, E, K, sel);
+  } else {
+    const int G = c.n_group, per = E / G;
+    const bool noaux = c.topk_method == TopkMethod::NoauxTc;
+    for (int e = 0; e < E; ++e) choice[e] = noaux ? scores[e] + w.score_bias[size_t(e)] : scores[e];
+    float group_score[1024];
+    for (int g = 0; g < G; ++g) {
+      const float* p = choice + g * per;
+      if (noaux) {
+        int two[2];
+        top_k(p, per, 2, two);
+        group_score[g] = p[two[0]] + p[two[1]];
+      } else {
+        group_score[g] = *std::max_element(p, p + per);
+      }
+    }
+    int keep[1024];
+    top_k(group_score, G, c.topk_group, keep);
+    bool kept[1024] = {};
+    for (int i = 0; i < c.topk_group; ++i) kept[keep[i]] = true;
+    // Excluded experts: -inf for noaux_tc, 0 for group_limited_greedy (as the reference).
+    const float masked = noaux ? -std::numeric_limits<float>::infinity() : 0.0f;
+    for (int e = 0; e < E; ++e)
+      if (!kept[e / per]) choice[e] = masked;
+    top_k(choice, E, K, sel);
+  }
+  float sum = 0;
+  for (int i = 0; i < K; ++i) {
+    idx[i] = sel[i];
+    weight[i] = scores[sel[i]];
+    sum += weight[i];
+  }
+  const bool normalize = c.norm_topk_prob && c.model_type == "deepseek_v3";
+  for (int i = 0; i < K; ++i) {
+    if (normalize) weight[i] /= (sum + 1e-20f);
+    weight[i] *= float(c.routed_scaling_factor);
+  }
+}
+
+void Model::moe(const MoeWeights& w, const float* x, int64_t T, float* out) {
+  const ModelConfig& c = config_;
+  Workspace& ws = *ws_;
+  const int64_t hid = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
+  float* logits = Workspace::get(ws.router_logits, size_t(T * E));
+  gemm::linear(x, T, hid, w.router, logits, E);
+  ws.route_idx.resize(size_t(T * K));
+  float* rw = Workspace::get(ws.route_w, size_t(T * K));
+  for (int64_t t = 0; t < T; ++t) route(w, logits + t * E, ws.route_idx.data() + t * K, rw + t * K);
+
+  std::fill(out, out + T * hid, 0.0f);
+  // Tokens grouped by expert; each expert runs once over its rows.
+  const int64_t inter = c.moe_intermediate_size;
+  float* xe = Workspace::get(ws.xe, size_t(T * hid));
+  float* ge = Workspace::get(ws.ge, size_t(T * inter));
+  float* ue = Workspace::get(ws.ue, size_t(T * inter));
+  float* de = Workspace::get(ws.de, size_t(T * hid));
+  for (int64_t e = 0; e < E; ++e) {
+    ws.expert_rows.clear();
+    ws.expert_w.clear();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t k = 0; k < K; ++k)
+        if (ws.route_idx[size_t(t * K + k)] == e) {
+          ws.expert_rows.push_back(t);
+          ws.expert_w.push_back(rw[t * K + k]);
+        }
+    const int64_t m = int64_t(ws.expert_rows.size());
+    if (m == 0) continue;
+    for (int64_t i = 0; i < m; ++i)
+      std::memcpy(xe + i * hid, x + ws.expert_rows[size_t(i)] * hid, size_t(hid) * 4);
+    const MlpWeights& ew = w.experts[size_t(e)];
+    gemm::linear(xe, m, hid, ew.gate, ge, inter);
+    gemm::linear(xe, m, hid, ew.up, ue, inter);
+    for (int64_t i = 0; i < m * inter; ++i) ge[i] = silu(ge[i]) * ue[i];
+    gemm::linear(ge, m, inter, ew.down, de, hid);
+    for (int64_t i = 0; i < m; ++i) {
+      float* o = out + ws.expert_rows[size_t(i)] * hid;
+      const float wt = ws.expert_w[size_t(i)];
+      for (int64_t j = 0; j < hid; ++j) o[j] += wt * de[i * hid + j];
+    }
+  }
+  if (w.has_shared) mlp(w.shared, x, T, out, true);
+}
+
+}  // namespace ff

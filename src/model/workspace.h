@@ -1,0 +1,30 @@
+// Private: scratch buffers of a Model's forward pass. They only grow, so steady-state decode
+// does not allocate.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/model.h"
+
+namespace ff {
+
+struct Model::Workspace {
+  std::vector<float> x, h, tmp, q, qa, kva, attn_o;
+  // attention
+  std::vector<float> lat_all, kv_up, qd, q_lat, o_lat, od, scores;
+  std::vector<int64_t> pos;
+  // moe
+  std::vector<float> router_logits, route_w, xe, ge, ue, de;
+  std::vector<int32_t> route_idx;
+  std::vector<int64_t> expert_rows;
+  std::vector<float> expert_w;
+  // logits
+  std::vector<float> last;
+
+  static float* get(std::vector<float>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+  }
+};
+
+}  // namespace ff
