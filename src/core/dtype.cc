@@ -1,5 +1,7 @@
 #include "core/dtype.h"
 
+#include "core/cpu.h"
+
 
 namespace ff {
 
@@ -19,35 +21,34 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::BOOL, "BOOL", 1},
 };
 
-// Round-to-nearest-even of m / 2^s, for s >= 1 and m < 2^24.
-inline uint32_t shift_rne(uint32_t m, uint32_t s) {
-  if (s > 25) return 0;  // m < 2^24 < half
-  const uint32_t half = 1u << (s - 1);
-  const uint32_t rem = m & ((half << 1) - 1);
-  const uint32_t r = m >> s;
-  return r + uint32_t(rem > half || (rem == half && (r & 1u)));
-}
-
 // Encodes a finite float (sign stripped: abs_bits <= 0x7f7fffff) into a small float with
-// `exp_bits` exponent bits and `man_bits` mantissa bits (IEEE-style bias, subnormals), rounding to
-// nearest even, in integer arithmetic (no dependence on the FP rounding mode). Returns the
-// magnitude code before any format-specific overflow handling; a result past the largest finite
-// code means "overflowed".
-inline uint32_t encode_small_float(uint32_t abs_bits, int exp_bits, int man_bits) {
-  const int bias = (1 << (exp_bits - 1)) - 1;
-  const int e32 = int(abs_bits >> 23);  // biased f32 exponent
-  if (e32 < 127 + 1 - bias) {
-    // Subnormal (or zero) in the target: the value in units of the target's smallest subnormal
-    // 2^(1-bias-man_bits) is m * 2^(E-150) / 2^(1-bias-man_bits). Rounding up to 1 << man_bits
-    // gives the smallest normal code, which is still correct.
-    const uint32_t m = (abs_bits & 0x7fffffu) | (e32 ? 0x800000u : 0u);
-    const int e = e32 ? e32 : 1;
-    return shift_rne(m, uint32_t(151 - bias - man_bits - e));
-  }
-  const int shift = 23 - man_bits;
-  uint32_t r = abs_bits + ((1u << (shift - 1)) - 1) + ((abs_bits >> shift) & 1u);
-  r >>= shift;
-  return r - (uint32_t(127 - bias) << man_bits);
+// `kExp` exponent bits and `kMan` mantissa bits (IEEE-style bias, subnormals), rounding to nearest
+// even, in integer arithmetic (no dependence on the FP rounding mode). Returns the magnitude code
+// before any format-specific overflow handling; a result past the largest finite code means
+// "overflowed". Branch-free (both candidates computed, one selected) so that loops over it
+// vectorise; the f32 inputs of interest here are far from f32's own subnormals, which all round
+// to 0 in every target format.
+template <int kExp, int kMan>
+[[gnu::always_inline]] inline uint32_t encode_small_float(uint32_t abs_bits) {
+  constexpr int kBias = (1 << (kExp - 1)) - 1;
+  constexpr int kShift = 23 - kMan;
+  const uint32_t e32 = abs_bits >> 23;  // biased f32 exponent
+  // Normal in the target: round the mantissa at bit kShift (a carry bumps the exponent: right).
+  const uint32_t normal =
+      ((abs_bits + ((1u << (kShift - 1)) - 1) + ((abs_bits >> kShift) & 1u)) >> kShift) -
+      (uint32_t(127 - kBias) << kMan);
+  // Subnormal (or zero) in the target: the value in units of the smallest subnormal
+  // 2^(1-bias-man) is m * 2^(e32-150) / 2^(1-bias-man) = m / 2^s, rounded half-even. Rounding up
+  // to 1 << kMan gives the smallest normal code, which is still correct. s >= 25 gives 0.
+  const uint32_t m = (abs_bits & 0x7fffffu) | 0x800000u;
+  int32_t s = 151 - kBias - kMan - int32_t(e32);
+  s = s < 1 ? 1 : (s > 31 ? 31 : s);
+  const uint32_t t = uint32_t(s - 1);
+  const uint32_t q = m >> t;                        // m / 2^(s-1): the result and its round bit
+  const uint32_t sticky = uint32_t((q << t) != m);  // anything below the round bit
+  uint32_t sub = q >> 1;
+  sub += q & (sticky | sub) & 1u;                   // round up: above half, or a tie to odd
+  return e32 < uint32_t(128 - kBias) ? sub : normal;
 }
 
 }  // namespace
@@ -74,55 +75,73 @@ bool parse_dtype(std::string_view s, DType* out) {
   return false;
 }
 
-float f16_to_f32(uint16_t h) {
+namespace {
+
+// The conversions are written without early returns (selects instead) so that the bulk loops
+// below vectorise.
+[[gnu::always_inline]] inline float f16_to_f32_impl(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
   const uint32_t a = h & 0x7fffu;
-  if (a >= 0x7c00u) {  // inf, or NaN made quiet with its payload kept
-    const uint32_t m = (a & 0x3ffu) << 13;
-    return f32_from_bits(sign | 0x7f800000u | m | (m ? 0x400000u : 0u));
-  }
-  if (a >= 0x400u) return f32_from_bits(sign | ((a << 13) + (uint32_t(127 - 15) << 23)));
-  return f32_from_bits(sign | f32_bits(float(a) * 0x1p-24f));  // subnormal or zero: exact
+  const uint32_t payload = (a & 0x3ffu) << 13;
+  const uint32_t inf_nan = 0x7f800000u | payload | (payload ? 0x400000u : 0u);  // NaN: quiet
+  const uint32_t normal = (a << 13) + (uint32_t(127 - 15) << 23);
+  const uint32_t sub = f32_bits(float(a) * 0x1p-24f);  // subnormal or zero: exact
+  return f32_from_bits(sign | (a >= 0x7c00u ? inf_nan : (a >= 0x400u ? normal : sub)));
 }
 
-uint16_t f32_to_f16(float f) {
+[[gnu::always_inline]] inline uint16_t f32_to_f16_impl(float f) {
   const uint32_t u = f32_bits(f);
-  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+  const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // NaN
-  if (a >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to inf (incl. inf)
-  return uint16_t(sign | encode_small_float(a, 5, 10));
+  uint32_t r = encode_small_float<5, 10>(a);
+  r = a >= 0x477ff000u ? 0x7c00u : r;                        // >= 65520 rounds to inf (and inf)
+  r = a > 0x7f800000u ? 0x7e00u | ((a >> 13) & 0x3ffu) : r;  // NaN: quiet, top payload bits
+  return uint16_t(sign | r);
 }
 
-float e4m3_to_f32(uint8_t v) {
+[[gnu::always_inline]] inline float e4m3_to_f32_impl(uint8_t v) {
   const uint32_t sign = uint32_t(v & 0x80u) << 24;
   const uint32_t mag = v & 0x7fu;
-  if (mag == 0x7fu) return f32_from_bits(sign | 0x7ff00000u);  // NaN, as PyTorch decodes it
-  if (mag >= 0x08u) return f32_from_bits(sign | ((mag << 20) + (uint32_t(127 - 7) << 23)));
-  return f32_from_bits(sign | f32_bits(float(mag) * 0x1p-9f));  // subnormal or zero
+  const uint32_t normal = (mag << 20) + (uint32_t(127 - 7) << 23);
+  const uint32_t sub = f32_bits(float(mag) * 0x1p-9f);  // subnormal or zero: exact
+  // The NaN codes decode to 0x7ff00000, as PyTorch's.
+  return f32_from_bits(sign | (mag == 0x7fu ? 0x7ff00000u : (mag >= 0x08u ? normal : sub)));
 }
 
-uint8_t f32_to_e4m3(float f) {
+[[gnu::always_inline]] inline uint8_t f32_to_e4m3_impl(float f) {
   const uint32_t u = f32_bits(f);
-  const uint8_t sign = uint8_t((u >> 24) & 0x80u);
+  const uint32_t sign = (u >> 24) & 0x80u;
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7fu;   // NaN -> NaN
-  if (a >= 0x43f00000u) return sign | 0x7eu;  // >= 480 and inf saturate to 448 (no inf)
-  const uint32_t code = encode_small_float(a, 4, 3);
-  return uint8_t(sign | (code == 0x7fu ? 0x7eu : code));  // (464, 480) rounds up: saturate
+  uint32_t r = encode_small_float<4, 3>(a);
+  r = r == 0x7fu ? 0x7eu : r;           // (464, 480) rounds up past 448: saturate
+  r = a >= 0x43f00000u ? 0x7eu : r;     // >= 480 and inf saturate to 448 (no inf in e4m3fn)
+  r = a > 0x7f800000u ? 0x7fu : r;      // NaN -> NaN
+  return uint8_t(sign | r);
 }
 
 // e5m2 is the top byte of an f16.
-float e5m2_to_f32(uint8_t v) { return f16_to_f32(uint16_t(uint16_t(v) << 8)); }
-
-uint8_t f32_to_e5m2(float f) {
-  const uint32_t u = f32_bits(f);
-  const uint8_t sign = uint8_t((u >> 24) & 0x80u);
-  const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7fu;   // NaN
-  if (a >= 0x47700000u) return sign | 0x7cu;  // >= 61440 rounds to inf (incl. inf)
-  return uint8_t(sign | encode_small_float(a, 5, 2));
+[[gnu::always_inline]] inline float e5m2_to_f32_impl(uint8_t v) {
+  return f16_to_f32_impl(uint16_t(uint16_t(v) << 8));
 }
+
+[[gnu::always_inline]] inline uint8_t f32_to_e5m2_impl(float f) {
+  const uint32_t u = f32_bits(f);
+  const uint32_t sign = (u >> 24) & 0x80u;
+  const uint32_t a = u & 0x7fffffffu;
+  uint32_t r = encode_small_float<5, 2>(a);
+  r = a >= 0x47700000u ? 0x7cu : r;  // >= 61440 rounds to inf (and inf)
+  r = a > 0x7f800000u ? 0x7fu : r;   // NaN
+  return uint8_t(sign | r);
+}
+
+}  // namespace
+
+float f16_to_f32(uint16_t h) { return f16_to_f32_impl(h); }
+uint16_t f32_to_f16(float f) { return f32_to_f16_impl(f); }
+float e4m3_to_f32(uint8_t v) { return e4m3_to_f32_impl(v); }
+uint8_t f32_to_e4m3(float f) { return f32_to_e4m3_impl(f); }
+float e5m2_to_f32(uint8_t v) { return e5m2_to_f32_impl(v); }
+uint8_t f32_to_e5m2(float f) { return f32_to_e5m2_impl(f); }
 
 const float* e4m3_table() {
   static const auto table = [] {
@@ -144,38 +163,57 @@ uint8_t f32_to_ue8m0_ceil(float f) {
   return uint8_t(e > 0xfe ? 0xfe : e);
 }
 
-// The loops below are written so that the compiler can vectorise them (no calls, no early exits).
-void convert_f32_to_bf16(const float* in, uint16_t* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
-}
+// Bulk conversions: the scalar code above in plain loops, compiled three times (baseline x86-64,
+// AVX2, AVX-512) with the vectoriser on, and picked by active_isa() (so FF_ISA forces one). The
+// vector code is the same integer / exact float arithmetic, so the results are bit-identical.
+#define FF_BULK_VARIANTS(name, In, Out, expr)                                                   \
+  __attribute__((optimize("tree-vectorize", "no-trapping-math"))) void name##_base(const In* __restrict in,        \
+                                                               Out* __restrict out, size_t n) { \
+    for (size_t i = 0; i < n; ++i) out[i] = expr;                                               \
+  }                                                                                             \
+  __attribute__((target("avx2,fma,f16c"), optimize("tree-vectorize", "no-trapping-math"))) void name##_avx2(        \
+      const In* __restrict in, Out* __restrict out, size_t n) {                                 \
+    for (size_t i = 0; i < n; ++i) out[i] = expr;                                               \
+  }                                                                                             \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"),                   \
+                 optimize("tree-vectorize", "no-trapping-math"))) void                                              \
+  name##_avx512(const In* __restrict in, Out* __restrict out, size_t n) {                       \
+    for (size_t i = 0; i < n; ++i) out[i] = expr;                                               \
+  }
 
-void convert_bf16_to_f32(const uint16_t* in, float* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = bf16_to_f32(in[i]);
-}
+namespace {
+FF_BULK_VARIANTS(f32_to_bf16_loop, float, uint16_t, f32_to_bf16(in[i]))
+FF_BULK_VARIANTS(bf16_to_f32_loop, uint16_t, float, bf16_to_f32(in[i]))
+FF_BULK_VARIANTS(f32_to_f16_loop, float, uint16_t, f32_to_f16_impl(in[i]))
+FF_BULK_VARIANTS(f16_to_f32_loop, uint16_t, float, f16_to_f32_impl(in[i]))
+FF_BULK_VARIANTS(f32_to_e4m3_loop, float, uint8_t, f32_to_e4m3_impl(in[i]))
+FF_BULK_VARIANTS(f32_to_e5m2_loop, float, uint8_t, f32_to_e5m2_impl(in[i]))
+FF_BULK_VARIANTS(e5m2_to_f32_loop, uint8_t, float, e5m2_to_f32_impl(in[i]))
+}  // namespace
+#undef FF_BULK_VARIANTS
 
-void convert_f32_to_f16(const float* in, uint16_t* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = f32_to_f16(in[i]);
-}
+#define FF_BULK_DISPATCH(name, In, Out)                          \
+  void convert_##name(const In* in, Out* out, size_t n) {        \
+    switch (active_isa()) {                                      \
+      case Isa::Avx512: return name##_loop_avx512(in, out, n);   \
+      case Isa::Avx2: return name##_loop_avx2(in, out, n);       \
+      default: return name##_loop_base(in, out, n);              \
+    }                                                            \
+  }
 
-void convert_f16_to_f32(const uint16_t* in, float* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = f16_to_f32(in[i]);
-}
+FF_BULK_DISPATCH(f32_to_bf16, float, uint16_t)
+FF_BULK_DISPATCH(bf16_to_f32, uint16_t, float)
+FF_BULK_DISPATCH(f32_to_f16, float, uint16_t)
+FF_BULK_DISPATCH(f16_to_f32, uint16_t, float)
+FF_BULK_DISPATCH(f32_to_e4m3, float, uint8_t)
+FF_BULK_DISPATCH(f32_to_e5m2, float, uint8_t)
+FF_BULK_DISPATCH(e5m2_to_f32, uint8_t, float)
+#undef FF_BULK_DISPATCH
 
-void convert_f32_to_e4m3(const float* in, uint8_t* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = f32_to_e4m3(in[i]);
-}
-
+// A table lookup; the compiler does this about as well as a gather.
 void convert_e4m3_to_f32(const uint8_t* in, float* out, size_t n) {
   const float* table = e4m3_table();
   for (size_t i = 0; i < n; ++i) out[i] = table[in[i]];
-}
-
-void convert_f32_to_e5m2(const float* in, uint8_t* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = f32_to_e5m2(in[i]);
-}
-
-void convert_e5m2_to_f32(const uint8_t* in, float* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = e5m2_to_f32(in[i]);
 }
 
 }  // namespace ff

@@ -19,10 +19,12 @@ uint64_t splitmix64(uint64_t* state) {
   return z ^ (z >> 31);
 }
 
-uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
-// Strict order "a is more likely than b": higher z (logit) first, lower id on ties. A total order, so
-// nth_element / sort give the same result on every standard library.
+// Strict order "a is more likely than b": higher z (logit) first, lower id on ties. A total order,
+// so nth_element / sort give the same result on every standard library.
 template <typename T>
 bool more_likely(const T& a, const T& b) {
   if (a.z != b.z) return a.z > b.z;
@@ -42,8 +44,8 @@ inline __attribute__((always_inline)) f4 exp_nonpositive(f4 z) {
   const f4 x = underflow ? f4{} - 87.f : z;
   const f4 magic = f4{} + 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
   const f4 t = x * 1.44269504088896341f + magic;
-  const f4 n = t - magic;                          // round(x / ln 2)
-  const i4 exponent = (i4)t - (i4)magic + 127;    // the same integer, biased: 1..127
+  const f4 n = t - magic;                                  // round(x / ln 2)
+  const i4 exponent = (i4)t - (i4)magic + 127;             // the same integer, biased: 1..127
   const f4 r = x - n * 0.693359375f + n * 2.12194440e-4f;  // x - n ln 2, |r| <= ln2 / 2
   f4 p = f4{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -62,7 +64,9 @@ f4 load4(const float* p) {
   return v;
 }
 
-double sum_lanes(f4 v) { return double((v[0] + v[1]) + (v[2] + v[3])); }
+double sum_lanes(f4 v) {
+  return double((v[0] + v[1]) + (v[2] + v[3]));
+}
 
 // w[i] = exp(z[i]), or 0 where z[i] < min_z; returns the sum of w. Float partial sums are moved
 // into a double every 64 tokens, so the total keeps about 1e-6 relative accuracy at any vocab.
@@ -158,10 +162,10 @@ void SamplingParams::validate() const {
   FF_CHECK(min_p >= 0.f && min_p <= 1.f, "sampling: min_p must be in [0, 1], got {}", min_p);
   FF_CHECK(std::isfinite(repetition_penalty) && repetition_penalty > 0.f,
            "sampling: repetition_penalty must be a finite number > 0, got {}", repetition_penalty);
-  FF_CHECK(std::isfinite(presence_penalty),
-           "sampling: presence_penalty must be finite, got {}", presence_penalty);
-  FF_CHECK(std::isfinite(frequency_penalty),
-           "sampling: frequency_penalty must be finite, got {}", frequency_penalty);
+  FF_CHECK(std::isfinite(presence_penalty), "sampling: presence_penalty must be finite, got {}",
+           presence_penalty);
+  FF_CHECK(std::isfinite(frequency_penalty), "sampling: frequency_penalty must be finite, got {}",
+           frequency_penalty);
 }
 
 // ---- Rng ---------------------------------------------------------------------------------------
@@ -183,7 +187,9 @@ uint64_t Rng::next_u64() {
   return result;
 }
 
-double Rng::uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }
+double Rng::uniform() {
+  return double(next_u64() >> 11) * 0x1.0p-53;
+}
 
 // ---- Sampler -----------------------------------------------------------------------------------
 
@@ -380,7 +386,7 @@ double Sampler::keep_nucleus_sorted(double threshold) {
 // candidates_ ends up as the kept tokens: the sure ones by id, then the crossing bucket's.
 double Sampler::keep_nucleus_bucketed(double threshold) {
   constexpr uint16_t kNoBucket = kBuckets;  // weight 0: never drawn, in no bucket
-  const size_t vocab = z_.size();  // weights_ may be longer: only grows
+  const size_t vocab = z_.size();           // weights_ may be longer: only grows
   bucket_.resize(vocab);
   bucket_mass_.assign(kBuckets, 0.0);
   for (size_t i = 0; i < vocab; ++i) {

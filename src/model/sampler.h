@@ -6,9 +6,11 @@
 //   1. penalties, written into the logits in place:
 //        repetition (HF/CTRL): for every distinct id in `history`,
 //                              logit > 0 ? logit / repetition_penalty : logit * repetition_penalty
-//        frequency / presence (OpenAI): for every id generated so far (history[num_prompt_tokens:]),
+//        frequency / presence (OpenAI): for every id generated so far
+//        (history[num_prompt_tokens:]),
 //                              logit -= frequency_penalty * count; logit -= presence_penalty
-//   2. temperature == 0: greedy, the argmax of the penalized logits (lowest id on ties); the filters
+//   2. temperature == 0: greedy, the argmax of the penalized logits (lowest id on ties); the
+//   filters
 //      below and the RNG are not used (the argmax survives every filter anyway).
 //   3. temperature: z = (logit - max) / temperature, so p ∝ exp(z) and the top token has z = 0.
 //   4. top-k: keep the k largest (ties broken towards the lower id).
@@ -25,8 +27,8 @@
 // (all -inf or NaN) sample() throws ff::Error: there is nothing to sample.
 //
 // Weights exp(z) come from our own vectorized exp (relative error ~1e-7), not libm, so a seed gives
-// the same tokens on every x86-64 system; tokens with z < -87 (probability below e^-87 of the top one's)
-// get weight 0 and are never drawn. The candidates are walked in a fixed order (by id, or by
+// the same tokens on every x86-64 system; tokens with z < -87 (probability below e^-87 of the top
+// one's) get weight 0 and are never drawn. The candidates are walked in a fixed order (by id, or by
 // likelihood with ties by id), never in an order an std algorithm leaves unspecified.
 //
 // Cost per step for vocab V: O(V + history) for penalties and the max, vectorized exp over the
@@ -49,8 +51,8 @@ struct SamplingParams {
   float top_p = 1.f;               // nucleus, in (0, 1]; 1 => off
   float min_p = 0.f;               // in [0, 1]; keep tokens with p >= min_p * p_max; 0 => off
   float repetition_penalty = 1.f;  // > 0; 1 => off
-  float presence_penalty = 0.f;    // finite; 0 => off (OpenAI allows [-2, 2]; the server checks that)
-  float frequency_penalty = 0.f;   // finite; 0 => off
+  float presence_penalty = 0.f;  // finite; 0 => off (OpenAI allows [-2, 2]; the server checks that)
+  float frequency_penalty = 0.f;  // finite; 0 => off
   uint64_t seed = 0;
 
   // Throws ff::Error naming the first bad field (NaN counts as bad for every float field).
@@ -88,8 +90,8 @@ class Sampler {
   // distribution after penalties but before temperature and the filters (vLLM's default "raw"
   // logprobs). NaN counts as -inf. Writes the n most likely ids, most likely first (ties: lower id
   // first; n is clamped to the vocab size) to *out, and log(sum(exp(logits))) to *logsumexp_out
-  // (optional), so the chosen token's logprob is logits[id] - logsumexp. Throws ff::Error for n < 0,
-  // an empty vocab, or when no logit is above -inf.
+  // (optional), so the chosen token's logprob is logits[id] - logsumexp. Throws ff::Error for n <
+  // 0, an empty vocab, or when no logit is above -inf.
   struct TopLogprob {
     int32_t id;
     float logprob;
@@ -118,11 +120,11 @@ class Sampler {
   SamplingParams params_;
   Rng rng_;
   std::vector<Candidate> candidates_;
-  std::vector<float> z_;        // per vocab id
-  std::vector<float> weights_;  // per vocab id, then per candidate for the final draw
+  std::vector<float> z_;          // per vocab id
+  std::vector<float> weights_;    // per vocab id, then per candidate for the final draw
   std::vector<uint16_t> bucket_;  // per vocab id: top-p histogram bucket
   std::vector<double> bucket_mass_;
-  std::vector<Candidate> crossing_;  // top-p: the bucket where the nucleus ends
+  std::vector<Candidate> crossing_;       // top-p: the bucket where the nucleus ends
   std::vector<int32_t> generated_count_;  // per vocab id; all zero between calls
   std::vector<uint8_t> seen_;             // per vocab id; all zero between calls
   std::vector<int32_t> touched_;          // ids set in the two arrays above during one call

@@ -14,9 +14,12 @@ size_t incomplete_utf8_tail(std::string_view s) {
     const auto byte = static_cast<unsigned char>(s[s.size() - back]);
     if ((byte & 0xC0) == 0x80) continue;  // continuation byte: look further back
     size_t need = 0;
-    if ((byte & 0xE0) == 0xC0) need = 2;
-    else if ((byte & 0xF0) == 0xE0) need = 3;
-    else if ((byte & 0xF8) == 0xF0) need = 4;
+    if ((byte & 0xE0) == 0xC0)
+      need = 2;
+    else if ((byte & 0xF0) == 0xE0)
+      need = 3;
+    else if ((byte & 0xF8) == 0xF0)
+      need = 4;
     return need > back ? back : 0;  // ASCII, invalid lead, or complete: nothing to wait for
   }
   return 0;
@@ -39,9 +42,12 @@ void StopConditions::validate() const {
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
-    case FinishReason::Stop: return "stop";
-    case FinishReason::Length: return "length";
-    case FinishReason::None: break;
+    case FinishReason::Stop:
+      return "stop";
+    case FinishReason::Length:
+      return "length";
+    case FinishReason::None:
+      break;
   }
   return "";
 }
@@ -113,6 +119,8 @@ std::string StopChecker::push(int32_t token, std::string_view piece) {
   return emit(held_.size() - hold_length());
 }
 
-std::string StopChecker::flush() { return emit(held_.size()); }
+std::string StopChecker::flush() {
+  return emit(held_.size());
+}
 
 }  // namespace ff

@@ -64,7 +64,9 @@ TEST(ModelBatch, BatchedDecodeMatchesSingle) {
     for (size_t s = 0; s < lens.size(); ++s) {
       EXPECT_LT(max_rel_err(&logits[s * V], alone[s][size_t(j)].data(), V), 1e-5)
           << "sequence " << s << " step " << j;
-      if (j + 1 < steps) EXPECT_EQ(argmax(&logits[s * V], V), tokens[s][size_t(j) + 1]);
+      if (j + 1 < steps) {
+        EXPECT_EQ(argmax(&logits[s * V], V), tokens[s][size_t(j) + 1]);
+      }
     }
   }
   for (size_t s = 0; s < lens.size(); ++s) EXPECT_EQ(seqs[s].length, lens[s] + steps);

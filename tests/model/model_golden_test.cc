@@ -80,12 +80,15 @@ TEST_P(ModelGolden, PrefillDecodeAndGreedyMatchReference) {
       if (j + 1 == want_greedy.size()) break;
       Model::Request dec{&seq, std::span<const int32_t>(&want_greedy[j], 1), false};
       model->forward({&dec, 1}, cache, &step);
-      if (j < decode_steps)
+      if (j < decode_steps) {
         check_row(step.data(), &want_decode[j * V],
                   std::string(gc.name) + " prompt " + std::to_string(p) + " decode step " + std::to_string(j));
+      }
     }
     for (size_t j = 0; j < got.size(); ++j, ++tokens) tokens_ok += got[j] == want_greedy[j];
-    if (gc.min_share == 1.0) EXPECT_EQ(got, want_greedy) << gc.name << " prompt " << p;
+    if (gc.min_share == 1.0) {
+      EXPECT_EQ(got, want_greedy) << gc.name << " prompt " << p;
+    }
   }
   EXPECT_GE(prompts, 1);
   EXPECT_GE(double(rows_ok), gc.min_share * double(rows)) << rows_ok << " of " << rows << " rows within " << gc.tol;

@@ -20,7 +20,8 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // Independent reference in double: the filtered, renormalized distribution, written the obvious
 // way (full sort, softmax, cut, renormalize after each filter).
-std::vector<double> reference_distribution(const std::vector<float>& logits, const SamplingParams& p) {
+std::vector<double> reference_distribution(const std::vector<float>& logits,
+                                           const SamplingParams& p) {
   const size_t n = logits.size();
   std::vector<double> prob(n, 0.0);
   double mx = -INFINITY;
@@ -33,7 +34,8 @@ std::vector<double> reference_distribution(const std::vector<float>& logits, con
   normalize();
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return prob[a] > prob[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return prob[a] > prob[b]; });
   if (p.top_k > 0) {
     for (size_t r = size_t(p.top_k); r < n; ++r) prob[order[r]] = 0.0;
     normalize();
@@ -91,7 +93,8 @@ void expect_matches_reference(const std::vector<float>& logits, const SamplingPa
   // 99.9% quantiles of chi-square with 1..8 degrees of freedom.
   constexpr double kQuantile999[] = {0, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32, 26.12};
   ASSERT_TRUE(nonzero >= 2 && nonzero <= 9) << nonzero;
-  EXPECT_LT(chi2, kQuantile999[nonzero - 1]) << "chi-square over " << nonzero - 1 << " degrees of freedom";
+  EXPECT_LT(chi2, kQuantile999[nonzero - 1])
+      << "chi-square over " << nonzero - 1 << " degrees of freedom";
 }
 
 // Hand-made. At T=1 the mass before each rank is 0 .337 .542 .666 .778 .853 .915 .961 .983 and
@@ -178,13 +181,27 @@ TEST(Sampler, RngIsPortable) {
   EXPECT_NEAR(sum / 100000, 0.5, 0.005);
 }
 
-TEST(Sampler, TemperatureOneMatchesSoftmax) { expect_matches_reference(kLogits, with(1.0f)); }
-TEST(Sampler, LowTemperatureMatches) { expect_matches_reference(kLogits, with(0.6f)); }
-TEST(Sampler, HighTemperatureMatches) { expect_matches_reference(kLogits, with(1.7f)); }
-TEST(Sampler, TopKMatches) { expect_matches_reference(kLogits, with(1.0f, 3)); }
-TEST(Sampler, SmallTopKMatches) { expect_matches_reference(kLogits, with(1.0f, 2)); }  // heap path
-TEST(Sampler, TopPMatches) { expect_matches_reference(kLogits, with(1.0f, 0, 0.8f)); }
-TEST(Sampler, MinPMatches) { expect_matches_reference(kLogits, with(1.0f, 0, 1.f, 0.3f)); }
+TEST(Sampler, TemperatureOneMatchesSoftmax) {
+  expect_matches_reference(kLogits, with(1.0f));
+}
+TEST(Sampler, LowTemperatureMatches) {
+  expect_matches_reference(kLogits, with(0.6f));
+}
+TEST(Sampler, HighTemperatureMatches) {
+  expect_matches_reference(kLogits, with(1.7f));
+}
+TEST(Sampler, TopKMatches) {
+  expect_matches_reference(kLogits, with(1.0f, 3));
+}
+TEST(Sampler, SmallTopKMatches) {
+  expect_matches_reference(kLogits, with(1.0f, 2));
+}  // heap path
+TEST(Sampler, TopPMatches) {
+  expect_matches_reference(kLogits, with(1.0f, 0, 0.8f));
+}
+TEST(Sampler, MinPMatches) {
+  expect_matches_reference(kLogits, with(1.0f, 0, 1.f, 0.3f));
+}
 // More candidates than top-p sorts outright, so the nucleus is found through the histogram: the
 // hand-made logits plus 1100 tokens at -30 (mass 1e-10 in all, never inside the nucleus). Fewer
 // draws: each costs a pass over 1109 logits.
@@ -296,8 +313,8 @@ TEST(Sampler, PenaltyChangesGreedyChoice) {
 TEST(Sampler, OnlyOneFiniteLogit) {
   std::vector<float> base(50, -kInf);
   base[17] = -5.0f;
-  for (const SamplingParams& p : {SamplingParams{}, with(1.0f), with(2.0f, 10, 0.3f, 0.5f),
-                                  with(1.0f, 0, 1e-6f)}) {
+  for (const SamplingParams& p :
+       {SamplingParams{}, with(1.0f), with(2.0f, 10, 0.3f, 0.5f), with(1.0f, 0, 1e-6f)}) {
     Sampler sampler(p);
     for (int i = 0; i < 20; ++i) {
       std::vector<float> logits = base;
@@ -446,21 +463,53 @@ TEST(Sampler, ValidationNamesTheBadParameter) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   SamplingParams p;
   EXPECT_NO_THROW(p.validate());
-  p = {}; p.temperature = -0.1f; expect_invalid(p, "temperature");
-  p = {}; p.temperature = nan; expect_invalid(p, "temperature");
-  p = {}; p.temperature = kInf; expect_invalid(p, "temperature");
-  p = {}; p.top_k = -1; expect_invalid(p, "top_k");
-  p = {}; p.top_p = 0.f; expect_invalid(p, "top_p");
-  p = {}; p.top_p = 1.01f; expect_invalid(p, "top_p");
-  p = {}; p.top_p = nan; expect_invalid(p, "top_p");
-  p = {}; p.min_p = -0.01f; expect_invalid(p, "min_p");
-  p = {}; p.min_p = 1.5f; expect_invalid(p, "min_p");
-  p = {}; p.min_p = nan; expect_invalid(p, "min_p");
-  p = {}; p.repetition_penalty = 0.f; expect_invalid(p, "repetition_penalty");
-  p = {}; p.repetition_penalty = nan; expect_invalid(p, "repetition_penalty");
-  p = {}; p.presence_penalty = nan; expect_invalid(p, "presence_penalty");
-  p = {}; p.frequency_penalty = -kInf; expect_invalid(p, "frequency_penalty");
-  p = {}; p.top_p = 1.f; p.min_p = 1.f; p.top_k = 1; p.temperature = 100.f;
+  p = {};
+  p.temperature = -0.1f;
+  expect_invalid(p, "temperature");
+  p = {};
+  p.temperature = nan;
+  expect_invalid(p, "temperature");
+  p = {};
+  p.temperature = kInf;
+  expect_invalid(p, "temperature");
+  p = {};
+  p.top_k = -1;
+  expect_invalid(p, "top_k");
+  p = {};
+  p.top_p = 0.f;
+  expect_invalid(p, "top_p");
+  p = {};
+  p.top_p = 1.01f;
+  expect_invalid(p, "top_p");
+  p = {};
+  p.top_p = nan;
+  expect_invalid(p, "top_p");
+  p = {};
+  p.min_p = -0.01f;
+  expect_invalid(p, "min_p");
+  p = {};
+  p.min_p = 1.5f;
+  expect_invalid(p, "min_p");
+  p = {};
+  p.min_p = nan;
+  expect_invalid(p, "min_p");
+  p = {};
+  p.repetition_penalty = 0.f;
+  expect_invalid(p, "repetition_penalty");
+  p = {};
+  p.repetition_penalty = nan;
+  expect_invalid(p, "repetition_penalty");
+  p = {};
+  p.presence_penalty = nan;
+  expect_invalid(p, "presence_penalty");
+  p = {};
+  p.frequency_penalty = -kInf;
+  expect_invalid(p, "frequency_penalty");
+  p = {};
+  p.top_p = 1.f;
+  p.min_p = 1.f;
+  p.top_k = 1;
+  p.temperature = 100.f;
   EXPECT_NO_THROW(p.validate());
 }
 

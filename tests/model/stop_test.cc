@@ -133,14 +133,16 @@ TEST(Stop, TextAfterTheStopStringInTheSamePieceIsDropped) {
 
 TEST(Stop, OverlappingCandidates) {
   // "ab" completes before "bc" could, however the text is split.
-  for (const auto& pieces : std::vector<std::vector<std::string>>{{"a", "b", "c"}, {"abc"}, {"ab", "c"}}) {
+  for (const auto& pieces :
+       std::vector<std::vector<std::string>>{{"a", "b", "c"}, {"abc"}, {"ab", "c"}}) {
     StopChecker checker(stops({"bc", "ab"}));
     const Streamed run = feed(checker, pieces);
     EXPECT_EQ(run.all(), "");
     EXPECT_EQ(checker.matched_stop_string(), 1);
   }
   // The earliest end wins over the earliest start: "bc" ends before "abcd" would.
-  for (const auto& pieces : std::vector<std::vector<std::string>>{{"x", "a", "b", "c", "d"}, {"xabcd"}}) {
+  for (const auto& pieces :
+       std::vector<std::vector<std::string>>{{"x", "a", "b", "c", "d"}, {"xabcd"}}) {
     StopChecker checker(stops({"abcd", "bc"}));
     EXPECT_EQ(feed(checker, pieces).all(), "xa");
     EXPECT_EQ(checker.matched_stop_string(), 1);
@@ -154,7 +156,7 @@ TEST(Stop, OverlappingCandidates) {
 TEST(Stop, HoldsTheLongestPossibleStopPrefix) {
   StopChecker checker(stops({"aab", "ab"}));
   EXPECT_EQ(checker.push(1, "xa"), "x");
-  EXPECT_EQ(checker.push(2, "a"), "");  // "aa" may start "aab"
+  EXPECT_EQ(checker.push(2, "a"), "");   // "aa" may start "aab"
   EXPECT_EQ(checker.push(3, "a"), "a");  // "aaa": keep "aa"
   EXPECT_EQ(checker.push(4, "b"), "");   // "aab" and "ab" both end here; "aab" starts first
   EXPECT_EQ(checker.text(), "xa");
@@ -175,7 +177,7 @@ TEST(Stop, IncompleteUtf8IsHeldUntilTheCharacterCompletes) {
   StopChecker checker(StopConditions{});
   EXPECT_EQ(checker.push(1, "caf\xC3"), "caf");
   EXPECT_EQ(checker.push(2, "\xA9 "), "\xC3\xA9 ");  // é
-  EXPECT_EQ(checker.push(3, "\xF0\x9F"), "");          // 😀 = F0 9F 98 80
+  EXPECT_EQ(checker.push(3, "\xF0\x9F"), "");        // 😀 = F0 9F 98 80
   EXPECT_EQ(checker.push(4, "\x98"), "");
   EXPECT_EQ(checker.push(5, "\x80!"), "\xF0\x9F\x98\x80!");
   EXPECT_EQ(checker.push(6, "\xE2\x82"), "");
@@ -202,7 +204,8 @@ TEST(Stop, InvalidConditionsNameTheField) {
     return "";
   };
   EXPECT_NE(message(stops({"ok", ""})).find("stop string 1 is empty"), std::string::npos);
-  EXPECT_NE(message(stops(std::vector<std::string>(17, "x"))).find("stop strings"), std::string::npos);
+  EXPECT_NE(message(stops(std::vector<std::string>(17, "x"))).find("stop strings"),
+            std::string::npos);
   EXPECT_NE(message(stops({std::string(2000, 'x')})).find("stop string 0"), std::string::npos);
   StopConditions c;
   c.max_tokens = 0;
@@ -219,7 +222,8 @@ std::string reference_output(const std::string& text, const std::vector<std::str
   for (size_t end = 1; end <= text.size(); ++end) {
     size_t best = 0;
     for (const auto& s : stop_strings)
-      if (s.size() <= end && text.compare(end - s.size(), s.size(), s) == 0) best = std::max(best, s.size());
+      if (s.size() <= end && text.compare(end - s.size(), s.size(), s) == 0)
+        best = std::max(best, s.size());
     if (best > 0) {
       *stopped = true;
       return text.substr(0, end - best);
@@ -233,7 +237,11 @@ bool is_valid_utf8(const std::string& s) {
   size_t i = 0;
   while (i < s.size()) {
     const auto b = static_cast<unsigned char>(s[i]);
-    const size_t len = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 0;
+    const size_t len = b < 0x80             ? 1
+                       : (b & 0xE0) == 0xC0 ? 2
+                       : (b & 0xF0) == 0xE0 ? 3
+                       : (b & 0xF8) == 0xF0 ? 4
+                                            : 0;
     if (len == 0 || i + len > s.size()) return false;
     for (size_t k = 1; k < len; ++k)
       if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
