@@ -23,9 +23,14 @@ inline double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Runs fn() `warmup` times untimed, then `reps` times timed; returns the median in seconds.
+struct Timing {
+  double median = 0.0;  // seconds
+  double best = 0.0;    // seconds; on a shared machine the least disturbed run
+};
+
+// Runs fn() `warmup` times untimed, then `reps` times timed.
 template <typename Fn>
-double median_seconds(Fn&& fn, int reps, int warmup = 1) {
+Timing time_runs(Fn&& fn, int reps, int warmup = 1) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> t;
   t.reserve(size_t(std::max(reps, 1)));
@@ -35,7 +40,13 @@ double median_seconds(Fn&& fn, int reps, int warmup = 1) {
     t.push_back(now_seconds() - t0);
   }
   std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return {t[t.size() / 2], t.front()};
+}
+
+// The median of time_runs, in seconds.
+template <typename Fn>
+double median_seconds(Fn&& fn, int reps, int warmup = 1) {
+  return time_runs(fn, reps, warmup).median;
 }
 
 // A 64-byte aligned, zero-initialised heap buffer that is freed on scope exit.

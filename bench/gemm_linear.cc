@@ -74,15 +74,16 @@ struct WeightSet {
   }
 };
 
-// Median time of one linear call, each call on the next weight copy.
-double time_linear(Isa isa, const WeightSet& ws, const float* x, int64_t m, float* y, int reps) {
+// Times of one linear call, each call on the next weight copy.
+Timing time_linear(Isa isa, const WeightSet& ws, const float* x, int64_t m, float* y, int reps,
+                   int warmup) {
   size_t next = 0;
-  return median_seconds(
+  return time_runs(
       [&] {
         gemm::linear_with_isa(isa, x, m, ws.k, ws.copies[next], y, ws.n);
         next = (next + 1) % ws.copies.size();
       },
-      reps, /*warmup=*/1);
+      reps, warmup);
 }
 
 const char* dtype_label(DType dt) {
@@ -105,17 +106,21 @@ void run_case(const WeightSet& ws, int64_t m, const Machine& mach, bool quick) {
   // Aim for ~0.3 s of timed calls per case (at least 5), fewer for the slow reference.
   const double guess = std::max(double(ws.bytes_per_copy) / (bandwidth_gbps * 1e9), flops / 2e11);
   const int reps = quick ? 3 : std::clamp(int(0.3 / guess), 5, 200);
-  const double t = time_linear(active_isa(), ws, x.data(), m, y.data(), reps);
+  const Timing timing = time_linear(active_isa(), ws, x.data(), m, y.data(), reps, /*warmup=*/2);
+  const double t = timing.median;
   const double t_ref =
-      time_linear(Isa::Scalar, ws, x.data(), m, y.data(), m <= 4 && !quick ? 3 : 1);
+      time_linear(Isa::Scalar, ws, x.data(), m, y.data(), m <= 4 && !quick ? 3 : 1, /*warmup=*/0)
+          .median;
 
   const double gbps = double(ws.bytes_per_copy) / t / 1e9;
   std::printf(
       "BENCH gemm_linear %s_%ldx%ld_m%ld m=%ld n=%ld k=%ld dtype=%s isa=%s time_us=%.1f "
-      "GBps=%.2f GFLOPs=%.2f frac_bw=%.3f frac_fma=%.3f baseline=ref ratio=%.2f\n",
+      "GBps=%.2f GFLOPs=%.2f frac_bw=%.3f frac_fma=%.3f best_GBps=%.2f baseline=ref "
+      "ratio=%.2f\n",
       dtype_label(ws.dtype), long(ws.n), long(ws.k), long(m), long(m), long(ws.n), long(ws.k),
       dtype_name(ws.dtype), isa_name(active_isa()), t * 1e6, gbps, flops / t / 1e9,
-      gbps / bandwidth_gbps, flops / t / 1e9 / mach.fma_gflops, t_ref / t);
+      gbps / bandwidth_gbps, flops / t / 1e9 / mach.fma_gflops,
+      double(ws.bytes_per_copy) / timing.best / 1e9, t_ref / t);
   std::fflush(stdout);
 }
 
@@ -141,7 +146,8 @@ int run(int argc, char** argv) {
       measure_bf16_dot_peak_gflops());
   std::printf(
       "# GBps: weight bytes (+ FP8 scales) one call reads / time; frac_bw = GBps / read "
-      "bandwidth; GFLOPs = 2mnk / time; frac_fma = GFLOPs / fp32 FMA peak; times are medians\n");
+      "bandwidth; GFLOPs = 2mnk / time; frac_fma = GFLOPs / fp32 FMA peak; times are medians "
+      "(best_GBps: the fastest run)\n");
   std::fflush(stdout);
 
   struct Shape {

@@ -579,6 +579,9 @@ def finalize(out: Path, tok, summary: dict, log) -> dict:
     for k, v in samples.items():
         log(f"sample ({k}): {v!r}")
 
+    summary["e_score_correction_bias"] = {
+        f"layer {i}": [round(float(v), 4) for v in l.mlp.gate.e_score_correction_bias]
+        for i, l in enumerate(loaded.model.layers) if hasattr(l.mlp, "gate")}
     summary.update(golden_prompt=GOLDEN_PROMPT, golden_input_ids=prompt_ids, golden_greedy_ids=g_ids,
                    golden_min_greedy_margin=round(min(margins), 4), golden_min_router_gap=router_gap,
                    samples=samples)
@@ -674,13 +677,11 @@ def main():
     assert not any("gate_up_proj" in k for k in ondisk)
     del loaded, ref
 
-    bias = {k: [round(float(v), 4) for v in t] for k, t in ondisk.items() if k.endswith("e_score_correction_bias")}
     summary = {
         "corpus_package": CORPUS_PACKAGE, "corpus_novels_tokenizer": NOVELS, "corpus_novels_model": TRAIN_NOVELS,
         "train_stream_tokens": int(len(stream)), "parameters": n_params, "steps": len(history),
         "train_minutes": round(secs / 60, 1), "threads": args.threads, "final_train_loss": round(final, 4),
         "loss_every_100_steps": [round(h, 3) for h in history[::100]],
-        "e_score_correction_bias": bias,
         "torch": torch.__version__, "transformers": transformers.__version__,
         "train": {k: list(v) if isinstance(v, tuple) else v for k, v in TRAIN.items()},
     }

@@ -39,7 +39,8 @@ int run_generate(const GenerateArgs& a) {
     std::vector<ChatMessage> msgs;
     if (!a.system.empty()) msgs.push_back({"system", a.system});
     msgs.push_back({"user", a.prompt});
-    prompt = tok.encode(render_chat(tok, msgs, /*add_generation_prompt=*/true), true);
+    // The rendered text starts with BOS already (as apply_chat_template(tokenize=True) does).
+    prompt = tok.encode(render_chat(tok, msgs, /*add_generation_prompt=*/true), false);
   } else {
     prompt = tok.encode(a.prompt, true);
   }

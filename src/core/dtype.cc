@@ -2,7 +2,6 @@
 
 #include "core/cpu.h"
 
-
 namespace ff {
 
 namespace {
@@ -26,8 +25,8 @@ constexpr DTypeInfo kDTypes[] = {
 // even, in integer arithmetic (no dependence on the FP rounding mode). Returns the magnitude code
 // before any format-specific overflow handling; a result past the largest finite code means
 // "overflowed". Branch-free (both candidates computed, one selected) so that loops over it
-// vectorise; the f32 inputs of interest here are far from f32's own subnormals, which all round
-// to 0 in every target format.
+// vectorise. An f32 subnormal (e32 == 0) gets a wrong implicit bit below, harmlessly: s is then
+// >= 25 for every target format, so it rounds to 0, as it must.
 template <int kExp, int kMan>
 [[gnu::always_inline]] inline uint32_t encode_small_float(uint32_t abs_bits) {
   constexpr int kBias = (1 << (kExp - 1)) - 1;
@@ -77,15 +76,36 @@ bool parse_dtype(std::string_view s, DType* out) {
 
 namespace {
 
-// The conversions are written without early returns (selects instead) so that the bulk loops
-// below vectorise.
+// The f32 -> small-float conversions are written without early returns (selects instead) so
+// that the bulk loops below vectorise.
+
+// Two forms of f16 -> f32, both exact: branches and an FP multiply for scalar code, pure integer
+// selects for the vector loops.
 [[gnu::always_inline]] inline float f16_to_f32_impl(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t a = h & 0x7fffu;
+  if (a >= 0x7c00u) {  // inf, or NaN made quiet with its payload kept
+    const uint32_t payload = (a & 0x3ffu) << 13;
+    return f32_from_bits(sign | 0x7f800000u | payload | (payload ? 0x400000u : 0u));
+  }
+  if (a >= 0x400u) return f32_from_bits(sign | ((a << 13) + (uint32_t(127 - 15) << 23)));
+  return f32_from_bits(sign | f32_bits(float(a) * 0x1p-24f));  // subnormal or zero: exact
+}
+
+[[gnu::always_inline]] inline float f16_to_f32_vec(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
   const uint32_t a = h & 0x7fffu;
   const uint32_t payload = (a & 0x3ffu) << 13;
   const uint32_t inf_nan = 0x7f800000u | payload | (payload ? 0x400000u : 0u);  // NaN: quiet
   const uint32_t normal = (a << 13) + (uint32_t(127 - 15) << 23);
-  const uint32_t sub = f32_bits(float(a) * 0x1p-24f);  // subnormal or zero: exact
+  // Subnormal: a * 2^-24 (a < 1024), normalised in integer arithmetic (no FP op for the
+  // vectoriser to refuse to speculate): lg = floor(log2 a), branch-free.
+  uint32_t n = a, lg = 0, k;
+  k = uint32_t(n > 0xffu) << 3, n >>= k, lg += k;
+  k = uint32_t(n > 0xfu) << 2, n >>= k, lg += k;
+  k = uint32_t(n > 0x3u) << 1, n >>= k, lg += k;
+  lg += uint32_t(n > 0x1u);
+  const uint32_t sub = a ? ((lg + 127 - 24) << 23) | ((a << (23 - lg)) & 0x7fffffu) : 0u;
   return f32_from_bits(sign | (a >= 0x7c00u ? inf_nan : (a >= 0x400u ? normal : sub)));
 }
 
@@ -122,6 +142,9 @@ namespace {
 // e5m2 is the top byte of an f16.
 [[gnu::always_inline]] inline float e5m2_to_f32_impl(uint8_t v) {
   return f16_to_f32_impl(uint16_t(uint16_t(v) << 8));
+}
+[[gnu::always_inline]] inline float e5m2_to_f32_vec(uint8_t v) {
+  return f16_to_f32_vec(uint16_t(uint16_t(v) << 8));
 }
 
 [[gnu::always_inline]] inline uint8_t f32_to_e5m2_impl(float f) {
@@ -163,32 +186,38 @@ uint8_t f32_to_ue8m0_ceil(float f) {
   return uint8_t(e > 0xfe ? 0xfe : e);
 }
 
-// Bulk conversions: the scalar code above in plain loops, compiled three times (baseline x86-64,
-// AVX2, AVX-512) with the vectoriser on, and picked by active_isa() (so FF_ISA forces one). The
-// vector code is the same integer / exact float arithmetic, so the results are bit-identical.
-#define FF_BULK_VARIANTS(name, In, Out, expr)                                                   \
-  __attribute__((optimize("tree-vectorize", "no-trapping-math"))) void name##_base(const In* __restrict in,        \
-                                                               Out* __restrict out, size_t n) { \
+// Bulk conversions: the scalar code above in plain loops, compiled three times (baseline x86-64;
+// AVX2 and AVX-512 with the vectoriser on) and picked by active_isa() (so FF_ISA forces one). The
+// vector code is integer arithmetic computing the same bits (the goldens check every path).
+#define FF_BULK_VARIANTS(name, In, Out, expr, vec_expr)                                         \
+  void name##_base(const In* __restrict in, Out* __restrict out, size_t n) {                    \
     for (size_t i = 0; i < n; ++i) out[i] = expr;                                               \
   }                                                                                             \
-  __attribute__((target("avx2,fma,f16c"), optimize("tree-vectorize", "no-trapping-math"))) void name##_avx2(        \
+  __attribute__((target("avx2,fma,f16c"), optimize("tree-vectorize"))) void name##_avx2(        \
       const In* __restrict in, Out* __restrict out, size_t n) {                                 \
-    for (size_t i = 0; i < n; ++i) out[i] = expr;                                               \
+    for (size_t i = 0; i < n; ++i) out[i] = vec_expr;                                           \
   }                                                                                             \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"),                   \
-                 optimize("tree-vectorize", "no-trapping-math"))) void                                              \
+                 optimize("tree-vectorize"))) void                                              \
   name##_avx512(const In* __restrict in, Out* __restrict out, size_t n) {                       \
-    for (size_t i = 0; i < n; ++i) out[i] = expr;                                               \
+    for (size_t i = 0; i < n; ++i) out[i] = vec_expr;                                           \
   }
 
 namespace {
-FF_BULK_VARIANTS(f32_to_bf16_loop, float, uint16_t, f32_to_bf16(in[i]))
-FF_BULK_VARIANTS(bf16_to_f32_loop, uint16_t, float, bf16_to_f32(in[i]))
-FF_BULK_VARIANTS(f32_to_f16_loop, float, uint16_t, f32_to_f16_impl(in[i]))
-FF_BULK_VARIANTS(f16_to_f32_loop, uint16_t, float, f16_to_f32_impl(in[i]))
-FF_BULK_VARIANTS(f32_to_e4m3_loop, float, uint8_t, f32_to_e4m3_impl(in[i]))
-FF_BULK_VARIANTS(f32_to_e5m2_loop, float, uint8_t, f32_to_e5m2_impl(in[i]))
-FF_BULK_VARIANTS(e5m2_to_f32_loop, uint8_t, float, e5m2_to_f32_impl(in[i]))
+FF_BULK_VARIANTS(f32_to_bf16_loop, float, uint16_t, f32_to_bf16(in[i]),
+                 f32_to_bf16(in[i]))
+FF_BULK_VARIANTS(bf16_to_f32_loop, uint16_t, float, bf16_to_f32(in[i]),
+                 bf16_to_f32(in[i]))
+FF_BULK_VARIANTS(f32_to_f16_loop, float, uint16_t, f32_to_f16_impl(in[i]),
+                 f32_to_f16_impl(in[i]))
+FF_BULK_VARIANTS(f16_to_f32_loop, uint16_t, float, f16_to_f32_impl(in[i]),
+                 f16_to_f32_vec(in[i]))
+FF_BULK_VARIANTS(f32_to_e4m3_loop, float, uint8_t, f32_to_e4m3_impl(in[i]),
+                 f32_to_e4m3_impl(in[i]))
+FF_BULK_VARIANTS(f32_to_e5m2_loop, float, uint8_t, f32_to_e5m2_impl(in[i]),
+                 f32_to_e5m2_impl(in[i]))
+FF_BULK_VARIANTS(e5m2_to_f32_loop, uint8_t, float, e5m2_to_f32_impl(in[i]),
+                 e5m2_to_f32_vec(in[i]))
 }  // namespace
 #undef FF_BULK_VARIANTS
 

@@ -147,8 +147,7 @@ TEST(Cpu, FfIsaForcesTheBackendInANewProcess) {
   std::string out = run_child("scalar");
   EXPECT_NE(out.find("ACTIVE_ISA=scalar"), std::string::npos) << out;
   out = run_child("");
-  EXPECT_NE(out.find(std::string("ACTIVE_ISA=") + isa_name(best_isa())), std::string::npos)
-      << out;
+  EXPECT_NE(out.find(std::string("ACTIVE_ISA=") + isa_name(best_isa())), std::string::npos) << out;
   out = run_child("bogus");
   EXPECT_NE(out.find("ACTIVE_ISA_ERROR=FF_ISA=bogus: unknown backend"), std::string::npos) << out;
 }

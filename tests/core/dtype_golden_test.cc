@@ -16,9 +16,14 @@
 //   capability, vector body vs tail); flags bit 0 says the sign was still the same on every path.
 //   There the test asks for a NaN (with that sign); everywhere else for the exact bits.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -149,10 +154,9 @@ int64_t check_stream(const Stream& golden, const Format& out, const std::string&
       ok = got == want;
     }
     if (!ok && ++bad <= 8) {
-      ADD_FAILURE() << what << "[" << i << "]: input 0x" << std::hex << inputs[i]
-                    << " (width " << std::dec << in_width << "): got 0x" << std::hex << got
-                    << ", torch 0x" << want
-                    << (nd != golden.nondet.end() ? " (NaN bits vary in torch)" : "");
+      ADD_FAILURE() << what << "[" << i << "]: input 0x" << std::hex << inputs[i] << " (width "
+                    << std::dec << in_width << "): got 0x" << std::hex << got << ", torch 0x"
+                    << want << (nd != golden.nondet.end() ? " (NaN bits vary in torch)" : "");
     }
   }
   EXPECT_EQ(nondet_checked, int64_t(golden.nondet.size())) << what;
@@ -220,7 +224,7 @@ TEST(DTypeGolden, PyTorchSaturationAndNaNBehaviour) {
     return stream(std::string(t) + "/specials").values.at(i);
   };
   EXPECT_EQ(golden_of("e4m3", 448.f), 0x7eu);
-  EXPECT_EQ(golden_of("e4m3", 464.f), 0x7eu);   // tie -> even (448)
+  EXPECT_EQ(golden_of("e4m3", 464.f), 0x7eu);  // tie -> even (448)
   // Saturating (pytorch/pytorch#178817): finite overflow and inf -> +-448, NaN -> NaN.
   EXPECT_EQ(golden_of("e4m3", 480.f), 0x7eu);
   EXPECT_EQ(golden_of("e4m3", -480.f), 0xfeu);
@@ -238,10 +242,18 @@ TEST(DTypeGolden, PyTorchSaturationAndNaNBehaviour) {
   EXPECT_EQ(stream("dec/e5m2").values[0x7d], 0x7fe00000u);
 }
 
-TEST(DTypeGolden, F32ToE4m3) { check_encoding(kE4m3, f32_to_e4m3); }
-TEST(DTypeGolden, F32ToE5m2) { check_encoding(kE5m2, f32_to_e5m2); }
-TEST(DTypeGolden, F32ToF16) { check_encoding(kF16, f32_to_f16); }
-TEST(DTypeGolden, F32ToBf16) { check_encoding(kBf16, f32_to_bf16); }
+TEST(DTypeGolden, F32ToE4m3) {
+  check_encoding(kE4m3, f32_to_e4m3);
+}
+TEST(DTypeGolden, F32ToE5m2) {
+  check_encoding(kE5m2, f32_to_e5m2);
+}
+TEST(DTypeGolden, F32ToF16) {
+  check_encoding(kF16, f32_to_f16);
+}
+TEST(DTypeGolden, F32ToBf16) {
+  check_encoding(kBf16, f32_to_bf16);
+}
 
 TEST(DTypeGolden, E4m3ToF32) {
   check_decoding(kE4m3, [](uint32_t c) { return e4m3_to_f32(uint8_t(c)); });
@@ -298,6 +310,30 @@ TEST(DTypeGolden, BulkConversions) {
   check_bulk_decoding<uint8_t>(kE5m2, convert_e5m2_to_f32);
   check_bulk_decoding<uint16_t>(kF16, convert_f16_to_f32);
   check_bulk_decoding<uint16_t>(kBf16, convert_bf16_to_f32);
+}
+
+// The bulk API dispatches on active_isa(), which is fixed per process: run the bulk tests again
+// in a child process for every backend this CPU has (FF_ISA forces it).
+TEST(DTypeGolden, BulkConversionsUnderEveryIsa) {
+  if (std::getenv("FF_ISA")) GTEST_SKIP() << "already a forced run";
+  std::array<char, 4096> self{};
+  const ssize_t len = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
+  ASSERT_GT(len, 0);
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+    if (int(isa) > int(best_isa())) continue;
+    const std::string cmd = std::string("FF_ISA=") + isa_name(isa) + " '" +
+                            std::string(self.data(), size_t(len)) +
+                            "' --gtest_filter=DTypeGolden.BulkConversions:"
+                            "DType.BulkMatchesScalarAtEverySizeAndAlignment 2>&1";
+    std::string out;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    char buf[512];
+    while (std::fgets(buf, sizeof buf, p)) out += buf;
+    const int status = ::pclose(p);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << isa_name(isa) << ":\n" << out;
+    EXPECT_NE(out.find("[  PASSED  ] 2 tests"), std::string::npos) << isa_name(isa) << ":\n" << out;
+  }
 }
 
 }  // namespace

@@ -125,14 +125,18 @@ void check_rne_against_f64(const char* what, Enc enc, Dec dec, uint32_t max_code
 }
 
 TEST(DType, RoundToNearestEvenAgainstFloat64) {
-  check_rne_against_f64("e4m3", [](float x) { return uint32_t(f32_to_e4m3(x)); },
-                        [](uint32_t c) { return e4m3_to_f32(uint8_t(c)); }, 0x7e, 101);
-  check_rne_against_f64("e5m2", [](float x) { return uint32_t(f32_to_e5m2(x)); },
-                        [](uint32_t c) { return e5m2_to_f32(uint8_t(c)); }, 0x7b, 151);
-  check_rne_against_f64("f16", [](float x) { return uint32_t(f32_to_f16(x)); },
-                        [](uint32_t c) { return f16_to_f32(uint16_t(c)); }, 0x7bff, 199);
-  check_rne_against_f64("bf16", [](float x) { return uint32_t(f32_to_bf16(x)); },
-                        [](uint32_t c) { return bf16_to_f32(uint16_t(c)); }, 0x7f7f, 1009);
+  check_rne_against_f64(
+      "e4m3", [](float x) { return uint32_t(f32_to_e4m3(x)); },
+      [](uint32_t c) { return e4m3_to_f32(uint8_t(c)); }, 0x7e, 101);
+  check_rne_against_f64(
+      "e5m2", [](float x) { return uint32_t(f32_to_e5m2(x)); },
+      [](uint32_t c) { return e5m2_to_f32(uint8_t(c)); }, 0x7b, 151);
+  check_rne_against_f64(
+      "f16", [](float x) { return uint32_t(f32_to_f16(x)); },
+      [](uint32_t c) { return f16_to_f32(uint16_t(c)); }, 0x7bff, 199);
+  check_rne_against_f64(
+      "bf16", [](float x) { return uint32_t(f32_to_bf16(x)); },
+      [](uint32_t c) { return bf16_to_f32(uint16_t(c)); }, 0x7f7f, 1009);
 }
 
 // ---- ue8m0 ----
@@ -146,7 +150,8 @@ uint8_t ue8m0_reference(float x) {
 }
 
 TEST(DType, Ue8m0ToF32) {
-  for (int e = 0; e < 255; ++e) EXPECT_EQ(double(ue8m0_to_f32(uint8_t(e))), std::ldexp(1.0, e - 127));
+  for (int e = 0; e < 255; ++e)
+    EXPECT_EQ(double(ue8m0_to_f32(uint8_t(e))), std::ldexp(1.0, e - 127));
   EXPECT_TRUE(std::isnan(ue8m0_to_f32(0xff)));
   EXPECT_EQ(ue8m0_to_f32(127), 1.0f);
 }
@@ -191,13 +196,12 @@ TEST(DType, NamesSizesAndParsing) {
     const char* name;
     size_t size;
   };
-  const Row rows[] = {{DType::F32, "F32", 4},        {DType::F64, "F64", 8},
-                      {DType::F16, "F16", 2},        {DType::BF16, "BF16", 2},
-                      {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
-                      {DType::UE8M0, "F8_E8M0", 1},  {DType::I8, "I8", 1},
-                      {DType::U8, "U8", 1},          {DType::I16, "I16", 2},
-                      {DType::I32, "I32", 4},        {DType::I64, "I64", 8},
-                      {DType::BOOL, "BOOL", 1}};
+  const Row rows[] = {
+      {DType::F32, "F32", 4},       {DType::F64, "F64", 8},         {DType::F16, "F16", 2},
+      {DType::BF16, "BF16", 2},     {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
+      {DType::UE8M0, "F8_E8M0", 1}, {DType::I8, "I8", 1},           {DType::U8, "U8", 1},
+      {DType::I16, "I16", 2},       {DType::I32, "I32", 4},         {DType::I64, "I64", 8},
+      {DType::BOOL, "BOOL", 1}};
   for (const Row& r : rows) {
     EXPECT_EQ(dtype_size(r.t), r.size) << r.name;
     EXPECT_STREQ(dtype_name(r.t), r.name);

@@ -55,8 +55,8 @@ TEST(ThreadPool, ParallelForCoversEveryIndexExactlyOnce) {
             },
             grain);
         for (int64_t i = 0; i < n; ++i)
-          ASSERT_EQ(hits[size_t(i)], 1) << "threads " << threads << " n " << n << " grain "
-                                        << grain << " index " << i;
+          ASSERT_EQ(hits[size_t(i)], 1)
+              << "threads " << threads << " n " << n << " grain " << grain << " index " << i;
         if (n == 0) {
           EXPECT_EQ(calls, 0);
         }

@@ -5,10 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "core/error.h"
 #include "model/unicode.h"
@@ -247,6 +251,24 @@ TEST(TokenizerSmallBpe, BosAndEosComeFromTheTemplateWithoutAConfig) {
   ASSERT_EQ(ids.size(), 3u);
   EXPECT_EQ(ids.front(), tok.bos_id());
   EXPECT_EQ(ids.back(), tok.eos_id());
+}
+
+TEST(TokenizerSmallBpe, ConcurrentEncodesShareTheWordCache) {
+  const Tokenizer tok = Tokenizer::from_file(kFixtures + "/small-bpe.json", "");
+  const json& cases = goldens()["small_bpe"]["base"]["cases"];
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int round = 0; round < 20; ++round) {
+        for (const json& c : cases) {
+          if (tok.encode(c["text"].get<std::string>(), false) != ids_of(c["ids"])) ++mismatches;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 // The tiny model fixtures carry tokenizers trained the same way (DeepSeek-V3's pipeline and
