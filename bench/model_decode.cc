@@ -33,23 +33,47 @@ struct SynthConfig {
 };
 
 nlohmann::json config_json(const SynthConfig& s, bool fp8) {
-  nlohmann::json j = {
-      {"architectures", {"DeepseekV3ForCausalLM"}}, {"model_type", "deepseek_v3"},
-      {"vocab_size", s.vocab}, {"hidden_size", s.hidden}, {"intermediate_size", s.inter},
-      {"moe_intermediate_size", s.moe_inter}, {"num_hidden_layers", s.layers},
-      {"num_attention_heads", s.heads}, {"num_key_value_heads", s.heads},
-      {"q_lora_rank", s.q_lora}, {"kv_lora_rank", s.kv_lora}, {"qk_nope_head_dim", s.nope},
-      {"qk_rope_head_dim", s.rope}, {"v_head_dim", s.v}, {"n_routed_experts", s.experts},
-      {"n_shared_experts", s.shared}, {"num_experts_per_tok", s.topk}, {"n_group", s.groups},
-      {"topk_group", s.topk_group}, {"first_k_dense_replace", s.dense_layers},
-      {"norm_topk_prob", true}, {"routed_scaling_factor", 2.5}, {"topk_method", "noaux_tc"},
-      {"scoring_func", "sigmoid"}, {"max_position_embeddings", 16384},
-      {"rope_scaling", {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 4096},
-                        {"beta_fast", 32}, {"beta_slow", 1}, {"mscale", 1.0}, {"mscale_all_dim", 1.0}}},
-      {"rms_norm_eps", 1e-6}, {"bos_token_id", 0}, {"eos_token_id", 1}};
+  nlohmann::json j = {{"architectures", {"DeepseekV3ForCausalLM"}},
+                      {"model_type", "deepseek_v3"},
+                      {"vocab_size", s.vocab},
+                      {"hidden_size", s.hidden},
+                      {"intermediate_size", s.inter},
+                      {"moe_intermediate_size", s.moe_inter},
+                      {"num_hidden_layers", s.layers},
+                      {"num_attention_heads", s.heads},
+                      {"num_key_value_heads", s.heads},
+                      {"q_lora_rank", s.q_lora},
+                      {"kv_lora_rank", s.kv_lora},
+                      {"qk_nope_head_dim", s.nope},
+                      {"qk_rope_head_dim", s.rope},
+                      {"v_head_dim", s.v},
+                      {"n_routed_experts", s.experts},
+                      {"n_shared_experts", s.shared},
+                      {"num_experts_per_tok", s.topk},
+                      {"n_group", s.groups},
+                      {"topk_group", s.topk_group},
+                      {"first_k_dense_replace", s.dense_layers},
+                      {"norm_topk_prob", true},
+                      {"routed_scaling_factor", 2.5},
+                      {"topk_method", "noaux_tc"},
+                      {"scoring_func", "sigmoid"},
+                      {"max_position_embeddings", 16384},
+                      {"rope_scaling",
+                       {{"type", "yarn"},
+                        {"factor", 4.0},
+                        {"original_max_position_embeddings", 4096},
+                        {"beta_fast", 32},
+                        {"beta_slow", 1},
+                        {"mscale", 1.0},
+                        {"mscale_all_dim", 1.0}}},
+                      {"rms_norm_eps", 1e-6},
+                      {"bos_token_id", 0},
+                      {"eos_token_id", 1}};
   if (fp8)
-    j["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e4m3"},
-                                {"activation_scheme", "dynamic"}, {"weight_block_size", {128, 128}}};
+    j["quantization_config"] = {{"quant_method", "fp8"},
+                                {"fmt", "e4m3"},
+                                {"activation_scheme", "dynamic"},
+                                {"weight_block_size", {128, 128}}};
   return j;
 }
 
@@ -61,7 +85,8 @@ void write_synthetic(const std::string& dir, const SynthConfig& s, bool fp8) {
   const DType lin = fp8 ? DType::F8_E4M3 : DType::BF16;
   auto linear = [&](const std::string& n, int64_t out, int64_t in) {
     specs.push_back({n + ".weight", {out, in}, lin});
-    if (fp8) specs.push_back({n + ".weight_scale_inv", {(out + 127) / 128, (in + 127) / 128}, DType::F32});
+    if (fp8)
+      specs.push_back({n + ".weight_scale_inv", {(out + 127) / 128, (in + 127) / 128}, DType::F32});
   };
   auto vec = [&](const std::string& n, int64_t len, DType t = DType::BF16) {
     specs.push_back({n, {len}, t});
@@ -99,7 +124,8 @@ void write_synthetic(const std::string& dir, const SynthConfig& s, bool fp8) {
   for (const auto& sp : specs) {
     size_t n = dtype_size(sp.dtype);
     for (int64_t d : sp.shape) n *= size_t(d);
-    header[sp.name] = {{"dtype", dtype_name(sp.dtype)}, {"shape", sp.shape}, {"data_offsets", {off, off + n}}};
+    header[sp.name] = {
+        {"dtype", dtype_name(sp.dtype)}, {"shape", sp.shape}, {"data_offsets", {off, off + n}}};
     off += n;
   }
   std::string h = header.dump();
@@ -130,7 +156,7 @@ void write_synthetic(const std::string& dir, const SynthConfig& s, bool fp8) {
     } else if (sp.dtype == DType::F8_E4M3) {
       for (int64_t i = 0; i < n; ++i) {
         uint8_t b = uint8_t(next() >> 56);
-        if ((b & 0x7f) == 0x7f) b &= 0xfe;  // no NaN
+        if ((b & 0x7f) == 0x7f) b &= 0xfe;   // no NaN
         buf[size_t(i)] = uint8_t(b & 0xb7);  // |x| <= 1.875 * 2^-? keeps magnitudes small
       }
     } else {
@@ -190,11 +216,14 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::string keep;
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--quick") quick = true;
-    else if (std::string(argv[i]) == "--keep" && i + 1 < argc) keep = argv[++i];
+    if (std::string(argv[i]) == "--quick")
+      quick = true;
+    else if (std::string(argv[i]) == "--keep" && i + 1 < argc)
+      keep = argv[++i];
   }
   namespace fs = std::filesystem;
-  const std::string root = keep.empty() ? (fs::temp_directory_path() / "ff_bench_model").string() : keep;
+  const std::string root =
+      keep.empty() ? (fs::temp_directory_path() / "ff_bench_model").string() : keep;
   ff::SynthConfig s;
   const double bw = ff::bench::measure_read_bandwidth_gbps();
   for (bool fp8 : {false, true}) {

@@ -83,6 +83,7 @@ VOCAB_SIZE = 3072  # BPE entries incl. BOS/EOS, plus <｜User｜>, <｜Assistant
 
 GOLDEN_PROMPT = "It is a truth universally acknowledged"
 GOLDEN_NEW_TOKENS = 32
+EXTRA_PROMPTS = ["Mr. Darcy", "Once upon a time"]  # README samples only
 SEED = 1234
 
 MODEL_CONFIG = dict(
@@ -576,6 +577,9 @@ def finalize(out: Path, tok, summary: dict, log) -> dict:
                                 temperature=0.7, top_p=0.95, top_k=0, pad_token_id=1)
         samples[f"temperature 0.7, top_p 0.95, torch seed {seed}, 64 tokens"] = GOLDEN_PROMPT + tok.decode(
             s[0, x.shape[1]:].tolist(), skip_special_tokens=True)
+    for p in EXTRA_PROMPTS:
+        ids, _ = greedy(loaded, torch.tensor([[0] + tok.encode(p, add_special_tokens=False).ids]), 48)
+        samples[f"prompt {p!r}, greedy, 48 tokens"] = p + tok.decode(ids)
     for k, v in samples.items():
         log(f"sample ({k}): {v!r}")
 

@@ -8,8 +8,9 @@ namespace ff::cli {
 
 void add_generate_command(CLI::App& app, GenerateArgs& a) {
   CLI::App* g = app.add_subcommand("generate", "Generate text from a prompt, streamed to stdout");
-  g->add_option("--model,-m", a.model, "HF checkpoint directory (config.json, *.safetensors, "
-                                       "tokenizer.json)")
+  g->add_option("--model,-m", a.model,
+                "HF checkpoint directory (config.json, *.safetensors, "
+                "tokenizer.json)")
       ->required();
   g->add_option("--prompt,-p", a.prompt, "Prompt text")->required();
   g->add_flag("--chat", a.chat, "Wrap the prompt in the model's chat format (user turn)");
@@ -65,6 +66,7 @@ int run_generate(const GenerateArgs& a) {
     std::fflush(stdout);
   });
   std::fputc('\n', stdout);
+  std::fflush(stdout);
   if (!a.quiet_stats) {
     std::fprintf(stderr,
                  "[%lld prompt tokens, %zu generated (%s); prefill %.1f tok/s, decode %.1f tok/s, "

@@ -51,7 +51,8 @@ struct Reader {
 void parse_rope(const json& j, const std::string& path, ModelConfig& c) {
   // Real checkpoints spell it rope_scaling; transformers 5 writes rope_parameters.
   const json* rs = nullptr;
-  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) rs = &j["rope_scaling"];
+  if (j.contains("rope_scaling") && j["rope_scaling"].is_object())
+    rs = &j["rope_scaling"];
   else if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
     rs = &j["rope_parameters"];
   Reader r{j, path};
@@ -141,14 +142,21 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& path)
   if (c.eos_token_ids.empty()) c.eos_token_ids.push_back(1);
 
   const std::string scoring = r.get_str("scoring_func", v3 ? "sigmoid" : "softmax");
-  if (scoring == "sigmoid") c.scoring = Scoring::Sigmoid;
-  else if (scoring == "softmax") c.scoring = Scoring::Softmax;
-  else fail("{}: scoring_func \"{}\" is not supported (sigmoid or softmax)", path, scoring);
+  if (scoring == "sigmoid")
+    c.scoring = Scoring::Sigmoid;
+  else if (scoring == "softmax")
+    c.scoring = Scoring::Softmax;
+  else
+    fail("{}: scoring_func \"{}\" is not supported (sigmoid or softmax)", path, scoring);
   const std::string method = r.get_str("topk_method", v3 ? "noaux_tc" : "greedy");
-  if (method == "noaux_tc") c.topk_method = TopkMethod::NoauxTc;
-  else if (method == "greedy") c.topk_method = TopkMethod::Greedy;
-  else if (method == "group_limited_greedy") c.topk_method = TopkMethod::GroupLimitedGreedy;
-  else fail("{}: topk_method \"{}\" is not supported", path, method);
+  if (method == "noaux_tc")
+    c.topk_method = TopkMethod::NoauxTc;
+  else if (method == "greedy")
+    c.topk_method = TopkMethod::Greedy;
+  else if (method == "group_limited_greedy")
+    c.topk_method = TopkMethod::GroupLimitedGreedy;
+  else
+    fail("{}: topk_method \"{}\" is not supported", path, method);
   // transformers' DeepseekV3 router is always sigmoid + noaux_tc whatever the config says.
   if (v3) {
     c.scoring = Scoring::Sigmoid;
@@ -174,9 +182,9 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& path)
   // Consistency checks: shapes the engine relies on.
   FF_CHECK(c.num_hidden_layers > 0 && c.hidden_size > 0 && c.vocab_size > 0,
            "{}: num_hidden_layers, hidden_size and vocab_size must be positive", path);
-  FF_CHECK(c.num_attention_heads > 0 && c.kv_lora_rank > 0 && c.qk_nope_head_dim > 0 &&
-               c.v_head_dim > 0,
-           "{}: attention dimensions must be positive", path);
+  FF_CHECK(
+      c.num_attention_heads > 0 && c.kv_lora_rank > 0 && c.qk_nope_head_dim > 0 && c.v_head_dim > 0,
+      "{}: attention dimensions must be positive", path);
   FF_CHECK(c.qk_rope_head_dim > 0 && c.qk_rope_head_dim % 2 == 0,
            "{}: qk_rope_head_dim must be positive and even, got {}", path, c.qk_rope_head_dim);
   if (c.n_routed_experts > 0) {
@@ -199,7 +207,9 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& path)
   return c;
 }
 
-ModelConfig ModelConfig::load(const std::string& path) { return parse(read_text_file(path), path); }
+ModelConfig ModelConfig::load(const std::string& path) {
+  return parse(read_text_file(path), path);
+}
 
 bool ModelConfig::is_moe_layer(int layer) const {
   return n_routed_experts > 0 && layer >= first_k_dense_replace && layer % moe_layer_freq == 0;

@@ -17,8 +17,8 @@ struct YarnConfig {
   double original_max_position_embeddings = 4096;
   double beta_fast = 32;
   double beta_slow = 1;
-  double mscale = 0;          // 0: absent
-  double mscale_all_dim = 0;  // 0: absent
+  double mscale = 0;            // 0: absent
+  double mscale_all_dim = 0;    // 0: absent
   double attention_factor = 0;  // 0: derived from mscale / mscale_all_dim
 };
 
@@ -57,7 +57,7 @@ struct ModelConfig {
   YarnConfig yarn;
   int bos_token_id = 0;
   std::vector<int> eos_token_ids;
-  bool fp8 = false;  // quantization_config.quant_method == "fp8"
+  bool fp8 = false;       // quantization_config.quant_method == "fp8"
   std::string scale_fmt;  // "" or "ue8m0"
 
   // Parses config.json text; `path` names the file in error messages.

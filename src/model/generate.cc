@@ -29,9 +29,10 @@ GenerateResult generate(Model& model, const Tokenizer& tokenizer, std::span<cons
         stop.eos_ids.end())
       stop.eos_ids.push_back(tokenizer.eos_id());
   }
-  const int64_t max_new = stop.max_tokens > 0 ? stop.max_tokens
-                                              : std::max<int64_t>(1, c.max_position_embeddings -
-                                                                         int64_t(prompt.size()));
+  const int64_t max_new =
+      stop.max_tokens > 0
+          ? stop.max_tokens
+          : std::max<int64_t>(1, c.max_position_embeddings - int64_t(prompt.size()));
   const int64_t total = int64_t(prompt.size()) + max_new;
   FF_CHECK(total <= c.max_position_embeddings || stop.max_tokens > 0,
            "prompt of {} tokens exceeds the context of {}", prompt.size(),

@@ -17,9 +17,9 @@ namespace ff {
 
 struct GenerateOptions {
   SamplingParams sampling;
-  StopConditions stop;                // eos_ids empty: the model's and tokenizer's EOS
-  bool ignore_eos = false;            // generate through EOS tokens (benchmarks)
-  std::optional<DType> cache_dtype;   // default: Model::default_cache_dtype()
+  StopConditions stop;               // eos_ids empty: the model's and tokenizer's EOS
+  bool ignore_eos = false;           // generate through EOS tokens (benchmarks)
+  std::optional<DType> cache_dtype;  // default: Model::default_cache_dtype()
 };
 
 struct GenerateResult {
@@ -27,8 +27,8 @@ struct GenerateResult {
   std::string text;             // emitted text (stop string removed)
   FinishReason finish = FinishReason::None;
   int64_t prompt_tokens = 0;
-  double prefill_seconds = 0;   // prompt forward pass, up to the first sampled token
-  double decode_seconds = 0;    // every later token
+  double prefill_seconds = 0;  // prompt forward pass, up to the first sampled token
+  double decode_seconds = 0;   // every later token
   double prefill_tokens_per_second() const;
   double decode_tokens_per_second() const;
 };

@@ -41,8 +41,8 @@ DType Model::default_cache_dtype() const {
 void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<float>* logits) {
   const ModelConfig& c = config_;
   FF_CHECK(cache.latent_dim() == c.latent_dim() && cache.num_layers() == c.num_hidden_layers,
-           "kv cache shape ({} layers x {}) does not match the model ({} x {})",
-           cache.num_layers(), cache.latent_dim(), c.num_hidden_layers, c.latent_dim());
+           "kv cache shape ({} layers x {}) does not match the model ({} x {})", cache.num_layers(),
+           cache.latent_dim(), c.num_hidden_layers, c.latent_dim());
   int64_t T = 0, out_rows = 0;
   for (const Request& r : batch) {
     FF_CHECK(r.seq != nullptr && !r.tokens.empty(), "forward: request without tokens");
@@ -75,8 +75,10 @@ void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<
     for (int64_t i = 0; i < T * hid; ++i) x[i] += tmp[i];
     std::memcpy(h, x, size_t(T * hid) * 4);
     rms_norm(h, T, hid, hid, L.ffn_norm.data(), c.rms_norm_eps);
-    if (L.is_moe) moe(L.moe, h, T, tmp);
-    else mlp(L.mlp, h, T, tmp, false);
+    if (L.is_moe)
+      moe(L.moe, h, T, tmp);
+    else
+      mlp(L.mlp, h, T, tmp, false);
     for (int64_t i = 0; i < T * hid; ++i) x[i] += tmp[i];
   }
   for (const Request& r : batch) r.seq->length += int64_t(r.tokens.size());

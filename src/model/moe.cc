@@ -20,7 +20,9 @@
 namespace ff {
 
 namespace {
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+inline float silu(float x) {
+  return x / (1.0f + std::exp(-x));
+}
 
 // Indices of the k largest values (ties: lower index first), unordered beyond that.
 void top_k(const float* v, int n, int k, int* out) {
@@ -32,9 +34,8 @@ void top_k(const float* v, int n, int k, int* out) {
     ids = big.data();
   }
   std::iota(ids, ids + n, 0);
-  std::partial_sort(ids, ids + k, ids + n, [&](int a, int b) {
-    return v[a] > v[b] || (v[a] == v[b] && a < b);
-  });
+  std::partial_sort(ids, ids + k, ids + n,
+                    [&](int a, int b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
   std::copy(ids, ids + k, out);
 }
 }  // namespace

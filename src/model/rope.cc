@@ -15,8 +15,7 @@ double correction_dim(double rotations, int dim, double base, double max_pos) {
 }  // namespace
 
 Rope::Rope(const ModelConfig& c)
-    : dim_(c.qk_rope_head_dim),
-      interleave_(c.model_type == "deepseek_v2" || c.rope_interleave) {
+    : dim_(c.qk_rope_head_dim), interleave_(c.model_type == "deepseek_v2" || c.rope_interleave) {
   const int half = dim_ / 2;
   inv_freq_.resize(size_t(half));
   for (int i = 0; i < half; ++i) {
@@ -25,13 +24,18 @@ Rope::Rope(const ModelConfig& c)
   }
   if (!c.yarn.enabled) return;
   const auto& y = c.yarn;
-  if (y.attention_factor != 0) attention_factor_ = float(y.attention_factor);
+  if (y.attention_factor != 0)
+    attention_factor_ = float(y.attention_factor);
   else if (y.mscale != 0 && y.mscale_all_dim != 0)
-    attention_factor_ = float(get_mscale(y.factor, y.mscale) / get_mscale(y.factor, y.mscale_all_dim));
-  else attention_factor_ = float(get_mscale(y.factor, 1.0));
+    attention_factor_ =
+        float(get_mscale(y.factor, y.mscale) / get_mscale(y.factor, y.mscale_all_dim));
+  else
+    attention_factor_ = float(get_mscale(y.factor, 1.0));
 
-  double low = std::floor(correction_dim(y.beta_fast, dim_, c.rope_theta, y.original_max_position_embeddings));
-  double high = std::ceil(correction_dim(y.beta_slow, dim_, c.rope_theta, y.original_max_position_embeddings));
+  double low = std::floor(
+      correction_dim(y.beta_fast, dim_, c.rope_theta, y.original_max_position_embeddings));
+  double high = std::ceil(
+      correction_dim(y.beta_slow, dim_, c.rope_theta, y.original_max_position_embeddings));
   low = std::max(low, 0.0);
   high = std::min(high, double(dim_ - 1));
   if (low == high) high += 0.001;
@@ -46,7 +50,9 @@ Rope::Rope(const ModelConfig& c)
   }
 }
 
-void Rope::apply(float* x, int64_t pos) const { apply_n(x, 1, 0, pos); }
+void Rope::apply(float* x, int64_t pos) const {
+  apply_n(x, 1, 0, pos);
+}
 
 void Rope::apply_n(float* x, int n, int64_t stride, int64_t pos) const {
   const int half = dim_ / 2;

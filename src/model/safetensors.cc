@@ -21,7 +21,9 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
-std::string TensorInfo::shape_str() const { return shape_to_string(shape); }
+std::string TensorInfo::shape_str() const {
+  return shape_to_string(shape);
+}
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   const size_t size = file_.size();
@@ -43,9 +45,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     if (it.key() == "__metadata__") continue;
     const std::string& name = it.key();
     const json& t = it.value();
-    FF_CHECK(t.is_object() && t.contains("dtype") && t.contains("shape") &&
-                 t.contains("data_offsets"),
-             "{}: tensor {}: header entry needs dtype, shape and data_offsets", path, name);
+    FF_CHECK(
+        t.is_object() && t.contains("dtype") && t.contains("shape") && t.contains("data_offsets"),
+        "{}: tensor {}: header entry needs dtype, shape and data_offsets", path, name);
     TensorInfo info;
     info.name = name;
     const std::string dt = t["dtype"].is_string() ? t["dtype"].get<std::string>() : "";
@@ -53,8 +55,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     FF_CHECK(t["shape"].is_array(), "{}: tensor {}: shape is not a list", path, name);
     uint64_t numel = 1;
     for (const auto& d : t["shape"]) {
-      FF_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, "{}: tensor {}: bad shape {}",
-               path, name, t["shape"].dump());
+      FF_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, "{}: tensor {}: bad shape {}", path,
+               name, t["shape"].dump());
       info.shape.push_back(d.get<int64_t>());
       numel *= uint64_t(d.get<int64_t>());
     }

@@ -16,7 +16,9 @@ struct Binder {
     std::vector<float> out(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
       switch (t.dtype) {
-        case DType::F32: std::memcpy(&out[size_t(i)], t.data + 4 * i, 4); break;
+        case DType::F32:
+          std::memcpy(&out[size_t(i)], t.data + 4 * i, 4);
+          break;
         case DType::BF16: {
           uint16_t h;
           std::memcpy(&h, t.data + 2 * i, 2);
@@ -61,17 +63,17 @@ struct Binder {
           w.scale_inv = reinterpret_cast<const float*>(s.data);
         } else {
           FF_CHECK(s.dtype == DType::F32 || s.dtype == DType::BF16,
-                   "{}: tensor {} has dtype {}, expected F32", *s.file, sname,
-                   dtype_name(s.dtype));
+                   "{}: tensor {} has dtype {}, expected F32", *s.file, sname, dtype_name(s.dtype));
           mw.owned_scales.push_back(vec(sname, sn * sk));
           w.scale_inv = mw.owned_scales.back().data();
         }
         break;
       }
       default:
-        fail("{}: tensor {} has dtype {}, not supported for a linear layer (F32, BF16, F16, "
-             "F8_E4M3)",
-             *t.file, name, dtype_name(t.dtype));
+        fail(
+            "{}: tensor {} has dtype {}, not supported for a linear layer (F32, BF16, F16, "
+            "F8_E4M3)",
+            *t.file, name, dtype_name(t.dtype));
     }
     FF_CHECK(t.dtype == DType::F8_E4M3 || reinterpret_cast<uintptr_t>(t.data) % 2 == 0,
              "{}: tensor {} is misaligned in the file", *t.file, name);
@@ -96,7 +98,8 @@ struct Binder {
     uint8_t* base = a.absorbed_storage.data();
     std::vector<float> row(static_cast<size_t>(r));
     auto put = [&](uint8_t* dst, int64_t idx, float x) {
-      if (dt == DType::F32) std::memcpy(dst + 4 * idx, &x, 4);
+      if (dt == DType::F32)
+        std::memcpy(dst + 4 * idx, &x, 4);
       else {
         const uint16_t h = f32_to_bf16(x);
         std::memcpy(dst + 2 * idx, &h, 2);
@@ -108,8 +111,10 @@ struct Binder {
       for (int64_t d = 0; d < nope + v; ++d) {
         gemm::dequantize_row(a.kv_b, h * (nope + v) + d, row.data());
         for (int64_t j = 0; j < r; ++j) {
-          if (d < nope) put(uk, j * nope + d, row[size_t(j)]);  // transpose: [r, nope]
-          else put(uv, (d - nope) * r + j, row[size_t(j)]);     // [v, r]
+          if (d < nope)
+            put(uk, j * nope + d, row[size_t(j)]);  // transpose: [r, nope]
+          else
+            put(uv, (d - nope) * r + j, row[size_t(j)]);  // [v, r]
         }
       }
       gemm::Weight wk{dt, uk, r, nope, nope, nullptr};
@@ -174,7 +179,8 @@ std::unique_ptr<ModelWeights> ModelWeights::load(const ModelConfig& c, Checkpoin
     if (c.topk_method == TopkMethod::NoauxTc)
       m.score_bias = b.vec(p + ".mlp.gate.e_score_correction_bias", c.n_routed_experts);
     for (int e = 0; e < c.n_routed_experts; ++e)
-      m.experts.push_back(b.mlp(fmt::format("{}.mlp.experts.{}", p, e), hid, c.moe_intermediate_size));
+      m.experts.push_back(
+          b.mlp(fmt::format("{}.mlp.experts.{}", p, e), hid, c.moe_intermediate_size));
     if (c.n_shared_experts > 0) {
       m.has_shared = true;
       m.shared = b.mlp(p + ".mlp.shared_experts", hid,
@@ -188,7 +194,8 @@ void ModelWeights::embed_row(int32_t token, float* out) const {
   const int64_t hid = embed->shape[1];
   const uint8_t* p = embed->data + size_t(token) * size_t(hid) * dtype_size(embed->dtype);
   for (int64_t i = 0; i < hid; ++i) {
-    if (embed->dtype == DType::F32) std::memcpy(&out[i], p + 4 * i, 4);
+    if (embed->dtype == DType::F32)
+      std::memcpy(&out[i], p + 4 * i, 4);
     else {
       uint16_t h;
       std::memcpy(&h, p + 2 * i, 2);

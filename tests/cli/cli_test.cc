@@ -28,11 +28,12 @@ CliRun run_cli(const std::string& args) {
 TEST(Cli, MissingModelIsOneLineErrorAndNonZeroExit) {
   const CliRun r = run_cli("generate --model /nonexistent/model --prompt hi");
   EXPECT_EQ(r.status, 1);
-  EXPECT_EQ(r.out, "error: /nonexistent/model: not a directory (expected an HF checkpoint directory)\n");
+  EXPECT_EQ(r.out,
+            "error: /nonexistent/model: not a directory (expected an HF checkpoint directory)\n");
 }
 
 TEST(Cli, BadFlagsAreUsageErrors) {
-  EXPECT_NE(run_cli("generate --prompt hi").status, 0);                  // --model missing
+  EXPECT_NE(run_cli("generate --prompt hi").status, 0);                 // --model missing
   EXPECT_NE(run_cli("frobnicate").status, 0);                           // unknown command
   EXPECT_NE(run_cli("generate -m x -p y --temperature -1").status, 0);  // out of range
 }

@@ -75,7 +75,8 @@ TEST_F(ModelErrors, TruncatedSafetensors) {
 }
 
 TEST_F(ModelErrors, GarbageHeader) {
-  std::ofstream(dir_.path + "/model.safetensors") << std::string("\x10\0\0\0\0\0\0\0{not json!!!}xx", 24);
+  std::ofstream(dir_.path + "/model.safetensors")
+      << std::string("\x10\0\0\0\0\0\0\0{not json!!!}xx", 24);
   EXPECT_CONTAINS(load_error(dir_.path), "invalid safetensors header JSON");
 }
 
@@ -104,7 +105,8 @@ TEST_F(ModelErrors, UnknownDtype) {
 TEST_F(ModelErrors, MissingTensor) {
   tensors_.erase("model.layers.2.mlp.experts.3.up_proj.weight");
   write(tensors_);
-  EXPECT_CONTAINS(load_error(dir_.path), "missing tensor model.layers.2.mlp.experts.3.up_proj.weight");
+  EXPECT_CONTAINS(load_error(dir_.path),
+                  "missing tensor model.layers.2.mlp.experts.3.up_proj.weight");
 }
 
 TEST_F(ModelErrors, UnknownArchitecture) {

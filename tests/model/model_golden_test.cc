@@ -57,8 +57,10 @@ TEST_P(ModelGolden, PrefillDecodeAndGreedyMatchReference) {
       const double err = max_rel_err(got, want, size_t(V));
       worst = std::max(worst, err);
       ++rows;
-      if (err < gc.tol) ++rows_ok;
-      else if (gc.min_share == 1.0) ADD_FAILURE() << where << ": max rel err " << err;
+      if (err < gc.tol)
+        ++rows_ok;
+      else if (gc.min_share == 1.0)
+        ADD_FAILURE() << where << ": max rel err " << err;
     };
 
     KVCache cache(model->config(), 8, gc.cache);
@@ -68,8 +70,9 @@ TEST_P(ModelGolden, PrefillDecodeAndGreedyMatchReference) {
     model->forward({&req, 1}, cache, &logits);
     ASSERT_EQ(logits.size(), want_prefill.size());
     for (size_t t = 0; t < ids.size(); ++t)
-      check_row(&logits[t * V], &want_prefill[t * V],
-                std::string(gc.name) + " prompt " + std::to_string(p) + " position " + std::to_string(t));
+      check_row(
+          &logits[t * V], &want_prefill[t * V],
+          std::string(gc.name) + " prompt " + std::to_string(p) + " position " + std::to_string(t));
 
     // Greedy continuation, teacher-forced with the reference tokens so every step compares like
     // with like; decode_logits[j] are the logits after feeding greedy token j.
@@ -82,7 +85,8 @@ TEST_P(ModelGolden, PrefillDecodeAndGreedyMatchReference) {
       model->forward({&dec, 1}, cache, &step);
       if (j < decode_steps) {
         check_row(step.data(), &want_decode[j * V],
-                  std::string(gc.name) + " prompt " + std::to_string(p) + " decode step " + std::to_string(j));
+                  std::string(gc.name) + " prompt " + std::to_string(p) + " decode step " +
+                      std::to_string(j));
       }
     }
     for (size_t j = 0; j < got.size(); ++j, ++tokens) tokens_ok += got[j] == want_greedy[j];
@@ -91,27 +95,62 @@ TEST_P(ModelGolden, PrefillDecodeAndGreedyMatchReference) {
     }
   }
   EXPECT_GE(prompts, 1);
-  EXPECT_GE(double(rows_ok), gc.min_share * double(rows)) << rows_ok << " of " << rows << " rows within " << gc.tol;
-  EXPECT_GE(double(tokens_ok), gc.min_share * double(tokens)) << tokens_ok << " of " << tokens << " greedy tokens";
-  std::printf("[ %s cache %s ] %zu/%zu rows within %.0e (worst %.2e), %zu/%zu greedy tokens\n", gc.name,
-              dtype_name(gc.cache), rows_ok, rows, gc.tol, worst, tokens_ok, tokens);
+  EXPECT_GE(double(rows_ok), gc.min_share * double(rows))
+      << rows_ok << " of " << rows << " rows within " << gc.tol;
+  EXPECT_GE(double(tokens_ok), gc.min_share * double(tokens))
+      << tokens_ok << " of " << tokens << " greedy tokens";
+  std::printf("[ %s cache %s ] %zu/%zu rows within %.0e (worst %.2e), %zu/%zu greedy tokens\n",
+              gc.name, dtype_name(gc.cache), rows_ok, rows, gc.tol, worst, tokens_ok, tokens);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Fixtures, ModelGolden,
-    ::testing::Values(GoldenCase{"tiny-v3", DType::F32, 1e-4, 1.0},
-                      GoldenCase{"tiny-v2-lite", DType::F32, 1e-4, 1.0},
-                      GoldenCase{"tiny-v2-glg", DType::F32, 1e-4, 1.0},
-                      GoldenCase{"tiny-v3-bf16", DType::F32, 1e-4, 1.0},
-                      GoldenCase{"tiny-v3-bf16", DType::BF16, 3e-2, 0.9},
-                      GoldenCase{"tiny-v3-fp8", DType::F32, 1e-4, 1.0},
-                      GoldenCase{"tiny-v3-fp8", DType::BF16, 3e-2, 0.9}),
-    [](const auto& info) {
-      std::string n = std::string(info.param.name) + "_" + dtype_name(info.param.cache);
-      for (char& ch : n)
-        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
-    });
+INSTANTIATE_TEST_SUITE_P(Fixtures, ModelGolden,
+                         ::testing::Values(GoldenCase{"tiny-v3", DType::F32, 1e-4, 1.0},
+                                           GoldenCase{"tiny-v2-lite", DType::F32, 1e-4, 1.0},
+                                           GoldenCase{"tiny-v2-glg", DType::F32, 1e-4, 1.0},
+                                           GoldenCase{"tiny-v3-bf16", DType::F32, 1e-4, 1.0},
+                                           GoldenCase{"tiny-v3-bf16", DType::BF16, 3e-2, 0.9},
+                                           GoldenCase{"tiny-v3-fp8", DType::F32, 1e-4, 1.0},
+                                           GoldenCase{"tiny-v3-fp8", DType::BF16, 3e-2, 0.9}),
+                         [](const auto& info) {
+                           std::string n =
+                               std::string(info.param.name) + "_" + dtype_name(info.param.cache);
+                           for (char& ch : n)
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace ff
+
+namespace ff {
+namespace {
+
+// The default model of `make run` (trained with transformers, tools/train_default_model.py)
+// continues its golden prompt with exactly transformers' greedy tokens, through the tokenizer.
+TEST(DefaultModel, GreedyContinuationMatchesTransformers) {
+  const std::string dir = testing::fixture("default-model");
+  if (!testing::fixture_exists("default-model")) GTEST_SKIP() << "default model missing";
+  auto model = Model::load(dir);
+  const auto golden = Checkpoint::open_files({dir + "/golden.safetensors"});
+  const auto ids = testing::read_vec<int32_t>(golden.get("p0.input_ids"));
+  const auto want = testing::read_vec<int32_t>(golden.get("p0.greedy_ids"));
+  KVCache cache(model->config(), 4, DType::F32);
+  KVSequence seq;
+  std::vector<float> logits;
+  std::vector<int32_t> got;
+  Model::Request r{&seq, ids, false};
+  model->forward({&r, 1}, cache, &logits);
+  const int V = model->config().vocab_size;
+  while (got.size() < want.size()) {
+    got.push_back(testing::argmax(logits.data(), size_t(V)));
+    Model::Request d{&seq, std::span<const int32_t>(&got.back(), 1), false};
+    model->forward({&d, 1}, cache, &logits);
+  }
+  EXPECT_EQ(got, want);
+  // The tokenizer round trip of the prompt: BOS + the text.
+  const Tokenizer tok = Tokenizer::from_dir(dir);
+  EXPECT_EQ(tok.encode(tok.decode(ids, /*skip_special=*/true), true), ids);
+}
 
 }  // namespace
 }  // namespace ff

@@ -75,7 +75,8 @@ inline void write_safetensors(const std::string& path,
   nlohmann::json header = nlohmann::json::object();
   size_t off = 0;
   for (const auto& [name, t] : tensors) {
-    header[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.bytes.size()}}};
+    header[name] = {
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.bytes.size()}}};
     off += t.bytes.size();
   }
   std::string h = header.dump();
