@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 
+#include "mla/mla.h"
 #include "model/model.h"
 #include "model/workspace.h"
 
@@ -153,43 +154,60 @@ void Model::attention_decode(int layer, std::span<const int64_t> rows,
   for (int64_t hh = 0; hh < H; ++hh)
     gemm::linear(qd + hh * qk, D, H * qk, w.uk_t[size_t(hh)], q_lat + hh * r, H * r);
 
-  int64_t max_len = 0;
-  for (const Request* req : reqs) max_len = std::max(max_len, req->seq->length + 1);
-  const int threads = ThreadPool::global().size();
-  float* scores_all = Workspace::get(ws.scores, size_t(threads) * size_t(max_len + lat));
-  float* o_lat = Workspace::get(ws.o_lat, size_t(D * H * r));
-  const float scale = softmax_scale_;
-  const bool f32_cache = cache.dtype() == DType::F32;
-  ThreadPool::global().run([&](int tid) {
-    const int64_t items = D * H;
-    const int64_t b = items * tid / threads, e = items * (tid + 1) / threads;
-    float* s = scores_all + size_t(tid) * size_t(max_len + lat);
-    float* rowbuf = s + max_len;
-    for (int64_t it = b; it < e; ++it) {
-      const int64_t d = it / H, hh = it % H;
+  // Attention over the latent cache: MQA with d = kv_lora + rope (576), dv = kv_lora (512), one
+  // KV head shared by all query heads (src/mla). The block tables and the schedule are the same
+  // for every layer of this step, so they are built once, at layer 0.
+  if (layer == 0) {
+    int64_t max_blocks = 1;
+    for (const Request* req : reqs)
+      max_blocks = std::max<int64_t>(max_blocks, int64_t(req->seq->block_table.size()));
+    ws.block_table.assign(size_t(D * max_blocks), 0);
+    ws.seqlens.resize(size_t(D));
+    for (int64_t d = 0; d < D; ++d) {
       const KVSequence& seq = *reqs[size_t(d)]->seq;
-      const int64_t ctx = seq.length + 1;
+      std::copy(seq.block_table.begin(), seq.block_table.end(),
+                ws.block_table.begin() + d * max_blocks);
+      ws.seqlens[size_t(d)] = int32_t(seq.length + 1);  // the new token's row is written
+    }
+    ws.block_table_cols = max_blocks;
+    mla::MlaMetadataOptions mo;
+    mo.head_dim = lat;
+    mo.head_dim_v = r;
+    ws.schedule = mla::get_mla_metadata(TensorView(ws.seqlens.data(), DType::I32, {D}), H, 1, mo);
+  }
+  const DType qt = cache.dtype();
+  void* qm = nullptr;
+  if (qt == DType::F32) {
+    qm = Workspace::get(ws.q_mla, size_t(D * H * lat));
+  } else {
+    if (ws.q_mla16.size() < size_t(D * H * lat)) ws.q_mla16.resize(size_t(D * H * lat));
+    qm = ws.q_mla16.data();
+  }
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t hh = 0; hh < H; ++hh) {
       const float* ql = q_lat + d * H * r + hh * r;
       const float* qpe = qd + d * H * qk + hh * qk + nope;
-      auto load = [&](int64_t t) -> const float* {
-        if (f32_cache) return static_cast<const float*>(cache.row(layer, seq, t));
-        cache.read_row(layer, seq, t, rowbuf);
-        return rowbuf;
-      };
-      for (int64_t t = 0; t < ctx; ++t) {
-        const float* kr = load(t);
-        s[t] = (dot(ql, kr, r) + dot(qpe, kr + r, rope)) * scale;
-      }
-      softmax(s, ctx);
-      float* ol = o_lat + d * H * r + hh * r;
-      for (int64_t j = 0; j < r; ++j) ol[j] = 0;
-      for (int64_t t = 0; t < ctx; ++t) {
-        const float* kr = load(t);
-        const float p = s[t];
-        for (int64_t j = 0; j < r; ++j) ol[j] += p * kr[j];
+      const int64_t base = (d * H + hh) * lat;
+      if (qt == DType::F32) {
+        float* dst = static_cast<float*>(qm) + base;
+        std::memcpy(dst, ql, size_t(r) * 4);
+        std::memcpy(dst + r, qpe, size_t(rope) * 4);
+      } else {
+        uint16_t* dst = static_cast<uint16_t*>(qm) + base;
+        convert_f32_to_bf16(ql, dst, size_t(r));
+        convert_f32_to_bf16(qpe, dst + r, size_t(rope));
       }
     }
-  });
+  float* o_lat = Workspace::get(ws.o_lat, size_t(D * H * r));
+  float* lse = Workspace::get(ws.lse, size_t(D * H));
+  const TensorView q_view(qm, qt, {D, 1, H, lat});
+  const TensorView kcache(cache.layer_base(layer), qt, {cache.num_pages(), kPageSize, 1, lat});
+  const TensorView block_table(ws.block_table.data(), DType::I32, {D, ws.block_table_cols});
+  const TensorView seqlens(ws.seqlens.data(), DType::I32, {D});
+  mla::mla_decode_with_kvcache(q_view, kcache, block_table, seqlens, r, ws.schedule,
+                               softmax_scale_, /*causal=*/false,
+                               TensorView(o_lat, DType::F32, {D, 1, H, r}),
+                               TensorView(lse, DType::F32, {D, H, 1}));
   // Map the latent outputs back per head and scatter into the attention output rows.
   float* od = Workspace::get(ws.od, size_t(D * H * vd));
   for (int64_t hh = 0; hh < H; ++hh)

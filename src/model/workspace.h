@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "mla/mla.h"
 #include "model/model.h"
 
 namespace ff {
@@ -13,6 +14,12 @@ struct Model::Workspace {
   // attention
   std::vector<float> lat_all, kv_up, qd, q_lat, o_lat, od, scores;
   std::vector<int64_t> pos;
+  // decode attention (src/mla)
+  std::vector<float> q_mla, lse;
+  std::vector<uint16_t> q_mla16;
+  std::vector<int32_t> block_table, seqlens;
+  int64_t block_table_cols = 0;
+  mla::MlaSchedule schedule;
   // moe
   std::vector<float> router_logits, route_w, xe, ge, ue, de;
   std::vector<int32_t> route_idx;
