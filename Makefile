@@ -7,6 +7,8 @@ BUILD_DIR := build/$(PRESET)
 JOBS ?= $(shell nproc)
 MODEL ?= tests/fixtures/default-model
 PROMPT ?= It is a truth universally acknowledged
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: all bootstrap configure build run test bench debug-test format clean
 
@@ -21,10 +23,13 @@ configure: bootstrap
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# Generates a sample with the bundled model, then serves it (OpenAI API + chat page) until Ctrl-C.
 run: build
 	@$(BUILD_DIR)/fireflyer generate --model $(MODEL) --prompt "$(PROMPT)" -n 64
 	@echo
 	@echo "To use a real checkpoint: $(BUILD_DIR)/fireflyer generate --model /path/to/DeepSeek-V3-HF-dir --chat --prompt 'Hello'"
+	@echo
+	@$(BUILD_DIR)/fireflyer serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

@@ -1,9 +1,9 @@
 // Shared helpers for the benchmark programs: timing (median of N runs) and the machine's
 // memory read bandwidth, measured in the same run so roofline fractions compare like with like.
 //
-// Bandwidth: every pool thread sums its contiguous share of a large buffer (1 GiB by default,
-// far beyond any cache) with the widest vector loads the CPU has; the best of several passes
-// is reported. That is the figure a bandwidth-bound kernel (decode GEMV) should approach.
+// Bandwidth: every pool thread sums its contiguous share of a slice of a large buffer (1 GiB by
+// default, far beyond any cache) with the widest vector loads the CPU has; the best of many
+// passes is reported. That is the figure a bandwidth-bound kernel (decode GEMV) should approach.
 #pragma once
 #include <immintrin.h>
 
@@ -116,19 +116,25 @@ inline volatile float g_sink = 0.f;
 
 }  // namespace detail
 
-// Memory read bandwidth in GB/s (1e9 bytes/s) using all threads of the global pool.
-inline double measure_read_bandwidth_gbps(size_t bytes = size_t(1) << 30, int passes = 5) {
+// Memory read bandwidth in GB/s (1e9 bytes/s) using all threads of the global pool: the best
+// of `passes` reads of a 128 MiB slice, the slices taken in turn from a `bytes` buffer so each
+// one was last touched a whole buffer ago (out of every cache). Short passes keep the figure
+// honest on a shared machine, where a long pass rarely runs undisturbed.
+inline double measure_read_bandwidth_gbps(size_t bytes = size_t(1) << 30, int passes = 32) {
+  constexpr size_t kSlice = size_t(128) << 20;
+  bytes = std::max(bytes / kSlice, size_t(1)) * kSlice;
   AlignedBuffer buf(bytes);
-  const float* p = reinterpret_cast<const float*>(buf.data());
-  const size_t n = bytes / sizeof(float);
-  // Page the buffer in with non-zero data so the first pass measures reads, not page faults.
-  std::fill(reinterpret_cast<float*>(buf.data()), reinterpret_cast<float*>(buf.data()) + n, 1.f);
+  float* data = reinterpret_cast<float*>(buf.data());
+  // Page the buffer in with non-zero data so no pass measures page faults.
+  std::fill(data, data + bytes / sizeof(float), 1.f);
   const auto& cpu = cpu_features();
   ThreadPool& pool = ThreadPool::global();
   const int threads = pool.size();
+  const size_t n = kSlice / sizeof(float);
   std::vector<float> sums(size_t(threads), 0.f);
   double best = 0.0;
   for (int pass = 0; pass < passes; ++pass) {
+    const float* p = data + (size_t(pass) % (bytes / kSlice)) * n;
     const double t0 = now_seconds();
     pool.run([&](int t) {
       // Chunks are multiples of 64 floats so every thread's start stays 64-byte aligned.
@@ -144,7 +150,7 @@ inline double measure_read_bandwidth_gbps(size_t bytes = size_t(1) << 30, int pa
     });
     const double dt = now_seconds() - t0;
     for (float s : sums) detail::g_sink = detail::g_sink + s;
-    best = std::max(best, double(bytes) / dt / 1e9);
+    best = std::max(best, double(kSlice) / dt / 1e9);
   }
   return best;
 }

@@ -141,7 +141,7 @@ int run(int argc, char** argv) {
   const Machine mach{measure_read_bandwidth_gbps(), measure_fp32_fma_peak_gflops()};
   std::printf(
       "# gemm_linear: %d threads, backend %s; memory read bandwidth %.2f GB/s, fp32 FMA peak "
-      "%.1f GFLOP/s, bf16 dot (vdpbf16ps) peak %.1f GFLOP/s (best of 5 each)\n",
+      "%.1f GFLOP/s, bf16 dot (vdpbf16ps) peak %.1f GFLOP/s (best runs)\n",
       ThreadPool::global().size(), isa_name(active_isa()), mach.read_gbps, mach.fma_gflops,
       measure_bf16_dot_peak_gflops());
   std::printf(

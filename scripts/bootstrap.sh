@@ -3,7 +3,8 @@
 # what is missing, and does nothing (no apt-get update) when everything is present.
 set -euo pipefail
 packages=(cmake ninja-build g++ ccache pkg-config libgtest-dev libgmock-dev nlohmann-json3-dev
-          libfmt-dev libcli11-dev libpcre2-dev libbenchmark-dev)
+          libfmt-dev libcli11-dev libpcre2-dev libbenchmark-dev
+          chromium)  # chromium: the chat page's headless-browser test (skipped without it)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,12 +15,12 @@ What it does
      pre-tokenizer, normalizer, post-processor and decoder (copied from
      shared/data/deepseek-v3-tokenizer/tokenizer.json) and DeepSeek's special tokens
      (<｜begin▁of▁sentence｜> = 0, <｜end▁of▁sentence｜> = 1, <｜User｜>, <｜Assistant｜>).
-  3. Trains transformers' official `DeepseekV3ForCausalLM` on CPU (AdamW, fixed step count,
-     1 thread by default: on the 2 shared cores, busy with compiles, 2 intra-op threads measured
-     5-10x slower than 1 because each waits on the other): MLA with q_lora_rank and kv_lora_rank, interleaved RoPE with YaRN
-     rope_scaling, 1 dense layer then MoE layers (sigmoid scoring, noaux_tc group-limited
-     routing, 1 shared expert) whose e_score_correction_bias is trained with DeepSeek-V3's
-     auxiliary-loss-free balancing update.
+  3. Trains transformers' official `DeepseekV3ForCausalLM` on Pride and Prejudice, on CPU
+     (AdamW, fixed step count, 1 thread by default: on the 2 shared cores, busy with compiles,
+     2 intra-op threads measured 5-10x slower than 1 because each waits on the other):
+     MLA with q_lora_rank and kv_lora_rank, interleaved RoPE with YaRN rope_scaling, 1 dense
+     layer then MoE layers (sigmoid scoring, noaux_tc group-limited routing, 1 shared expert)
+     whose e_score_correction_bias is trained with DeepSeek-V3's auxiliary-loss-free balancing.
   4. Writes the checkpoint in the real DeepSeek-V3 HF layout: config.json with DeepSeek's own
      field names (rope_scaling, not rope_parameters), model.safetensors with per-expert tensors
      model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight (BF16; e_score_correction_bias F32
@@ -32,11 +32,12 @@ What it does
      p0.greedy_margins (F32 [32], top-1 minus top-2 logit at each greedy step) and
      p0.last_logits (F32 [vocab], logits at the prompt's last position).
 
-How to run (from the repository root; about 20 minutes on one CPU core):
+How to run (from the repository root; 10-25 minutes on one CPU core, depending on load):
     python3 tools/train_default_model.py
 Options: --out DIR (default tests/fixtures/default-model), --steps N, --threads N,
 --max-minutes M (safety stop, default 25; hitting it makes the result depend on machine speed),
---smoke (a few steps into /tmp, to check the pipeline).
+--smoke (a few steps into /tmp, to check the pipeline), --golden-only (no training: recompute
+golden.safetensors and the README samples from the checkpoint in --out).
 Requires: torch, transformers>=5, tokenizers, safetensors (pip), r-cran-janeaustenr (apt).
 
 Deterministic: fixed seeds, fixed step count, fixed data order, fixed thread count.
@@ -590,7 +591,7 @@ def finalize(out: Path, tok, summary: dict, log) -> dict:
                    golden_min_greedy_margin=round(min(margins), 4), golden_min_router_gap=router_gap,
                    samples=samples)
     summary["file_sizes"] = {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.is_file()
-                             and f.name != "training_summary.json"}
+                             and f.name not in ("training_summary.json", "README.md")}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     log(f"wrote {out}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in summary["file_sizes"].items()))
     return summary

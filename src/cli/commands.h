@@ -27,4 +27,20 @@ struct GenerateArgs {
 void add_generate_command(CLI::App& app, GenerateArgs& args);
 int run_generate(const GenerateArgs& args);
 
+struct ServeArgs {
+  std::string model;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string served_model_name;  // default: the model directory's name
+  int64_t kv_pages = 0;           // 0: sized from --kv-cache-mb
+  int64_t kv_cache_mb = 2048;
+  int64_t max_batch_tokens = 512;
+  int max_running = 64;
+  bool no_prefix_caching = false;
+  std::string cache_dtype;  // "", "f32", "bf16"
+};
+
+void add_serve_command(CLI::App& app, ServeArgs& args);
+int run_serve(const ServeArgs& args);
+
 }  // namespace ff::cli

@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   ff::cli::GenerateArgs gen;
   ff::cli::add_generate_command(app, gen);
+  ff::cli::ServeArgs serve;
+  ff::cli::add_serve_command(app, serve);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -17,6 +19,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (app.got_subcommand("generate")) return ff::cli::run_generate(gen);
+    if (app.got_subcommand("serve")) return ff::cli::run_serve(serve);
   } catch (const ff::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

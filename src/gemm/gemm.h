@@ -27,11 +27,14 @@ struct Weight {
 // null X / Y; m == 0 does nothing.
 //
 // Precision: products and sums are fp32 for every weight dtype (weights are widened exactly,
-// FP8 block scales applied per 128 columns). X is never rounded to bf16: that would add ~2^-9
-// relative error per product, far above the 1e-4 at which fp32 models are checked against
-// HF transformers, and decode - the bandwidth-bound case - would not get faster from it.
-// Backends: AVX-512, AVX2 or scalar reference by ff::active_isa() (FF_ISA); m <= 8 streams
-// W once (decode), larger m packs W into cache-resident panels (prefill).
+// FP8 block scales applied per 128 columns). X is never rounded to bf16 for vdpbf16ps: that
+// would add ~2^-9 relative error per product, far above the 1e-4 at which fp32 models are
+// checked against HF transformers; decode is bandwidth-bound anyway, and on the Sapphire
+// Rapids-class CPUs we measured vdpbf16ps peaks at half the fp32 FMA rate (~105 vs ~214
+// GFLOP/s per core), so prefill would not gain either.
+// Backends: AVX-512, AVX2 or the scalar reference by ff::active_isa() (FF_ISA). Small m (up to
+// 8; 16 for non-FP8 weights on AVX-512) streams W once (decode); larger m packs W into
+// cache-resident panels (prefill). Output columns are split across the global thread pool.
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy);
 
 // Dequantizes row `row` of W into out[k] as fp32.

@@ -12,6 +12,7 @@ namespace {
 
 struct Avx2 {
   using vec = __m256;
+  static constexpr Isa kIsa = Isa::Avx2;
   static constexpr int kLanes = 8;
   static constexpr int kAccRegs = 8;    // of 16
   static constexpr int kPanelRows = 6;  // 6 x 2 accumulators + 2 panel vectors + 1 broadcast

@@ -17,6 +17,7 @@ namespace {
 
 struct Avx512 {
   using vec = __m512;
+  static constexpr Isa kIsa = Isa::Avx512;
   static constexpr int kLanes = 16;
   static constexpr int kAccRegs = 16;    // of 32; the rest hold weights, X and temporaries
   static constexpr int kPanelRows = 12;  // 12 x 2 accumulators + 2 panel vectors + 1 broadcast

@@ -24,8 +24,11 @@ void linear_avx2_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, f
 void linear_avx512_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                         int64_t ldy, int64_t n0, int64_t n1);
 
-// Up to this many rows of X the SIMD backends stream W once with all rows' accumulators in
-// registers (decode); above it they pack W into panels (prefill). See linear_simd.h.
-constexpr int kStreamMaxRows = 8;
+// Rows of X up to which the SIMD backends stream W with every row's accumulators in registers
+// (decode); above it they pack W into cache-resident panels (prefill). AVX-512 streams up to 16
+// rows of BF16 / F16 / F32 weights (two 8-row tiles per weight row); see linear_simd.h.
+inline int stream_max_rows(Isa isa, DType dtype) {
+  return isa == Isa::Avx512 && dtype != DType::F8_E4M3 ? 16 : 8;
+}
 
 }  // namespace ff::gemm

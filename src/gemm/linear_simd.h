@@ -3,7 +3,7 @@
 // (16 lanes, 32 registers). Everything here sits in an anonymous namespace so the two
 // differently-compiled copies can never be merged by the linker.
 //
-// V provides: vec, kLanes, kAccRegs (accumulator budget of a streaming tile), kPanelRows,
+// V provides: kIsa, vec, kLanes, kAccRegs (accumulator budget of a streaming tile), kPanelRows,
 // zero, set1, load, load_n (first n lanes, rest zero, reads only n), store, store_n, fma, mul,
 // add, hsum, load_w<D>(row, j) / load_w_n<D>(row, j, n) returning weights row[j..] as fp32,
 // load_w2<D>(row, j, lo, hi) the same for two consecutive vectors, and
@@ -16,13 +16,15 @@
 //
 // Two paths, both with fp32 products and fp32 accumulation (X is never rounded):
 //
-// Streaming dot products (m <= kStreamMaxRows; decode). Memory-bound: each weight row is read
-//   from memory once for all m rows of X. A tile is M rows of X x N weight rows; M*N vector
-//   accumulators run along k, one horizontal sum each at the end. FP8 accumulates each
-//   128-column block separately and then adds block_sum * scale into the running sum
-//   (DeepGEMM's promotion), so the scale costs one FMA per block, not one multiply per weight
-//   (where the second set of accumulators does not fit - AVX2 past 4 rows - each widened weight
-//   vector is multiplied by its scale instead).
+// Streaming dot products (m <= stream_max_rows(); decode). Memory-bound: each weight row is read
+//   from memory once for all m rows of X. A tile is M <= 8 rows of X x N weight rows; M*N
+//   vector accumulators run along k, one horizontal sum each at the end (9..16 rows: two tiles
+//   over the same, still cached, weight rows). FP8 accumulates each 128-column block
+//   separately and then adds block_sum * scale into the running sum (DeepGEMM's promotion), so
+//   the scale costs one FMA per block, not one multiply per weight (where the second set of
+//   accumulators does not fit - AVX2 past 4 rows - each widened weight vector is multiplied by
+//   its scale instead). Long rows are cut into column chunks so the X they use stays in L1,
+//   and weight rows are prefetched in software (see kStreamXBytes, kPrefetchBytes).
 //
 // Packed panels (larger m; prefill). Compute-bound: NR = 2 vectors of output columns x KC = 256
 //   of k are dequantized (scale applied) and transposed into a k-major panel bp[KC][NR] that
@@ -34,6 +36,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 
 #include "gemm/linear_kernels.h"
 
@@ -53,6 +56,25 @@ const void* weight_row(const Weight& w, int64_t row) {
   return static_cast<const uint8_t*>(w.data) + row * w.ld * weight_bytes<D>();
 }
 
+// Per-thread scratch that grows on first use and is then reused by every call on that thread
+// (kernels run on the pool's threads, so there is one per thread and no locking).
+inline float* thread_scratch(int slot, size_t floats) {
+  struct Buffer {
+    float* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffers[3];
+  Buffer& b = buffers[slot];
+  if (b.size < floats) {
+    std::free(b.data);
+    b.data = static_cast<float*>(std::aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64));
+    FF_CHECK(b.data != nullptr, "linear: cannot allocate {} bytes of scratch", floats * 4);
+    b.size = floats;
+  }
+  return b.data;
+}
+
 // ---- streaming dot products -------------------------------------------------------------
 
 // FP8 tiles promote per-block partial sums (a second set of accumulators) when the registers
@@ -70,25 +92,49 @@ constexpr int stream_cols(int M) {
   return n < 1 ? 1 : n > 4 ? 4 : n;
 }
 
-// A few cache lines ahead in each weight row, past its end into the rows that follow (the next
-// tile's). The hardware prefetcher alone falls behind when several rows share a 4 KiB page
-// (FP8 rows of k = 2048: 4 interleaved streams per 2 pages; measured 0.45 -> 0.8 of the read
-// bandwidth on one thread); a prefetch of an address past the matrix is a harmless no-op.
-static const int64_t kPrefetchBytes = getenv("PFD") ? atol(getenv("PFD")) : 1024;
-static const int kPfHint = getenv("PFH") ? atoi(getenv("PFH")) : 3;
+// Software prefetch 2 KiB ahead in each weight row; near the row's end, the same distance into
+// the row this one's tile slot handles next (row + N, the next tile's), so short rows (FP8
+// k = 2048: 2 KiB) start the next tile warm. The hardware prefetcher alone restarts at every
+// 4 KiB page of every row: measured on one thread over 1 GiB of weights (m = 1), the fraction
+// of read bandwidth went from 0.75 to 0.95 (BF16) and from 0.45 / 0.67 to 0.8 / 0.9 (FP8,
+// k = 2048 / 7168). A prefetch past the matrix is a harmless no-op. always_inline: GCC 12
+// treats a function holding only a prefetch as pure and deletes the calls.
+constexpr int64_t kPrefetchBytes = 2048;
+
+struct RowPrefetch {
+  int64_t distance;    // bytes ahead: kPrefetchBytes, at most one chunk of a row
+  int64_t row_bytes;   // where the columns read from a row end (bytes from its start)
+  int64_t wrap_bytes;  // from there to the first column read from row + N
+};
+
+// For rows read over columns [j0, j1), N rows per tile.
+template <DType D>
+RowPrefetch row_prefetch(const Weight& w, int n_rows, int64_t j0, int64_t j1) {
+  constexpr int64_t b = weight_bytes<D>();
+  return {std::min(kPrefetchBytes, (j1 - j0) * b), j1 * b, (n_rows * w.ld - (j1 - j0)) * b};
+}
 
 template <DType D>
-inline void prefetch_ahead(const void* row, int64_t j) {
-  if (kPrefetchBytes == 0) return;
-  const char* p = static_cast<const char*>(row) + j * weight_bytes<D>() + kPrefetchBytes;
-  if (kPfHint == 3) __builtin_prefetch(p, 0, 3); else if (kPfHint == 2) __builtin_prefetch(p, 0, 2); else __builtin_prefetch(p, 0, 0);
+__attribute__((always_inline)) inline void prefetch_ahead(const void* row, int64_t j,
+                                                          const RowPrefetch& pf) {
+  int64_t off = j * weight_bytes<D>() + pf.distance;
+  if (off >= pf.row_bytes) off += pf.wrap_bytes;
+  __builtin_prefetch(static_cast<const char*>(row) + off, 0, 3);
 }
+
+// Rows of X as a streaming pass sees them: X[r, j] = data[r * ld + j - col0].
+struct XView {
+  const float* data;
+  int64_t ld;
+  int64_t col0;
+  const float* at(int r, int64_t j) const { return data + r * ld + (j - col0); }
+};
 
 // acc[r][c] += X[r, j0:j1] . W[col+c, j0:j1] (lane-wise partial sums); the weights are
 // multiplied by `scale[c]` first when Scaled.
 template <class V, DType D, int M, int N, bool Scaled>
-inline void dot_range(const float* x, int64_t ldx, const void* const* rows, int64_t j0, int64_t j1,
-                      const typename V::vec* scale, typename V::vec (&acc)[M][N]) {
+inline void dot_range(const XView& x, const void* const* rows, const RowPrefetch& pf, int64_t j0,
+                      int64_t j1, const typename V::vec* scale, typename V::vec (&acc)[M][N]) {
   using vec = typename V::vec;
   constexpr int L = V::kLanes;
   int64_t j = j0;
@@ -97,7 +143,7 @@ inline void dot_range(const float* x, int64_t ldx, const void* const* rows, int6
     vec wv[N], wv2[N];
 #pragma GCC unroll 4
     for (int c = 0; c < N; ++c) {
-      prefetch_ahead<D>(rows[c], j);
+      prefetch_ahead<D>(rows[c], j, pf);
       V::template load_w2<D>(rows[c], j, wv[c], wv2[c]);
       if constexpr (Scaled) {
         wv[c] = V::mul(wv[c], scale[c]);
@@ -106,8 +152,8 @@ inline void dot_range(const float* x, int64_t ldx, const void* const* rows, int6
     }
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
-      const vec xv = V::load(x + r * ldx + j);
-      const vec xv2 = V::load(x + r * ldx + j + L);
+      const vec xv = V::load(x.at(r, j));
+      const vec xv2 = V::load(x.at(r, j + L));
 #pragma GCC unroll 4
       for (int c = 0; c < N; ++c) {
         acc[r][c] = V::fma(xv, wv[c], acc[r][c]);
@@ -119,13 +165,13 @@ inline void dot_range(const float* x, int64_t ldx, const void* const* rows, int6
     vec wv[N];
 #pragma GCC unroll 4
     for (int c = 0; c < N; ++c) {
-      prefetch_ahead<D>(rows[c], j);
+      prefetch_ahead<D>(rows[c], j, pf);
       wv[c] = V::template load_w<D>(rows[c], j);
       if constexpr (Scaled) wv[c] = V::mul(wv[c], scale[c]);
     }
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
-      const vec xv = V::load(x + r * ldx + j);
+      const vec xv = V::load(x.at(r, j));
 #pragma GCC unroll 4
       for (int c = 0; c < N; ++c) acc[r][c] = V::fma(xv, wv[c], acc[r][c]);
     }
@@ -140,19 +186,21 @@ inline void dot_range(const float* x, int64_t ldx, const void* const* rows, int6
     }
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
-      const vec xv = V::load_n(x + r * ldx + j, t);
+      const vec xv = V::load_n(x.at(r, j), t);
 #pragma GCC unroll 4
       for (int c = 0; c < N; ++c) acc[r][c] = V::fma(xv, wv[c], acc[r][c]);
     }
   }
 }
 
-// Y[r, col+c] for r < M, c < N.
+// Y[r, col+c] (+)= X[r, j0:j1] . W[col+c, j0:j1] for r < M, c < N; adds to Y if `accumulate`.
 template <class V, DType D, int M, int N>
-void stream_tile(const float* x, int64_t ldx, const Weight& w, int64_t col, float* y, int64_t ldy) {
+void stream_tile(const XView& x, const Weight& w, int64_t col, float* y, int64_t ldy,
+                 int64_t j_begin, int64_t j_end, bool accumulate) {
   using vec = typename V::vec;
   const void* rows[N];
   for (int c = 0; c < N; ++c) rows[c] = weight_row<D>(w, col + c);
+  const RowPrefetch pf = row_prefetch<D>(w, N, j_begin, j_end);
   vec acc[M][N];
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
@@ -163,8 +211,8 @@ void stream_tile(const float* x, int64_t ldx, const Weight& w, int64_t col, floa
     const int64_t kb = (w.k + kFp8Block - 1) / kFp8Block;
     const float* srow[N];
     for (int c = 0; c < N; ++c) srow[c] = w.scale_inv + ((col + c) / kFp8Block) * kb;
-    for (int64_t b = 0; b < kb; ++b) {
-      const int64_t j0 = b * kFp8Block, j1 = std::min(w.k, j0 + kFp8Block);
+    for (int64_t b = j_begin / kFp8Block; b * kFp8Block < j_end; ++b) {
+      const int64_t j0 = b * kFp8Block, j1 = std::min(j_end, j0 + kFp8Block);
       vec s[N];
 #pragma GCC unroll 4
       for (int c = 0; c < N; ++c) s[c] = V::set1(srow[c][b] * kE4m3ViaF16Scale);
@@ -174,63 +222,99 @@ void stream_tile(const float* x, int64_t ldx, const Weight& w, int64_t col, floa
         for (int r = 0; r < M; ++r)
 #pragma GCC unroll 4
           for (int c = 0; c < N; ++c) part[r][c] = V::zero();
-        dot_range<V, D, M, N, false>(x, ldx, rows, j0, j1, nullptr, part);
+        dot_range<V, D, M, N, false>(x, rows, pf, j0, j1, nullptr, part);
 #pragma GCC unroll 4
         for (int c = 0; c < N; ++c)
 #pragma GCC unroll 16
           for (int r = 0; r < M; ++r) acc[r][c] = V::fma(part[r][c], s[c], acc[r][c]);
       } else {
-        dot_range<V, D, M, N, true>(x, ldx, rows, j0, j1, s, acc);
+        dot_range<V, D, M, N, true>(x, rows, pf, j0, j1, s, acc);
       }
     }
   } else {
-    dot_range<V, D, M, N, false>(x, ldx, rows, 0, w.k, nullptr, acc);
+    dot_range<V, D, M, N, false>(x, rows, pf, j_begin, j_end, nullptr, acc);
   }
 #pragma GCC unroll 16
-  for (int r = 0; r < M; ++r)
+  for (int r = 0; r < M; ++r) {
 #pragma GCC unroll 4
-    for (int c = 0; c < N; ++c) y[r * ldy + col + c] = V::hsum(acc[r][c]);
+    for (int c = 0; c < N; ++c) {
+      float* out = y + r * ldy + col + c;
+      *out = accumulate ? *out + V::hsum(acc[r][c]) : V::hsum(acc[r][c]);
+    }
+  }
 }
 
-template <class V, DType D, int M>
+// X rows are re-read from cache for every tile, so the part of X a pass uses must stay in L1:
+// the columns are taken in chunks of at most kStreamXBytes of X, each chunk a pass over all the
+// tiles, its sums added into Y. W is still read once; the chunk sizes depend only on m, so every
+// column is computed the same way whatever the split of n across threads. With several rows,
+// the chunk of X is first copied to a compact buffer: X's own row stride is often a multiple of
+// 4 KiB (k = 7168), which would put every row's current line in the same L1 set.
+constexpr int64_t kStreamXBytes = 32 << 10;
+constexpr int64_t kStreamXPad = 16;  // floats between the copied rows, to spread the L1 sets
+
+// Rows [0, M) and, when M2 > 0, rows [M, M + M2) as a second tile over the same weight rows,
+// which are still in L1 then: 9..16 rows still read W once and widen each weight twice, which
+// for BF16 is cheaper than packing it (measured on AVX-512: m = 16 about 1.15x the panels).
+template <class V, DType D, int M, int M2 = 0>
 void stream_cols_range(const float* x, int64_t ldx, const Weight& w, float* y, int64_t ldy,
                        int64_t n0, int64_t n1) {
+  static_assert(M2 <= M);
+  constexpr int kRows = M + M2;
   constexpr int N = stream_cols<V, D>(M);
-  int64_t c = n0;
-  for (; c + N <= n1; c += N) stream_tile<V, D, M, N>(x, ldx, w, c, y, ldy);
-  for (; c < n1; ++c) stream_tile<V, D, M, 1>(x, ldx, w, c, y, ldy);
+  constexpr int64_t kChunk =
+      std::max<int64_t>(kFp8Block, kStreamXBytes / (kRows * 4) / kFp8Block * kFp8Block);
+  constexpr int64_t xs = kChunk + kStreamXPad;
+  float* copy = kRows > 1 ? thread_scratch(2, size_t(kRows) * xs) : nullptr;
+  for (int64_t j0 = 0; j0 < w.k; j0 += kChunk) {
+    const int64_t j1 = std::min(w.k, j0 + kChunk);
+    XView xv{x, ldx, 0};
+    if (kRows > 1) {
+      for (int r = 0; r < kRows; ++r)
+        std::memcpy(copy + r * xs, x + r * ldx + j0, size_t(j1 - j0) * sizeof(float));
+      xv = XView{copy, xs, j0};
+    }
+    // Rows [M, M + M2): only used when M2 > 0, and then X was copied.
+    const XView xv2{copy + (M2 > 0 ? M * xs : 0), xs, j0};
+    float* y2 = M2 > 0 ? y + M * ldy : y;
+    int64_t c = n0;
+    for (; c + N <= n1; c += N) {
+      stream_tile<V, D, M, N>(xv, w, c, y, ldy, j0, j1, j0 > 0);
+      if constexpr (M2 > 0) stream_tile<V, D, M2, N>(xv2, w, c, y2, ldy, j0, j1, j0 > 0);
+    }
+    for (; c < n1; ++c) {
+      stream_tile<V, D, M, 1>(xv, w, c, y, ldy, j0, j1, j0 > 0);
+      if constexpr (M2 > 0) stream_tile<V, D, M2, 1>(xv2, w, c, y2, ldy, j0, j1, j0 > 0);
+    }
+  }
 }
 
-// All m rows in one pass over W; m <= kStreamMaxRows.
+// All m rows in one pass over W; m <= 16.
 template <class V, DType D>
 void stream_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
                  int64_t n0, int64_t n1) {
-  switch (m) {
-    case 1:
-      stream_cols_range<V, D, 1>(x, ldx, w, y, ldy, n0, n1);
-      break;
-    case 2:
-      stream_cols_range<V, D, 2>(x, ldx, w, y, ldy, n0, n1);
-      break;
-    case 3:
-      stream_cols_range<V, D, 3>(x, ldx, w, y, ldy, n0, n1);
-      break;
-    case 4:
-      stream_cols_range<V, D, 4>(x, ldx, w, y, ldy, n0, n1);
-      break;
-    case 5:
-      stream_cols_range<V, D, 5>(x, ldx, w, y, ldy, n0, n1);
-      break;
-    case 6:
-      stream_cols_range<V, D, 6>(x, ldx, w, y, ldy, n0, n1);
-      break;
-    case 7:
-      stream_cols_range<V, D, 7>(x, ldx, w, y, ldy, n0, n1);
-      break;
-    default:
-      stream_cols_range<V, D, 8>(x, ldx, w, y, ldy, n0, n1);
-      break;
-  }
+  using Fn = void (*)(const float*, int64_t, const Weight&, float*, int64_t, int64_t, int64_t);
+  static constexpr Fn kByRows[] = {
+      nullptr,
+      stream_cols_range<V, D, 1>,
+      stream_cols_range<V, D, 2>,
+      stream_cols_range<V, D, 3>,
+      stream_cols_range<V, D, 4>,
+      stream_cols_range<V, D, 5>,
+      stream_cols_range<V, D, 6>,
+      stream_cols_range<V, D, 7>,
+      stream_cols_range<V, D, 8>,
+      stream_cols_range<V, D, 8, 1>,
+      stream_cols_range<V, D, 8, 2>,
+      stream_cols_range<V, D, 8, 3>,
+      stream_cols_range<V, D, 8, 4>,
+      stream_cols_range<V, D, 8, 5>,
+      stream_cols_range<V, D, 8, 6>,
+      stream_cols_range<V, D, 8, 7>,
+      stream_cols_range<V, D, 8, 8>,
+  };
+  static_assert(std::size(kByRows) == 17);
+  kByRows[m](x, ldx, w, y, ldy, n0, n1);
 }
 
 // ---- packed panels ----------------------------------------------------------------------
@@ -238,8 +322,12 @@ void stream_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float*
 // bp[kk * NR + i] = W[col + i, pc + kk] dequantized (scale applied); zero for i >= nr. Built
 // from L x L blocks (L rows of W, L values of k each) widened to fp32 and transposed in
 // registers, so packing costs a few shuffles per element instead of a scalar store each.
+// A block reads only KC columns of each row, too short for the hardware prefetcher, so each
+// load also prefetches the same place `next_block_bytes` on (the next k block of the row), which
+// the next pack of this row reads one block of work later.
 template <class V, DType D>
-void pack_panel(const Weight& w, int64_t col, int nr, int64_t pc, int kc, float* bp) {
+void pack_panel(const Weight& w, int64_t col, int nr, int64_t pc, int kc, float* bp,
+                int64_t next_block_bytes) {
   using vec = typename V::vec;
   constexpr int L = V::kLanes;
   constexpr int NR = 2 * L;
@@ -264,6 +352,9 @@ void pack_panel(const Weight& w, int64_t col, int nr, int64_t pc, int kc, float*
 #pragma GCC unroll 16
       for (int i = 0; i < L; ++i) {
         if (i < live) {
+          __builtin_prefetch(
+              static_cast<const char*>(rows[i]) + (pc + kk) * weight_bytes<D>() + next_block_bytes,
+              0, 2);
           r[i] = t == L ? V::template load_w<D>(rows[i], pc + kk)
                         : V::template load_w_n<D>(rows[i], pc + kk, t);
           if constexpr (D == DType::F8_E4M3) r[i] = V::mul(r[i], V::set1(scale[i]));
@@ -330,25 +421,6 @@ void panel_tail(int rows, const float* x, int64_t xs, const float* bp, int kc, f
   }
 }
 
-// Per-thread scratch that grows on first use and is then reused by every call on that thread
-// (kernels run on the pool's threads, so there is one per thread and no locking).
-inline float* thread_scratch(int slot, size_t floats) {
-  struct Buffer {
-    float* data = nullptr;
-    size_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buffers[2];
-  Buffer& b = buffers[slot];
-  if (b.size < floats) {
-    std::free(b.data);
-    b.data = static_cast<float*>(std::aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64));
-    FF_CHECK(b.data != nullptr, "linear: cannot allocate {} bytes of scratch", floats * 4);
-    b.size = floats;
-  }
-  return b.data;
-}
-
 // Blocking (BLIS order): columns in blocks of kPanelCols, k in blocks of kPanelDepth, rows of X
 // in blocks of kPanelRowBlock. W is packed once per (column block, k block) - once per weight
 // element - into NR-wide k-major panels (kPanelCols x kPanelDepth fp32 stays in L2). Rows of X
@@ -371,8 +443,11 @@ void panel_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* 
     const int nc = int(std::min<int64_t>(kPanelCols, n1 - jc));
     for (int64_t pc = 0; pc < w.k; pc += kPanelDepth) {
       const int kc = int(std::min<int64_t>(kPanelDepth, w.k - pc));
+      // After the last k block, the next block of columns' first k block.
+      const int64_t next = pc + kPanelDepth < w.k ? kPanelDepth * weight_bytes<D>()
+                                                  : (kPanelCols * w.ld - pc) * weight_bytes<D>();
       for (int jr = 0; jr < nc; jr += NR)
-        pack_panel<V, D>(w, jc + jr, std::min(NR, nc - jr), pc, kc, bp + jr * kPanelDepth);
+        pack_panel<V, D>(w, jc + jr, std::min(NR, nc - jr), pc, kc, bp + jr * kPanelDepth, next);
       for (int64_t ic = 0; ic < m; ic += kPanelRowBlock) {
         const int mc = int(std::min<int64_t>(kPanelRowBlock, m - ic));
         for (int r = 0; r < mc; ++r)
@@ -381,13 +456,15 @@ void panel_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* 
           const float* panel = bp + jr * kPanelDepth;
           const int nr = std::min(NR, nc - jr);
           float* yb = y + ic * ldy + jc + jr;
-          int r = 0;
-          for (; r + MR <= mc; r += MR)
-            panel_tile<V, MR>(xp + r * kXStride, kXStride, panel, kc, yb + r * ldy, ldy, nr,
+          // Rows split evenly over the fewest tiles (m = 16: 8 + 8, not 12 + 4): a short tile
+          // has too few accumulators to hide the FMA latency.
+          const int tiles = (mc + MR - 1) / MR;
+          for (int t = 0, r = 0; t < tiles; ++t) {
+            const int rows = mc / tiles + (t < mc % tiles ? 1 : 0);
+            panel_tail<V, MR>(rows, xp + r * kXStride, kXStride, panel, kc, yb + r * ldy, ldy, nr,
                               pc > 0);
-          if (r < mc)
-            panel_tail<V, MR - 1>(mc - r, xp + r * kXStride, kXStride, panel, kc, yb + r * ldy, ldy,
-                                  nr, pc > 0);
+            r += rows;
+          }
         }
       }
     }
@@ -399,10 +476,9 @@ void panel_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* 
 template <class V, DType D>
 void linear_rows_typed(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                        int64_t ldy, int64_t n0, int64_t n1) {
-  // Streaming keeps every accumulator in registers for one pass over W; past one tile's rows
-  // a second pass would re-convert each weight, and the packed panels win (measured: at m = 8
-  // streaming is ~1.4x faster than panels on AVX-512, at m = 12 panels already match it).
-  if (m <= kStreamMaxRows)
+  // Measured (AVX-512, one thread, weights from DRAM): m = 8 streams ~1.4x faster than the
+  // panels; at m = 16 BF16 still ~1.15x, FP8 (whose widening costs more) already ~0.95x.
+  if (m <= stream_max_rows(V::kIsa, D))
     stream_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);
   else
     panel_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);

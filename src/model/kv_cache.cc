@@ -18,9 +18,8 @@ KVCache::KVCache(const ModelConfig& c, int64_t num_pages, DType dtype)
 void KVCache::reserve(KVSequence& seq, int64_t new_length) {
   const int64_t need = (new_length + kPageSize - 1) / kPageSize - int64_t(seq.block_table.size());
   if (need <= 0) return;
-  FF_CHECK(need <= free_pages(),
-           "kv cache full: {} more pages of {} tokens needed, {} free of {}", need, kPageSize,
-           free_pages(), num_pages_);
+  FF_CHECK(need <= free_pages(), "kv cache full: {} more pages of {} tokens needed, {} free of {}",
+           need, kPageSize, free_pages(), num_pages_);
   for (int64_t i = 0; i < need; ++i) {
     seq.block_table.push_back(free_.back());
     free_.pop_back();
@@ -31,6 +30,21 @@ void KVCache::release(KVSequence& seq) {
   for (int32_t p : seq.block_table) free_.push_back(p);
   seq.block_table.clear();
   seq.length = 0;
+}
+
+int32_t KVCache::allocate_page() {
+  if (free_.empty()) return -1;
+  const int32_t p = free_.back();
+  free_.pop_back();
+  return p;
+}
+
+void KVCache::free_page(int32_t page) {
+  FF_CHECK(page >= 0 && page < num_pages_, "kv cache: page {} out of range [0, {})", page,
+           num_pages_);
+  FF_CHECK(int64_t(free_.size()) < num_pages_, "kv cache: page {} freed while every page is free",
+           page);
+  free_.push_back(page);
 }
 
 void* KVCache::layer_base(int layer) const {

@@ -38,6 +38,13 @@ class KVCache {
   // Returns the sequence's pages to the free list and resets it.
   void release(KVSequence& seq);
 
+  // Page-level allocation for a caller that manages block tables itself (the serving engine's
+  // page manager, which shares pages between sequences). allocate_page() returns a free page id,
+  // or -1 when none is free; free_page() returns one (it must not be in any sequence's table any
+  // more, and never be freed twice).
+  int32_t allocate_page();
+  void free_page(int32_t page);
+
   // Row of token `pos` of a sequence in `layer` (the page must be reserved).
   void* row(int layer, const KVSequence& seq, int64_t pos) const;
   // Base of a layer's kcache tensor [num_pages, 64, 1, latent_dim].

@@ -151,7 +151,9 @@ struct Shape {
   int64_t n, k;
 };
 
-// Odd sizes of the tiny test models, FP8 blocks cut by n and k, and a DeepSeek-V3 projection.
+// Odd sizes of the tiny test models and FP8 blocks cut by n and k. The rows cover m = 0, every
+// streaming tile height (1..8; 9..16 as two tiles for non-FP8 weights on AVX-512) and the packed
+// panels with uneven row tiles, past one 144-row block of X (300).
 TEST(Linear, MatchesFloat64OracleOnEveryBackend) {
   const int64_t rows[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 64, 130, 300};
   const Shape shapes[] = {{1, 1}, {7, 40}, {64, 96}, {130, 160}, {257, 320}, {33, 192}};
@@ -161,8 +163,9 @@ TEST(Linear, MatchesFloat64OracleOnEveryBackend) {
 }
 
 TEST(Linear, LongRowsMatchOracle) {
-  // k = 7168 spans many panel depths and FP8 blocks; m covers both paths and their tails.
-  const int64_t rows[] = {1, 5, 17, 64};
+  // k = 7168 (a DeepSeek-V3 projection, 576 x 7168): many panel depths, FP8 blocks and
+  // streaming column chunks; m covers both paths.
+  const int64_t rows[] = {1, 5, 12, 17, 64};
   for (DType dt : kDTypes)
     for (int64_t m : rows) check_case(dt, m, 576, 7168, /*pad=*/0);
 }
@@ -207,7 +210,7 @@ TEST(Linear, Fp8DecodeIsExactForEveryCode) {
 TEST(Linear, ResultDoesNotDependOnTheColumnSplit) {
   for (Isa isa : backends()) {
     for (DType dt : kDTypes) {
-      for (int64_t m : {1, 6, 40}) {
+      for (int64_t m : {1, 6, 12, 40}) {
         TestWeight tw(dt, 1000, 300, 300, 99);
         const auto x = random_floats(size_t(m * 300), 5);
         std::vector<float> split(size_t(m * 1000)), whole(size_t(m * 1000));

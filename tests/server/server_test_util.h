@@ -1,0 +1,128 @@
+// A server on a free loopback port over the default model, shared by the server tests, and
+// helpers to talk to it.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "server/http.h"
+#include "server/server.h"
+
+namespace ff::server::testing {
+
+using json = nlohmann::json;
+
+inline std::string fixture(const std::string& name) {
+  return std::string(FF_FIXTURES_DIR) + "/" + name;
+}
+
+struct TestServer {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<Server> server;
+
+  explicit TestServer(engine::EngineOptions eo = {}) {
+    model = Model::load(fixture("default-model"));
+    engine =
+        std::make_unique<engine::Engine>(*model, Tokenizer::from_dir(fixture("default-model")), eo);
+    ServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = 0;
+    so.model_name = "default-model";
+    server = std::make_unique<Server>(*engine, so);
+    server->start();
+  }
+  ~TestServer() {
+    server->stop();
+    server.reset();
+    engine.reset();
+  }
+  int port() const { return server->port(); }
+
+  HttpResult get(const std::string& path) const {
+    return http_request("127.0.0.1", port(), "GET", path, {}, {}, 60);
+  }
+  HttpResult post(const std::string& path, const json& body) const {
+    return http_request("127.0.0.1", port(), "POST", path, body.dump(), {}, 60);
+  }
+  HttpResult post_raw(const std::string& path, const std::string& body) const {
+    return http_request("127.0.0.1", port(), "POST", path, body, {}, 60);
+  }
+
+  // A metric's value (the first line that starts with `name{` or `name `), or -1.
+  double metric(const std::string& name) const {
+    const std::string text = get("/metrics").body;
+    size_t pos = 0;
+    while (pos < text.size()) {
+      const size_t end = text.find('\n', pos);
+      const std::string line = text.substr(pos, end - pos);
+      if (line.rfind(name + "{", 0) == 0 || line.rfind(name + " ", 0) == 0)
+        return std::stod(line.substr(line.rfind(' ') + 1));
+      if (end == std::string::npos) break;
+      pos = end + 1;
+    }
+    return -1;
+  }
+  // Waits (bounded) until no request holds a page; returns the last kv_pages_used.
+  double wait_pages_released(double seconds = 10) const {
+    double used = -1;
+    for (int i = 0; i < int(seconds * 50); ++i) {
+      used = metric("fireflyer_kv_pages_used");
+      if (used == 0 && metric("fireflyer_num_requests_running") == 0) return 0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return used;
+  }
+};
+
+// The `data: ...` payloads of an SSE body, in order.
+inline std::vector<std::string> sse_events(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) end = body.size();
+    const std::string ev = body.substr(pos, end - pos);
+    if (ev.rfind("data: ", 0) == 0) out.push_back(ev.substr(6));
+    pos = end + 2;
+  }
+  return out;
+}
+
+// The text and final chunk of a streamed completion or chat completion.
+struct Streamed {
+  std::string text;
+  std::string finish_reason;
+  json usage;
+  bool done = false;  // ended with [DONE]
+  int text_chunks = 0;
+};
+
+inline Streamed parse_stream(const std::string& body) {
+  Streamed s;
+  for (const std::string& ev : sse_events(body)) {
+    if (ev == "[DONE]") {
+      s.done = true;
+      continue;
+    }
+    const json j = json::parse(ev);
+    if (j.contains("usage") && !j["usage"].is_null()) s.usage = j["usage"];
+    if (!j.contains("choices") || j["choices"].empty()) continue;
+    const json& c = j["choices"][0];
+    std::string piece;
+    if (c.contains("delta")) {
+      if (c["delta"].contains("content")) piece = c["delta"]["content"].get<std::string>();
+    } else {
+      piece = c["text"].get<std::string>();
+    }
+    if (!piece.empty()) ++s.text_chunks;
+    s.text += piece;
+    if (!c["finish_reason"].is_null()) s.finish_reason = c["finish_reason"].get<std::string>();
+  }
+  return s;
+}
+
+}  // namespace ff::server::testing
