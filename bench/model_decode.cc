@@ -8,7 +8,7 @@
 // whose L3 holds a good part of those (this one has 260 MB) decode gets the same cache help, so
 // the roofline fraction (`ratio`) is taken against ws_GBps.
 //
-// Usage: bench_model_decode [--quick] [--keep DIR]  (FF_NUM_THREADS sets the thread count)
+// Usage: bench_model_decode [--quick] [--context N] [--keep DIR]  (FF_NUM_THREADS sets the thread count)
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -171,12 +171,12 @@ void write_synthetic(const std::string& dir, const SynthConfig& s, bool fp8) {
   }
 }
 
-void run_case(const std::string& dir, const char* label, double dram_bw, bool quick) {
+void run_case(const std::string& dir, const char* label, double dram_bw, bool quick, int context) {
   auto model = Model::load(dir);
   const ModelConfig& c = model->config();
   const double bytes_tok = double(model->weights().bytes_per_token_decode(c));
   const double ws_bw = bench::measure_read_bandwidth_gbps(size_t(bytes_tok));
-  const int prompt_len = quick ? 32 : 128, decode_steps = quick ? 8 : 32;
+  const int prompt_len = context > 0 ? context : (quick ? 32 : 128), decode_steps = quick ? 8 : 32;
   std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
   for (int i = 0; i < prompt_len; ++i) prompt[size_t(i)] = 2 + (i * 7919) % (c.vocab_size - 2);
   KVCache cache(c, (prompt_len + decode_steps) / kPageSize + 2, model->default_cache_dtype());
@@ -206,10 +206,10 @@ void run_case(const std::string& dir, const char* label, double dram_bw, bool qu
   const double decode_tps = 1.0 / decode_t[decode_t.size() / 2];
   const double gbps = bytes_tok * decode_tps / 1e9;
   std::printf(
-      "BENCH model %s prefill_tok_s=%.1f decode_tok_s=%.2f active_weight_MB=%.1f decode_GBps=%.2f "
+      "BENCH model %s context=%d prefill_tok_s=%.1f decode_tok_s=%.2f active_weight_MB=%.1f decode_GBps=%.2f "
       "read_GBps=%.2f frac_dram=%.3f ws_GBps=%.2f threads=%d baseline=ws_read_bandwidth "
       "ratio=%.3f\n",
-      label, prefill_tps, decode_tps, bytes_tok / 1e6, gbps, dram_bw, gbps / dram_bw, ws_bw,
+      label, prompt_len, prefill_tps, decode_tps, bytes_tok / 1e6, gbps, dram_bw, gbps / dram_bw, ws_bw,
       ThreadPool::global().size(), gbps / ws_bw);
   std::fflush(stdout);
 }
@@ -219,12 +219,15 @@ void run_case(const std::string& dir, const char* label, double dram_bw, bool qu
 
 int main(int argc, char** argv) {
   bool quick = false;
+  int context = 0;  // prompt length before decoding; 0: 128 (32 with --quick)
   std::string keep;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick")
       quick = true;
     else if (std::string(argv[i]) == "--keep" && i + 1 < argc)
       keep = argv[++i];
+    else if (std::string(argv[i]) == "--context" && i + 1 < argc)
+      context = std::atoi(argv[++i]);
   }
   namespace fs = std::filesystem;
   const std::string root =
@@ -234,7 +237,7 @@ int main(int argc, char** argv) {
   for (bool fp8 : {false, true}) {
     const std::string dir = root + (fp8 ? "/fp8" : "/bf16");
     if (!fs::exists(dir + "/model.safetensors")) ff::write_synthetic(dir, s, fp8);
-    ff::run_case(dir, fp8 ? "v3shape_fp8" : "v3shape_bf16", bw, quick);
+    ff::run_case(dir, fp8 ? "v3shape_fp8" : "v3shape_bf16", bw, quick, context);
   }
   if (keep.empty()) fs::remove_all(root);
   return 0;
