@@ -99,9 +99,10 @@ int main(int argc, char** argv) {
   const double fma_peak = bench::measure_fp32_fma_peak_gflops();
   // Without AVX512-BF16 the kernels run f32 FMAs: that is the compute roof then.
   const double roof_flops = peak > 0 ? peak : fma_peak;
-  std::printf("# threads=%d isa=%s read_bw=%.1f GB/s bf16_dot_peak=%.1f GFLOP/s fp32_fma_peak=%.1f "
-              "GFLOP/s\n",
-              ThreadPool::global().size(), isa_name(isa), bw, peak, fma_peak);
+  std::printf(
+      "# threads=%d isa=%s read_bw=%.1f GB/s bf16_dot_peak=%.1f GFLOP/s fp32_fma_peak=%.1f "
+      "GFLOP/s\n",
+      ThreadPool::global().size(), isa_name(isa), bw, peak, fma_peak);
   std::vector<Case> cases;
   for (bool fp8 : {false, true})
     for (int64_t b : {1, 8, 32})
@@ -122,20 +123,23 @@ int main(int argc, char** argv) {
     // The default kernel, and on AVX512-BF16 CPUs the other BF16 kernel for comparison.
     std::vector<KernelId> kids{main_kernel};
     if (isa == Isa::Avx512 && cpu_features().avx512_bf16)
-      kids.push_back(main_kernel == KernelId::Avx512Bf16 ? KernelId::Avx512F32 : KernelId::Avx512Bf16);
+      kids.push_back(main_kernel == KernelId::Avx512Bf16 ? KernelId::Avx512F32
+                                                         : KernelId::Avx512Bf16);
     for (KernelId kid : kids) {
       const bench::Timing tm = time_decode(s, c.b, kid, c.b >= 8 ? 5 : 15);
       const double t = tm.median;
       const double t_bw = bytes / (bw * 1e9);
       const double bound = std::max(flops / (roof_flops * 1e9), t_bw);
       const double bound_best = std::max(flops / (std::max(roof_flops, fma_peak) * 1e9), t_bw);
-      const std::string name = fmt::format("b{}_sq{}_hq{}_{}{}", c.b, c.s_q, c.h_q,
-                                           c.fp8 ? "fp8" : "bf16", kid == main_kernel ? "" : "_alt");
-      std::printf("BENCH mla %s kernel=%s time_ms=%.3f best_ms=%.3f gbps=%.1f gflops=%.1f "
-                  "intensity=%.1f roofline=%.3f roofline_fma=%.3f bound=%s baseline=ref ratio=%.1f\n",
-                  name.c_str(), kernel_name(kid), t * 1e3, tm.best * 1e3, bytes / t / 1e9,
-                  flops / t / 1e9, flops / bytes, bound / t, bound_best / t,
-                  flops / (roof_flops * 1e9) > t_bw ? "compute" : "memory", t_ref / t);
+      const std::string name =
+          fmt::format("b{}_sq{}_hq{}_{}{}", c.b, c.s_q, c.h_q, c.fp8 ? "fp8" : "bf16",
+                      kid == main_kernel ? "" : "_alt");
+      std::printf(
+          "BENCH mla %s kernel=%s time_ms=%.3f best_ms=%.3f gbps=%.1f gflops=%.1f "
+          "intensity=%.1f roofline=%.3f roofline_fma=%.3f bound=%s baseline=ref ratio=%.1f\n",
+          name.c_str(), kernel_name(kid), t * 1e3, tm.best * 1e3, bytes / t / 1e9, flops / t / 1e9,
+          flops / bytes, bound / t, bound_best / t,
+          flops / (roof_flops * 1e9) > t_bw ? "compute" : "memory", t_ref / t);
       std::fflush(stdout);
     }
   }

@@ -8,7 +8,8 @@
 // whose L3 holds a good part of those (this one has 260 MB) decode gets the same cache help, so
 // the roofline fraction (`ratio`) is taken against ws_GBps.
 //
-// Usage: bench_model_decode [--quick] [--context N] [--keep DIR]  (FF_NUM_THREADS sets the thread count)
+// Usage: bench_model_decode [--quick] [--context N] [--keep DIR]  (FF_NUM_THREADS sets the thread
+// count)
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -206,11 +207,12 @@ void run_case(const std::string& dir, const char* label, double dram_bw, bool qu
   const double decode_tps = 1.0 / decode_t[decode_t.size() / 2];
   const double gbps = bytes_tok * decode_tps / 1e9;
   std::printf(
-      "BENCH model %s context=%d prefill_tok_s=%.1f decode_tok_s=%.2f active_weight_MB=%.1f decode_GBps=%.2f "
+      "BENCH model %s context=%d prefill_tok_s=%.1f decode_tok_s=%.2f active_weight_MB=%.1f "
+      "decode_GBps=%.2f "
       "read_GBps=%.2f frac_dram=%.3f ws_GBps=%.2f threads=%d baseline=ws_read_bandwidth "
       "ratio=%.3f\n",
-      label, prompt_len, prefill_tps, decode_tps, bytes_tok / 1e6, gbps, dram_bw, gbps / dram_bw, ws_bw,
-      ThreadPool::global().size(), gbps / ws_bw);
+      label, prompt_len, prefill_tps, decode_tps, bytes_tok / 1e6, gbps, dram_bw, gbps / dram_bw,
+      ws_bw, ThreadPool::global().size(), gbps / ws_bw);
   std::fflush(stdout);
 }
 

@@ -35,19 +35,26 @@ Isa best_isa() {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::Avx512: return "avx512";
-    case Isa::Avx2: return "avx2";
-    default: return "scalar";
+    case Isa::Avx512:
+      return "avx512";
+    case Isa::Avx2:
+      return "avx2";
+    default:
+      return "scalar";
   }
 }
 
 Isa resolve_isa(const char* env) {
   if (!env || !*env) return best_isa();
   Isa want;
-  if (!std::strcmp(env, "scalar")) want = Isa::Scalar;
-  else if (!std::strcmp(env, "avx2")) want = Isa::Avx2;
-  else if (!std::strcmp(env, "avx512")) want = Isa::Avx512;
-  else fail("FF_ISA={}: unknown backend (expected scalar, avx2 or avx512)", env);
+  if (!std::strcmp(env, "scalar"))
+    want = Isa::Scalar;
+  else if (!std::strcmp(env, "avx2"))
+    want = Isa::Avx2;
+  else if (!std::strcmp(env, "avx512"))
+    want = Isa::Avx512;
+  else
+    fail("FF_ISA={}: unknown backend (expected scalar, avx2 or avx512)", env);
   FF_CHECK(int(want) <= int(best_isa()), "FF_ISA={}: this CPU supports at most {}", env,
            isa_name(best_isa()));
   return want;

@@ -7,14 +7,14 @@ namespace ff {
 enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2 };
 
 struct CpuFeatures {
-  bool avx2_fma = false;   // AVX2 + FMA + F16C
-  bool avx512 = false;     // F, BW, DQ, VL
+  bool avx2_fma = false;  // AVX2 + FMA + F16C
+  bool avx512 = false;    // F, BW, DQ, VL
   bool avx512_bf16 = false;
 };
 
 const CpuFeatures& cpu_features();
-Isa best_isa();           // best the CPU supports
-Isa active_isa();         // FF_ISA if set, else best_isa(); read once
+Isa best_isa();    // best the CPU supports
+Isa active_isa();  // FF_ISA if set, else best_isa(); read once
 const char* isa_name(Isa isa);
 // The backend an FF_ISA value asks for: nullptr or "" -> best_isa(); throws ff::Error naming the
 // value for an unknown name or a backend this CPU lacks. active_isa() is this of getenv("FF_ISA").

@@ -13,10 +13,10 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kDTypes[] = {
-    {DType::F32, "F32", 4},         {DType::F64, "F64", 8},         {DType::F16, "F16", 2},
-    {DType::BF16, "BF16", 2},       {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
-    {DType::UE8M0, "F8_E8M0", 1},   {DType::I8, "I8", 1},           {DType::U8, "U8", 1},
-    {DType::I16, "I16", 2},         {DType::I32, "I32", 4},         {DType::I64, "I64", 8},
+    {DType::F32, "F32", 4},       {DType::F64, "F64", 8},         {DType::F16, "F16", 2},
+    {DType::BF16, "BF16", 2},     {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
+    {DType::UE8M0, "F8_E8M0", 1}, {DType::I8, "I8", 1},           {DType::U8, "U8", 1},
+    {DType::I16, "I16", 2},       {DType::I32, "I32", 4},         {DType::I64, "I64", 8},
     {DType::BOOL, "BOOL", 1},
 };
 
@@ -46,7 +46,7 @@ template <int kExp, int kMan>
   const uint32_t q = m >> t;                        // m / 2^(s-1): the result and its round bit
   const uint32_t sticky = uint32_t((q << t) != m);  // anything below the round bit
   uint32_t sub = q >> 1;
-  sub += q & (sticky | sub) & 1u;                   // round up: above half, or a tie to odd
+  sub += q & (sticky | sub) & 1u;  // round up: above half, or a tie to odd
   return e32 < uint32_t(128 - kBias) ? sub : normal;
 }
 
@@ -133,9 +133,9 @@ namespace {
   const uint32_t sign = (u >> 24) & 0x80u;
   const uint32_t a = u & 0x7fffffffu;
   uint32_t r = encode_small_float<4, 3>(a);
-  r = r == 0x7fu ? 0x7eu : r;           // (464, 480) rounds up past 448: saturate
-  r = a >= 0x43f00000u ? 0x7eu : r;     // >= 480 and inf saturate to 448 (no inf in e4m3fn)
-  r = a > 0x7f800000u ? 0x7fu : r;      // NaN -> NaN
+  r = r == 0x7fu ? 0x7eu : r;        // (464, 480) rounds up past 448: saturate
+  r = a >= 0x43f00000u ? 0x7eu : r;  // >= 480 and inf saturate to 448 (no inf in e4m3fn)
+  r = a > 0x7f800000u ? 0x7fu : r;   // NaN -> NaN
   return uint8_t(sign | r);
 }
 
@@ -159,12 +159,24 @@ namespace {
 
 }  // namespace
 
-float f16_to_f32(uint16_t h) { return f16_to_f32_impl(h); }
-uint16_t f32_to_f16(float f) { return f32_to_f16_impl(f); }
-float e4m3_to_f32(uint8_t v) { return e4m3_to_f32_impl(v); }
-uint8_t f32_to_e4m3(float f) { return f32_to_e4m3_impl(f); }
-float e5m2_to_f32(uint8_t v) { return e5m2_to_f32_impl(v); }
-uint8_t f32_to_e5m2(float f) { return f32_to_e5m2_impl(f); }
+float f16_to_f32(uint16_t h) {
+  return f16_to_f32_impl(h);
+}
+uint16_t f32_to_f16(float f) {
+  return f32_to_f16_impl(f);
+}
+float e4m3_to_f32(uint8_t v) {
+  return e4m3_to_f32_impl(v);
+}
+uint8_t f32_to_e4m3(float f) {
+  return f32_to_e4m3_impl(f);
+}
+float e5m2_to_f32(uint8_t v) {
+  return e5m2_to_f32_impl(v);
+}
+uint8_t f32_to_e5m2(float f) {
+  return f32_to_e5m2_impl(f);
+}
 
 const float* e4m3_table() {
   static const auto table = [] {
@@ -182,52 +194,48 @@ uint8_t f32_to_ue8m0_ceil(float f) {
   if (u >= 0x7f800000u) return 0xff;  // inf, NaN
   uint32_t e = u >> 23;
   if (e == 0) return u > 0x00400000u ? 1 : 0;  // f32 subnormal: 2^-126 or 2^-127
-  if ((u & 0x7fffffu) != 0) ++e;  // not a power of two: round the exponent up
+  if ((u & 0x7fffffu) != 0) ++e;               // not a power of two: round the exponent up
   return uint8_t(e > 0xfe ? 0xfe : e);
 }
 
 // Bulk conversions: the scalar code above in plain loops, compiled three times (baseline x86-64;
 // AVX2 and AVX-512 with the vectoriser on) and picked by active_isa() (so FF_ISA forces one). The
 // vector code is integer arithmetic computing the same bits (the goldens check every path).
-#define FF_BULK_VARIANTS(name, In, Out, expr, vec_expr)                                         \
-  void name##_base(const In* __restrict in, Out* __restrict out, size_t n) {                    \
-    for (size_t i = 0; i < n; ++i) out[i] = expr;                                               \
-  }                                                                                             \
-  __attribute__((target("avx2,fma,f16c"), optimize("tree-vectorize"))) void name##_avx2(        \
-      const In* __restrict in, Out* __restrict out, size_t n) {                                 \
-    for (size_t i = 0; i < n; ++i) out[i] = vec_expr;                                           \
-  }                                                                                             \
-  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"),                   \
-                 optimize("tree-vectorize"))) void                                              \
-  name##_avx512(const In* __restrict in, Out* __restrict out, size_t n) {                       \
-    for (size_t i = 0; i < n; ++i) out[i] = vec_expr;                                           \
+#define FF_BULK_VARIANTS(name, In, Out, expr, vec_expr)                                           \
+  void name##_base(const In* __restrict in, Out* __restrict out, size_t n) {                      \
+    for (size_t i = 0; i < n; ++i) out[i] = expr;                                                 \
+  }                                                                                               \
+  __attribute__((target("avx2,fma,f16c"), optimize("tree-vectorize"))) void name##_avx2(          \
+      const In* __restrict in, Out* __restrict out, size_t n) {                                   \
+    for (size_t i = 0; i < n; ++i) out[i] = vec_expr;                                             \
+  }                                                                                               \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"),                      \
+                 optimize("tree-vectorize"))) void name##_avx512(const In* __restrict in,         \
+                                                                 Out* __restrict out, size_t n) { \
+    for (size_t i = 0; i < n; ++i) out[i] = vec_expr;                                             \
   }
 
 namespace {
-FF_BULK_VARIANTS(f32_to_bf16_loop, float, uint16_t, f32_to_bf16(in[i]),
-                 f32_to_bf16(in[i]))
-FF_BULK_VARIANTS(bf16_to_f32_loop, uint16_t, float, bf16_to_f32(in[i]),
-                 bf16_to_f32(in[i]))
-FF_BULK_VARIANTS(f32_to_f16_loop, float, uint16_t, f32_to_f16_impl(in[i]),
-                 f32_to_f16_impl(in[i]))
-FF_BULK_VARIANTS(f16_to_f32_loop, uint16_t, float, f16_to_f32_impl(in[i]),
-                 f16_to_f32_vec(in[i]))
-FF_BULK_VARIANTS(f32_to_e4m3_loop, float, uint8_t, f32_to_e4m3_impl(in[i]),
-                 f32_to_e4m3_impl(in[i]))
-FF_BULK_VARIANTS(f32_to_e5m2_loop, float, uint8_t, f32_to_e5m2_impl(in[i]),
-                 f32_to_e5m2_impl(in[i]))
-FF_BULK_VARIANTS(e5m2_to_f32_loop, uint8_t, float, e5m2_to_f32_impl(in[i]),
-                 e5m2_to_f32_vec(in[i]))
+FF_BULK_VARIANTS(f32_to_bf16_loop, float, uint16_t, f32_to_bf16(in[i]), f32_to_bf16(in[i]))
+FF_BULK_VARIANTS(bf16_to_f32_loop, uint16_t, float, bf16_to_f32(in[i]), bf16_to_f32(in[i]))
+FF_BULK_VARIANTS(f32_to_f16_loop, float, uint16_t, f32_to_f16_impl(in[i]), f32_to_f16_impl(in[i]))
+FF_BULK_VARIANTS(f16_to_f32_loop, uint16_t, float, f16_to_f32_impl(in[i]), f16_to_f32_vec(in[i]))
+FF_BULK_VARIANTS(f32_to_e4m3_loop, float, uint8_t, f32_to_e4m3_impl(in[i]), f32_to_e4m3_impl(in[i]))
+FF_BULK_VARIANTS(f32_to_e5m2_loop, float, uint8_t, f32_to_e5m2_impl(in[i]), f32_to_e5m2_impl(in[i]))
+FF_BULK_VARIANTS(e5m2_to_f32_loop, uint8_t, float, e5m2_to_f32_impl(in[i]), e5m2_to_f32_vec(in[i]))
 }  // namespace
 #undef FF_BULK_VARIANTS
 
-#define FF_BULK_DISPATCH(name, In, Out)                          \
-  void convert_##name(const In* in, Out* out, size_t n) {        \
-    switch (active_isa()) {                                      \
-      case Isa::Avx512: return name##_loop_avx512(in, out, n);   \
-      case Isa::Avx2: return name##_loop_avx2(in, out, n);       \
-      default: return name##_loop_base(in, out, n);              \
-    }                                                            \
+#define FF_BULK_DISPATCH(name, In, Out)                   \
+  void convert_##name(const In* in, Out* out, size_t n) { \
+    switch (active_isa()) {                               \
+      case Isa::Avx512:                                   \
+        return name##_loop_avx512(in, out, n);            \
+      case Isa::Avx2:                                     \
+        return name##_loop_avx2(in, out, n);              \
+      default:                                            \
+        return name##_loop_base(in, out, n);              \
+    }                                                     \
   }
 
 FF_BULK_DISPATCH(f32_to_bf16, float, uint16_t)

@@ -26,7 +26,21 @@
 
 namespace ff {
 
-enum class DType : uint8_t { F32, F64, F16, BF16, F8_E4M3, F8_E5M2, UE8M0, I8, U8, I16, I32, I64, BOOL };
+enum class DType : uint8_t {
+  F32,
+  F64,
+  F16,
+  BF16,
+  F8_E4M3,
+  F8_E5M2,
+  UE8M0,
+  I8,
+  U8,
+  I16,
+  I32,
+  I64,
+  BOOL
+};
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);  // safetensors spelling: "F32", "BF16", "F8_E4M3", ...
@@ -45,7 +59,9 @@ inline float f32_from_bits(uint32_t u) {
 }
 
 // ---- bfloat16 ----
-inline float bf16_to_f32(uint16_t h) { return f32_from_bits(uint32_t(h) << 16); }
+inline float bf16_to_f32(uint16_t h) {
+  return f32_from_bits(uint32_t(h) << 16);
+}
 inline uint16_t f32_to_bf16(float f) {
   uint32_t u = f32_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x0040u);  // quiet NaN

@@ -22,7 +22,7 @@ template <typename... Args>
 }  // namespace ff
 
 // Checks an input condition; on failure throws ff::Error with the formatted message.
-#define FF_CHECK(cond, ...)          \
-  do {                               \
+#define FF_CHECK(cond, ...)               \
+  do {                                    \
     if (!(cond)) ::ff::fail(__VA_ARGS__); \
   } while (0)

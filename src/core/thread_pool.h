@@ -53,8 +53,8 @@ class ThreadPool {
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};  // the current job's id; bumped per job and on stop
   bool stop_ = false;
-  const std::function<void(int)>* task_ = nullptr;                  // run(): every index
-  const std::function<void(int64_t, int64_t)>* range_ = nullptr;    // parallel_for: chunks
+  const std::function<void(int)>* task_ = nullptr;                // run(): every index
+  const std::function<void(int64_t, int64_t)>* range_ = nullptr;  // parallel_for: chunks
   int64_t n_ = 0, grain_ = 1, units_ = 0, parts_ = 0, next_part_ = 0;
   std::atomic<int64_t> pending_{0};  // run(): workers not done; parallel_for: chunks not done
   std::exception_ptr error_;         // the first exception of the current job

@@ -1,10 +1,10 @@
 // mla_decode_with_kvcache: the per-part driver and the log-sum-exp combine.
 //
 // Every input is checked before a thread starts (validate.cc), so a bad call throws ff::Error
-// and never reads out of bounds. Each part then walks its work items: it gathers the request's query
-// rows as f32, hands the backend its key rows chunk by chunk (converted to the backend's element
-// type only when the cache holds another one), and writes the normalised result either straight
-// to out/lse or, for a request split across parts, to its split slot for the combine step.
+// and never reads out of bounds. Each part then walks its work items: it gathers the request's
+// query rows as f32, hands the backend its key rows chunk by chunk (converted to the backend's
+// element type only when the cache holds another one), and writes the normalised result either
+// straight to out/lse or, for a request split across parts, to its split slot for the combine step.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -22,23 +22,32 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 float load_float(const void* p, DType t) {
   switch (t) {
-    case DType::F32: return *static_cast<const float*>(p);
-    case DType::BF16: return bf16_to_f32(*static_cast<const uint16_t*>(p));
-    default: return f16_to_f32(*static_cast<const uint16_t*>(p));
+    case DType::F32:
+      return *static_cast<const float*>(p);
+    case DType::BF16:
+      return bf16_to_f32(*static_cast<const uint16_t*>(p));
+    default:
+      return f16_to_f32(*static_cast<const uint16_t*>(p));
   }
 }
 
 void store_float(void* p, DType t, float v) {
   switch (t) {
-    case DType::F32: *static_cast<float*>(p) = v; break;
-    case DType::BF16: *static_cast<uint16_t*>(p) = f32_to_bf16(v); break;
-    default: *static_cast<uint16_t*>(p) = f32_to_f16(v); break;
+    case DType::F32:
+      *static_cast<float*>(p) = v;
+      break;
+    case DType::BF16:
+      *static_cast<uint16_t*>(p) = f32_to_bf16(v);
+      break;
+    default:
+      *static_cast<uint16_t*>(p) = f32_to_f16(v);
+      break;
   }
 }
 
 const uint8_t* cache_row(const Problem& p, int64_t block, int64_t slot, int64_t head) {
-  const int64_t off = block * p.kcache.stride[0] + slot * p.kcache.stride[1] +
-                      head * p.kcache.stride[2];
+  const int64_t off =
+      block * p.kcache.stride[0] + slot * p.kcache.stride[1] + head * p.kcache.stride[2];
   return static_cast<const uint8_t*>(p.kcache.data) +
          off * int64_t(p.fp8 ? 1 : dtype_size(p.kcache.dtype));
 }
@@ -68,8 +77,10 @@ void convert_row(const Problem& p, const Kernel& k, const uint8_t* src, void* ds
     return;
   }
   const DType t = p.kcache.dtype;
-  if (f && t == DType::BF16) return convert_bf16_to_f32(reinterpret_cast<const uint16_t*>(src), f, size_t(p.d));
-  if (f && t == DType::F16) return convert_f16_to_f32(reinterpret_cast<const uint16_t*>(src), f, size_t(p.d));
+  if (f && t == DType::BF16)
+    return convert_bf16_to_f32(reinterpret_cast<const uint16_t*>(src), f, size_t(p.d));
+  if (f && t == DType::F16)
+    return convert_f16_to_f32(reinterpret_cast<const uint16_t*>(src), f, size_t(p.d));
   const size_t es = dtype_size(t);
   for (int64_t i = 0; i < p.d; ++i) put(i, load_float(src + size_t(i) * es, t));
 }
@@ -121,8 +132,9 @@ void run_item(const Problem& p, const Kernel& k, const MlaSchedule::Impl& s, Par
     if (r < rows) {
       const int64_t sp = p.sparse ? s_pos : r / h_per;
       const int64_t head = p.sparse ? r : hk * h_per + r % h_per;
-      const uint8_t* src = reinterpret_cast<const uint8_t*>(p.q.data) +
-                           size_t(bi * p.q.stride[0] + sp * p.q.stride[1] + head * p.q.stride[2]) * qes;
+      const uint8_t* src =
+          reinterpret_cast<const uint8_t*>(p.q.data) +
+          size_t(bi * p.q.stride[0] + sp * p.q.stride[1] + head * p.q.stride[2]) * qes;
       float* dst = b.q_rows.data() + r * d;
       if (p.q.dtype == DType::F32)
         std::memcpy(dst, src, size_t(d) * 4);
@@ -235,7 +247,8 @@ void combine(const Problem& p, const MlaSchedule::Impl& s, int64_t request, floa
 Kernel kernel_of(KernelId id) {
   const auto& cpu = cpu_features();
   switch (id) {
-    case KernelId::Ref: return kernel_ref();
+    case KernelId::Ref:
+      return kernel_ref();
     case KernelId::Avx2:
       FF_CHECK(cpu.avx2_fma, "mla_decode: the AVX2 backend needs AVX2 + FMA, which this CPU lacks");
       return kernel_avx2();
@@ -267,18 +280,24 @@ bool prefer_dot_kernel() {
 
 const char* kernel_name(KernelId id) {
   switch (id) {
-    case KernelId::Ref: return "ref";
-    case KernelId::Avx2: return "avx2";
-    case KernelId::Avx512F32: return "avx512-fma";
-    case KernelId::Avx512Bf16: return "avx512-dpbf16";
+    case KernelId::Ref:
+      return "ref";
+    case KernelId::Avx2:
+      return "avx2";
+    case KernelId::Avx512F32:
+      return "avx512-fma";
+    case KernelId::Avx512Bf16:
+      return "avx512-dpbf16";
   }
   return "?";
 }
 
 KernelId default_kernel(Isa isa, DType q_dtype, int64_t d, int64_t dv) {
   switch (isa) {
-    case Isa::Scalar: return KernelId::Ref;
-    case Isa::Avx2: return KernelId::Avx2;
+    case Isa::Scalar:
+      return KernelId::Ref;
+    case Isa::Avx2:
+      return KernelId::Avx2;
     case Isa::Avx512:
       if (cpu_features().avx512_bf16 && q_dtype == DType::BF16 && d % 2 == 0 && dv % 2 == 0 &&
           prefer_dot_kernel())
@@ -294,9 +313,11 @@ void mla_decode_with_isa(Isa isa, const TensorView& q, const TensorView& kcache,
                          bool causal, const TensorView& out, const TensorView& lse,
                          const MlaDecodeOptions& opt) {
   if (isa == Isa::Avx2)
-    FF_CHECK(cpu_features().avx2_fma, "mla_decode: the AVX2 backend needs AVX2 + FMA, which this CPU lacks");
+    FF_CHECK(cpu_features().avx2_fma,
+             "mla_decode: the AVX2 backend needs AVX2 + FMA, which this CPU lacks");
   if (isa == Isa::Avx512)
-    FF_CHECK(cpu_features().avx512, "mla_decode: the AVX-512 backend needs AVX-512, which this CPU lacks");
+    FF_CHECK(cpu_features().avx512,
+             "mla_decode: the AVX-512 backend needs AVX-512, which this CPU lacks");
   mla_decode_with_kernel(default_kernel(isa, q.dtype, q.ndim == 4 ? q.shape[3] : 0, head_dim_v), q,
                          kcache, block_table, cache_seqlens, head_dim_v, schedule, softmax_scale,
                          causal, out, lse, opt);

@@ -14,7 +14,8 @@
 //                 physical block block_table[i][j]
 //   cache_seqlens [b] I32: tokens of each sequence; 0 <= len <= 64 * max_blocks
 //   out           [b, s_q, h_q, dv]  F32 or q's dtype; any strides
-//   lse           [b, h_q, s_q] F32: natural log-sum-exp of the scaled logits (+inf: nothing attended)
+//   lse           [b, h_q, s_q] F32: natural log-sum-exp of the scaled logits (+inf: nothing
+//   attended)
 //
 // Semantics: out = softmax(scale * q k^T) v per (b, query token, head), with the h_q heads sharing
 // KV head h = head / (h_q / h_kv). Causal masking is bottom-right aligned (query token i of s_q may
@@ -45,14 +46,14 @@
 
 namespace ff::mla {
 
-constexpr int64_t kBlockSize = 64;         // tokens per cache page
-constexpr int64_t kFp8TokenBytes = 656;    // 512 e4m3 + 4 x fp32 scales + 64 x bf16
+constexpr int64_t kBlockSize = 64;       // tokens per cache page
+constexpr int64_t kFp8TokenBytes = 656;  // 512 e4m3 + 4 x fp32 scales + 64 x bf16
 constexpr int64_t kFp8NopeDim = 512, kFp8RopeDim = 64, kFp8TileSize = 128;
 
 struct MlaMetadataOptions {
-  int num_threads = 0;        // parts to split into; 0: ThreadPool::global().size()
-  int64_t head_dim = 576;     // d of q / kcache (576 for the FP8 layout)
-  int64_t head_dim_v = 512;   // dv
+  int num_threads = 0;       // parts to split into; 0: ThreadPool::global().size()
+  int64_t head_dim = 576;    // d of q / kcache (576 for the FP8 layout)
+  int64_t head_dim_v = 512;  // dv
 };
 
 // The schedule and workspace of one decode shape. Reuse it while the batch shape and the

@@ -30,8 +30,8 @@ void plan(MlaSchedule::Impl& s, int num_parts) {
         ++p;
         used = 0;
       }
-      const int64_t room = p + 1 == P ? nb - cur
-                                      : std::max<int64_t>(payload - used - kFixedOverheadBlocks, 1);
+      const int64_t room =
+          p + 1 == P ? nb - cur : std::max<int64_t>(payload - used - kFixedOverheadBlocks, 1);
       const int64_t take = std::min(room, nb - cur);
       s.parts[size_t(p)].push_back({r, cur, cur + take, -1});
       used += take + kFixedOverheadBlocks;
@@ -53,7 +53,8 @@ void plan(MlaSchedule::Impl& s, int num_parts) {
   }
   for (auto& part : s.parts)
     for (auto& it : part)
-      if (pieces[size_t(it.request)] > 1) it.split = slot[size_t(it.request)] + next[size_t(it.request)]++;
+      if (pieces[size_t(it.request)] > 1)
+        it.split = slot[size_t(it.request)] + next[size_t(it.request)]++;
 
   const int64_t d = s.head_dim, dv = s.head_dim_v, rp = s.row_pad;
   s.buffers.assign(size_t(P), {});
@@ -80,8 +81,8 @@ void plan(MlaSchedule::Impl& s, int num_parts) {
 
 void check_dims(const MlaMetadataOptions& opt) {
   FF_CHECK(opt.head_dim > 0 && opt.head_dim_v > 0 && opt.head_dim_v <= opt.head_dim,
-           "get_mla_metadata: head_dim {} and head_dim_v {} must satisfy 0 < dv <= d",
-           opt.head_dim, opt.head_dim_v);
+           "get_mla_metadata: head_dim {} and head_dim_v {} must satisfy 0 < dv <= d", opt.head_dim,
+           opt.head_dim_v);
   FF_CHECK(opt.num_threads >= 0, "get_mla_metadata: num_threads {} < 0", opt.num_threads);
 }
 
@@ -90,7 +91,8 @@ int parts_of(const MlaMetadataOptions& opt) {
 }
 
 // Reads a [n] I32 view's values, checking each is in [0, max_value].
-std::vector<int32_t> read_lengths(const TensorView& v, int64_t n, int64_t max_value, const char* what) {
+std::vector<int32_t> read_lengths(const TensorView& v, int64_t n, int64_t max_value,
+                                  const char* what) {
   FF_CHECK(v.ndim == 1 && v.dtype == DType::I32 && v.shape[0] == n,
            "get_mla_metadata: {} must be I32 [{}], got {} {}", what, n, dtype_name(v.dtype),
            v.shape_str());
@@ -110,8 +112,12 @@ MlaSchedule::MlaSchedule() : impl_(std::make_unique<Impl>()) {}
 MlaSchedule::~MlaSchedule() = default;
 MlaSchedule::MlaSchedule(MlaSchedule&&) noexcept = default;
 MlaSchedule& MlaSchedule::operator=(MlaSchedule&&) noexcept = default;
-int MlaSchedule::num_parts() const { return int(impl_->parts.size()); }
-const std::vector<int32_t>& MlaSchedule::num_splits() const { return impl_->num_splits; }
+int MlaSchedule::num_parts() const {
+  return int(impl_->parts.size());
+}
+const std::vector<int32_t>& MlaSchedule::num_splits() const {
+  return impl_->num_splits;
+}
 
 MlaSchedule get_mla_metadata(const TensorView& cache_seqlens, int64_t num_q_tokens_per_head_k,
                              int64_t num_heads_k, const MlaMetadataOptions& opt) {

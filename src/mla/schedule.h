@@ -20,23 +20,25 @@ constexpr int64_t kRowPad = 16;
 constexpr int64_t kTokenPad = 16;
 constexpr int64_t kChunkCap = kBlockSize + kTokenPad;
 
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+inline int64_t round_up(int64_t x, int64_t m) {
+  return (x + m - 1) / m * m;
+}
 
 // One part's scratch memory, sized once by the schedule.
 struct PartBuffers {
-  std::vector<float> q_rows;      // [rows][d] the request's queries as f32
-  std::vector<float> q_packed;    // backend layout, d * row_pad floats
-  std::vector<float> scores;      // [kChunkCap][row_pad]
-  std::vector<float> p_packed;    // [kChunkCap][row_pad]
-  std::vector<float> v_packed;    // [kChunkCap][dv] (bf16 pairs use half)
-  std::vector<float> kv_rows;     // [kChunkCap][d] converted chunk rows (f32 or bf16)
-  std::vector<float> zero_row;    // [d] zeros: padding tokens
-  std::vector<float> o_acc;       // [dv][row_pad] backend accumulator
-  std::vector<float> m, l;        // [row_pad] running max (log2 units) and sum
-  std::vector<float> alpha;       // [row_pad] a chunk's rescale factors
-  std::vector<int32_t> limit;     // [row_pad] keys each row may see (absolute position)
-  std::vector<float> out_rows;    // [rows][dv] finished (normalised) output
-  std::vector<float> lse_rows;    // [rows] natural lse; +inf when empty
+  std::vector<float> q_rows;          // [rows][d] the request's queries as f32
+  std::vector<float> q_packed;        // backend layout, d * row_pad floats
+  std::vector<float> scores;          // [kChunkCap][row_pad]
+  std::vector<float> p_packed;        // [kChunkCap][row_pad]
+  std::vector<float> v_packed;        // [kChunkCap][dv] (bf16 pairs use half)
+  std::vector<float> kv_rows;         // [kChunkCap][d] converted chunk rows (f32 or bf16)
+  std::vector<float> zero_row;        // [d] zeros: padding tokens
+  std::vector<float> o_acc;           // [dv][row_pad] backend accumulator
+  std::vector<float> m, l;            // [row_pad] running max (log2 units) and sum
+  std::vector<float> alpha;           // [row_pad] a chunk's rescale factors
+  std::vector<int32_t> limit;         // [row_pad] keys each row may see (absolute position)
+  std::vector<float> out_rows;        // [rows][dv] finished (normalised) output
+  std::vector<float> lse_rows;        // [rows] natural lse; +inf when empty
   std::vector<const void*> row_ptrs;  // [kChunkCap]
 };
 
@@ -46,12 +48,12 @@ struct MlaSchedule::Impl {
   int64_t head_dim = 0, head_dim_v = 0, row_pad = 0;
   std::vector<int32_t> lengths;  // per batch entry: cache_seqlens or topk_length values
   int64_t num_requests = 0;
-  std::vector<int64_t> request_blocks;         // per request
-  std::vector<std::vector<WorkItem>> parts;    // per part
-  std::vector<int32_t> num_splits;             // prefix sums, num_requests + 1
-  std::vector<PartBuffers> buffers;            // per part
-  std::vector<float> o_accum;                  // [num split slots][rows][dv]
-  std::vector<float> lse_accum;                // [num split slots][rows]
+  std::vector<int64_t> request_blocks;       // per request
+  std::vector<std::vector<WorkItem>> parts;  // per part
+  std::vector<int32_t> num_splits;           // prefix sums, num_requests + 1
+  std::vector<PartBuffers> buffers;          // per part
+  std::vector<float> o_accum;                // [num split slots][rows][dv]
+  std::vector<float> lse_accum;              // [num split slots][rows]
 };
 
 }  // namespace ff::mla

@@ -6,7 +6,9 @@
 namespace ff::mla {
 namespace {
 
-bool is_float_dtype(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+bool is_float_dtype(DType t) {
+  return t == DType::F32 || t == DType::BF16 || t == DType::F16;
+}
 
 }  // namespace
 
@@ -39,25 +41,28 @@ Problem validate(const TensorView& q, const TensorView& kcache, const TensorView
     FF_CHECK(kcache.shape[3] == kFp8TokenBytes && p.h_kv == 1,
              "mla_decode: FP8 kcache must be [num_blocks, 64, 1, {}] bytes, got {}", kFp8TokenBytes,
              kcache.shape_str());
-    FF_CHECK(p.d == kFp8NopeDim + kFp8RopeDim && p.dv == kFp8NopeDim && q.dtype == DType::BF16,
-             "mla_decode: FP8 kcache needs BF16 q with d = 576 and head_dim_v = 512 (got {} d = {}, "
-             "dv = {})", dtype_name(q.dtype), p.d, p.dv);
+    FF_CHECK(
+        p.d == kFp8NopeDim + kFp8RopeDim && p.dv == kFp8NopeDim && q.dtype == DType::BF16,
+        "mla_decode: FP8 kcache needs BF16 q with d = 576 and head_dim_v = 512 (got {} d = {}, "
+        "dv = {})",
+        dtype_name(q.dtype), p.d, p.dv);
   } else {
-    FF_CHECK(kcache.dtype == q.dtype, "mla_decode: kcache dtype {} must equal q dtype {} (or be FP8)",
+    FF_CHECK(kcache.dtype == q.dtype,
+             "mla_decode: kcache dtype {} must equal q dtype {} (or be FP8)",
              dtype_name(kcache.dtype), dtype_name(q.dtype));
     FF_CHECK(kcache.shape[3] == p.d, "mla_decode: kcache head dim {} != q head dim {}",
              kcache.shape[3], p.d);
   }
   FF_CHECK(p.dv > 0 && p.dv <= p.d, "mla_decode: head_dim_v {} must be in [1, d = {}]", p.dv, p.d);
-  FF_CHECK(out.ndim == 4 && out.shape[0] == p.b && out.shape[1] == p.s_q &&
-               out.shape[2] == p.h_q && out.shape[3] == p.dv,
+  FF_CHECK(out.ndim == 4 && out.shape[0] == p.b && out.shape[1] == p.s_q && out.shape[2] == p.h_q &&
+               out.shape[3] == p.dv,
            "mla_decode: out must be [{}, {}, {}, {}], got {}", p.b, p.s_q, p.h_q, p.dv,
            out.shape_str());
   FF_CHECK(out.dtype == DType::F32 || out.dtype == q.dtype,
            "mla_decode: out dtype {} must be F32 or q's dtype {}", dtype_name(out.dtype),
            dtype_name(q.dtype));
-  FF_CHECK(lse.ndim == 3 && lse.shape[0] == p.b && lse.shape[1] == p.h_q &&
-               lse.shape[2] == p.s_q && lse.dtype == DType::F32,
+  FF_CHECK(lse.ndim == 3 && lse.shape[0] == p.b && lse.shape[1] == p.h_q && lse.shape[2] == p.s_q &&
+               lse.dtype == DType::F32,
            "mla_decode: lse must be F32 [{}, {}, {}], got {} {}", p.b, p.h_q, p.s_q,
            dtype_name(lse.dtype), lse.shape_str());
   FF_CHECK(s.head_dim == p.d && s.head_dim_v == p.dv,
@@ -74,7 +79,8 @@ Problem validate(const TensorView& q, const TensorView& kcache, const TensorView
            s.sparse ? "sparse" : "dense", p.sparse ? "sparse" : "dense");
   FF_CHECK(s.batch == p.b && s.rows == p.rows && s.h_kv == p.h_kv,
            "mla_decode: schedule made for b = {}, {} rows per KV head, h_kv = {}; called with "
-           "b = {}, {} rows, h_kv = {}", s.batch, s.rows, s.h_kv, p.b, p.rows, p.h_kv);
+           "b = {}, {} rows, h_kv = {}",
+           s.batch, s.rows, s.h_kv, p.b, p.rows, p.h_kv);
   const float scale = softmax_scale > 0.f ? softmax_scale : 1.f / std::sqrt(float(p.d));
   p.scale_log2 = scale * float(M_LOG2E);
 
@@ -83,17 +89,18 @@ Problem validate(const TensorView& q, const TensorView& kcache, const TensorView
                  cache_seqlens.shape[0] == p.b,
              "mla_decode: cache_seqlens must be I32 [{}], got {} {}", p.b,
              dtype_name(cache_seqlens.dtype), cache_seqlens.shape_str());
-    FF_CHECK(block_table.ndim == 2 && block_table.dtype == DType::I32 &&
-                 block_table.shape[0] == p.b,
-             "mla_decode: block_table must be I32 [{}, max_blocks], got {} {}", p.b,
-             dtype_name(block_table.dtype), block_table.shape_str());
+    FF_CHECK(
+        block_table.ndim == 2 && block_table.dtype == DType::I32 && block_table.shape[0] == p.b,
+        "mla_decode: block_table must be I32 [{}, max_blocks], got {} {}", p.b,
+        dtype_name(block_table.dtype), block_table.shape_str());
     p.block_table = block_table;
     const int64_t max_blocks = block_table.shape[1];
     for (int64_t i = 0; i < p.b; ++i) {
       const int32_t len = *cache_seqlens.at<int32_t>({i});
       FF_CHECK(len == s.lengths[size_t(i)],
                "mla_decode: cache_seqlens[{}] = {} differs from the schedule's {}; call "
-               "get_mla_metadata again", i, len, s.lengths[size_t(i)]);
+               "get_mla_metadata again",
+               i, len, s.lengths[size_t(i)]);
       FF_CHECK(len <= max_blocks * kBlockSize,
                "mla_decode: cache_seqlens[{}] = {} exceeds the block table ({} blocks of {})", i,
                len, max_blocks, kBlockSize);
@@ -112,8 +119,8 @@ Problem validate(const TensorView& q, const TensorView& kcache, const TensorView
              dtype_name(ix.dtype), ix.shape_str());
     p.topk = ix.shape[2];
     FF_CHECK(s.topk == p.topk && s.s_q == p.s_q,
-             "mla_decode: schedule made for topk = {}, s_q = {}; called with {}, {}", s.topk,
-             s.s_q, p.topk, p.s_q);
+             "mla_decode: schedule made for topk = {}, s_q = {}; called with {}, {}", s.topk, s.s_q,
+             p.topk, p.s_q);
     if (opt.topk_length.ndim != 0) {
       FF_CHECK(opt.topk_length.ndim == 1 && opt.topk_length.dtype == DType::I32 &&
                    opt.topk_length.shape[0] == p.b,
@@ -121,7 +128,8 @@ Problem validate(const TensorView& q, const TensorView& kcache, const TensorView
                opt.topk_length.shape_str());
     }
     for (int64_t i = 0; i < p.b; ++i) {
-      const int32_t len = opt.topk_length.ndim ? *opt.topk_length.at<int32_t>({i}) : int32_t(p.topk);
+      const int32_t len =
+          opt.topk_length.ndim ? *opt.topk_length.at<int32_t>({i}) : int32_t(p.topk);
       FF_CHECK(len == s.lengths[size_t(i)],
                "mla_decode: topk_length[{}] = {} differs from the schedule's {}", i, len,
                s.lengths[size_t(i)]);
@@ -129,14 +137,13 @@ Problem validate(const TensorView& q, const TensorView& kcache, const TensorView
         for (int64_t k = 0; k < len; ++k) {
           const int32_t x = *ix.at<int32_t>({i, t, k});
           FF_CHECK(x == -1 || (x >= 0 && x < p.num_blocks * kBlockSize),
-                   "mla_decode: indices[{}][{}][{}] = {} out of range [0, {}) (-1 = none)", i, t,
-                   k, x, p.num_blocks * kBlockSize);
+                   "mla_decode: indices[{}][{}][{}] = {} out of range [0, {}) (-1 = none)", i, t, k,
+                   x, p.num_blocks * kBlockSize);
         }
     }
     p.indices = ix;
   }
   return p;
 }
-
 
 }  // namespace ff::mla

@@ -204,9 +204,8 @@ void Model::attention_decode(int layer, std::span<const int64_t> rows,
   const TensorView kcache(cache.layer_base(layer), qt, {cache.num_pages(), kPageSize, 1, lat});
   const TensorView block_table(ws.block_table.data(), DType::I32, {D, ws.block_table_cols});
   const TensorView seqlens(ws.seqlens.data(), DType::I32, {D});
-  mla::mla_decode_with_kvcache(q_view, kcache, block_table, seqlens, r, ws.schedule,
-                               softmax_scale_, /*causal=*/false,
-                               TensorView(o_lat, DType::F32, {D, 1, H, r}),
+  mla::mla_decode_with_kvcache(q_view, kcache, block_table, seqlens, r, ws.schedule, softmax_scale_,
+                               /*causal=*/false, TensorView(o_lat, DType::F32, {D, 1, H, r}),
                                TensorView(lse, DType::F32, {D, H, 1}));
   // Map the latent outputs back per head and scatter into the attention output rows.
   float* od = Workspace::get(ws.od, size_t(D * H * vd));

@@ -49,7 +49,8 @@ Output run(const Problem& p, KernelId kid, MlaSchedule& sched) {
   opt.attn_sink = p.sk;
   mla_decode_with_kernel(kid, p.q, p.kcache, p.bt, p.sl, s.dv, sched, 0.f, s.causal, out, lse, opt);
   o.out.resize(size_t(out.numel()));
-  for (size_t i = 0; i < o.out.size(); ++i) o.out[i] = load_as(s.out_dtype, out_buf.data() + i * oes);
+  for (size_t i = 0; i < o.out.size(); ++i)
+    o.out[i] = load_as(s.out_dtype, out_buf.data() + i * oes);
   return o;
 }
 
@@ -101,7 +102,9 @@ Spec dense(int64_t b, int64_t s_q, int64_t h_q, int64_t h_kv, std::vector<int32_
 
 class MlaDense : public ::testing::TestWithParam<Spec> {};
 
-TEST_P(MlaDense, MatchesFloat64Reference) { check_all_backends(GetParam()); }
+TEST_P(MlaDense, MatchesFloat64Reference) {
+  check_all_backends(GetParam());
+}
 
 std::vector<Spec> dense_grid() {
   std::vector<Spec> v;
@@ -151,7 +154,9 @@ std::vector<Spec> dense_grid() {
   return v;
 }
 
-std::string spec_name(const ::testing::TestParamInfo<Spec>& info) { return info.param.name(); }
+std::string spec_name(const ::testing::TestParamInfo<Spec>& info) {
+  return info.param.name();
+}
 
 INSTANTIATE_TEST_SUITE_P(Grid, MlaDense, ::testing::ValuesIn(dense_grid()), spec_name);
 
@@ -168,7 +173,9 @@ Spec sparse(int64_t b, int64_t s_q, int64_t h_q, int64_t topk, int64_t pool, boo
 
 class MlaSparse : public ::testing::TestWithParam<Spec> {};
 
-TEST_P(MlaSparse, MatchesFloat64Reference) { check_all_backends(GetParam()); }
+TEST_P(MlaSparse, MatchesFloat64Reference) {
+  check_all_backends(GetParam());
+}
 
 INSTANTIATE_TEST_SUITE_P(
     Grid, MlaSparse,

@@ -176,10 +176,12 @@ TEST(MlaErrors, AttnSinkShape) {
 TEST(MlaErrors, BackendTheCpuLacks) {
   if (cpu_features().avx512) GTEST_SKIP() << "this CPU has AVX-512";
   Fixture f;
-  expect_error([&] {
-    mla_decode_with_isa(Isa::Avx512, f.p.q, f.p.kcache, f.p.bt, f.p.sl, 512, f.sched, 0.f, false,
-                        f.out, f.lse);
-  }, "AVX-512");
+  expect_error(
+      [&] {
+        mla_decode_with_isa(Isa::Avx512, f.p.q, f.p.kcache, f.p.bt, f.p.sl, 512, f.sched, 0.f,
+                            false, f.out, f.lse);
+      },
+      "AVX-512");
 }
 
 }  // namespace

@@ -9,7 +9,7 @@ TEST(MlaFp8, LayoutScalesAndRoundTrip) {
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> src(2 * 576);
   for (auto& x : src) x = nd(rng);
-  for (int i = 0; i < 128; ++i) src[size_t(128 + i)] *= 1000.f;  // tile 1 of token 0: big values
+  for (int i = 0; i < 128; ++i) src[size_t(128 + i)] *= 1000.f;    // tile 1 of token 0: big values
   for (int i = 0; i < 128; ++i) src[size_t(576 + 256 + i)] = 0.f;  // tile 2 of token 1: zeros
   std::vector<uint8_t> q(2 * kFp8TokenBytes);
   std::vector<float> back(2 * 576);
@@ -23,7 +23,8 @@ TEST(MlaFp8, LayoutScalesAndRoundTrip) {
     std::memcpy(scales, row + 512, 16);
     for (int tile = 0; tile < 4; ++tile) {
       float amax = 0.f;
-      for (int i = 0; i < 128; ++i) amax = std::max(amax, std::fabs(src[size_t(t * 576 + tile * 128 + i)]));
+      for (int i = 0; i < 128; ++i)
+        amax = std::max(amax, std::fabs(src[size_t(t * 576 + tile * 128 + i)]));
       // A power of two, the smallest >= amax / 448 (and >= 1e-4).
       int e;
       EXPECT_EQ(std::frexp(scales[tile], &e), 0.5f) << "scale not a power of two";

@@ -143,7 +143,8 @@ inline Problem make_problem(const Spec& s) {
   std::vector<char> valid(size_t(slots), 0);
   p.max_blocks = 1;
   if (!sparse) {
-    for (int64_t bi = 0; bi < s.b; ++bi) p.max_blocks = std::max(p.max_blocks, blocks_of[size_t(bi)] + 1);
+    for (int64_t bi = 0; bi < s.b; ++bi)
+      p.max_blocks = std::max(p.max_blocks, blocks_of[size_t(bi)] + 1);
     p.block_table.assign(size_t(s.b * p.max_blocks), 2147480000);  // poison unused entries
     int64_t next = 0;
     for (int64_t bi = 0; bi < s.b; ++bi) {
@@ -207,7 +208,8 @@ inline Problem make_problem(const Spec& s) {
     }
   p.kcache = TensorView(p.cache_buf.data(), s.fp8 ? DType::U8 : s.dtype,
                         {p.num_blocks, 64, s.h_kv, p.row_elems});
-  p.bt = TensorView(p.block_table.data(), DType::I32, {sparse ? 1 : s.b, sparse ? 1 : p.max_blocks});
+  p.bt =
+      TensorView(p.block_table.data(), DType::I32, {sparse ? 1 : s.b, sparse ? 1 : p.max_blocks});
   p.sl = TensorView(p.seqlens.data(), DType::I32, {sparse ? 1 : s.b});
   if (sparse) {
     p.bt = TensorView();
@@ -229,7 +231,9 @@ struct Result {
   std::vector<double> lse;  // [b][h_q][s_q]
 };
 
-inline double default_scale(const Spec& s) { return 1.0 / std::sqrt(double(s.d)); }
+inline double default_scale(const Spec& s) {
+  return 1.0 / std::sqrt(double(s.d));
+}
 
 // float64 reference: softmax over the visible keys of each (sequence, query token, head).
 inline Result reference(const Problem& p) {
@@ -249,7 +253,8 @@ inline Result reference(const Problem& p) {
           const int64_t len = s.lens[size_t(bi)];
           int64_t lim = s.causal ? len - s.s_q + t + 1 : len;
           for (int64_t k = 0; k < std::min(lim, len); ++k)
-            keys.push_back(p.kv_row(p.block_table[size_t(bi * p.max_blocks + k / 64)] * 64 + k % 64, hk));
+            keys.push_back(
+                p.kv_row(p.block_table[size_t(bi * p.max_blocks + k / 64)] * 64 + k % 64, hk));
         } else {
           const int64_t n = s.use_topk_length ? s.lens[size_t(bi)] : s.topk;
           for (int64_t k = 0; k < n; ++k) {
@@ -285,7 +290,8 @@ inline Result reference(const Problem& p) {
 }
 
 // FlashMLA's comparator (tests/kernelkit/compare.py): inf/NaN positions must match; each element
-// passes if |err| < abs_tol or |err| / |ref| < rel_tol; and 1 - 2 sum(xy) / sum(x^2 + y^2) < cos_tol.
+// passes if |err| < abs_tol or |err| / |ref| < rel_tol; and 1 - 2 sum(xy) / sum(x^2 + y^2) <
+// cos_tol.
 inline void expect_close(const std::vector<double>& ref, const std::vector<float>& got,
                          double abs_tol, double rel_tol, double cos_tol, const std::string& what) {
   ASSERT_EQ(ref.size(), got.size()) << what;

@@ -56,7 +56,9 @@ struct Avx512 {
   }
 };
 
-inline __m512bh as_bh(__m512i v) { return (__m512bh)v; }
+inline __m512bh as_bh(__m512i v) {
+  return (__m512bh)v;
+}
 inline __m512i bcast_pair(const void* p) {
   int32_t w;
   std::memcpy(&w, p, 4);
@@ -83,54 +85,55 @@ template <int RB, int T>
 inline void qk_tile_bf16(const uint32_t* q, int64_t rp, const uint16_t* const* k, int64_t pairs,
                          float* s, float scale) {
   __m512 acc[RB][T];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < RB; ++i)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[i][t] = _mm512_setzero_ps();
   for (int64_t x = 0; x < pairs; ++x) {
     __m512i qv[RB];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) qv[i] = _mm512_loadu_si512(q + x * rp + i * 16);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const __m512i kb = bcast_pair(k[t] + 2 * x);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int i = 0; i < RB; ++i) acc[i][t] = _mm512_dpbf16_ps(acc[i][t], as_bh(qv[i]), as_bh(kb));
     }
   }
   const __m512 sc = _mm512_set1_ps(scale);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 16
-    for (int i = 0; i < RB; ++i) _mm512_storeu_ps(s + t * rp + i * 16, _mm512_mul_ps(acc[i][t], sc));
+#pragma GCC unroll 16
+    for (int i = 0; i < RB; ++i)
+      _mm512_storeu_ps(s + t * rp + i * 16, _mm512_mul_ps(acc[i][t], sc));
 }
 
 template <int RB, int J>
 inline void pv_tile_bf16(const uint32_t* p, int64_t rp, const uint32_t* v, int64_t dv,
                          int64_t pairs, int64_t j, float* o, const float* alpha) {
   __m512 acc[J][RB], al[RB];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < RB; ++i) al[i] = _mm512_loadu_ps(alpha + i * 16);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int c = 0; c < J; ++c)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < RB; ++i)
       acc[c][i] = _mm512_mul_ps(_mm512_loadu_ps(o + (j + c) * rp + i * 16), al[i]);
   for (int64_t u = 0; u < pairs; ++u) {
     __m512i pv[RB];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) pv[i] = _mm512_loadu_si512(p + u * rp + i * 16);
     const uint32_t* vr = v + u * dv + j;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int c = 0; c < J; ++c) {
       const __m512i vb = _mm512_set1_epi32(int32_t(vr[c]));
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int i = 0; i < RB; ++i) acc[c][i] = _mm512_dpbf16_ps(acc[c][i], as_bh(pv[i]), as_bh(vb));
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int c = 0; c < J; ++c)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) _mm512_storeu_ps(o + (j + c) * rp + i * 16, acc[c][i]);
 }
 
@@ -151,8 +154,10 @@ inline void pv_rows_bf16(const RequestArgs& a, const ChunkArgs& c, int64_t r, co
 void pack_v_pair(const uint16_t* v0, const uint16_t* v1, int64_t dv, uint32_t* dst) {
   int64_t j = 0;
   for (; j + 16 <= dv; j += 16) {
-    const __m512i a = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v0 + j)));
-    const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v1 + j)));
+    const __m512i a =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v0 + j)));
+    const __m512i b =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v1 + j)));
     _mm512_storeu_si512(dst + j, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
   }
   for (; j < dv; ++j) dst[j] = uint32_t(v0[j]) | uint32_t(v1[j]) << 16;
@@ -183,8 +188,10 @@ void chunk_bf16(const RequestArgs& a, const ChunkArgs& c) {
   const float* s = b.scores.data();
   for (int64_t u = 0; u < pairs; ++u)
     for (int64_t r = 0; r < rp; r += 16) {
-      const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s + 2 * u * rp + r)));
-      const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s + (2 * u + 1) * rp + r)));
+      const __m512i lo =
+          _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s + 2 * u * rp + r)));
+      const __m512i hi = _mm512_cvtepu16_epi32(
+          (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s + (2 * u + 1) * rp + r)));
       _mm512_storeu_si512(pp + u * rp + r, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
     }
   uint32_t* vp = reinterpret_cast<uint32_t*>(b.v_packed.data());
@@ -211,11 +218,12 @@ void fp8_row_bf16(const uint8_t* src, void* dst) {
   float scales[4];
   std::memcpy(scales, src + kFp8NopeDim, sizeof scales);
   for (int64_t i = 0; i < kFp8NopeDim; i += 16) {
-    const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    const __m512i x =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
     const __m512i mag = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x7f)), 20);
     const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
-    const __m512 e4m3 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)),
-                                      _mm512_set1_ps(0x1p120f));
+    const __m512 e4m3 =
+        _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)), _mm512_set1_ps(0x1p120f));
     const __m512 v = _mm512_mul_ps(e4m3, _mm512_set1_ps(scales[i / kFp8TileSize]));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(v));
   }
@@ -227,11 +235,12 @@ void fp8_row_f32(const uint8_t* src, void* dst) {
   float scales[4];
   std::memcpy(scales, src + kFp8NopeDim, sizeof scales);
   for (int64_t i = 0; i < kFp8NopeDim; i += 16) {
-    const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    const __m512i x =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
     const __m512i mag = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x7f)), 20);
     const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
-    const __m512 e4m3 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)),
-                                      _mm512_set1_ps(0x1p120f));
+    const __m512 e4m3 =
+        _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)), _mm512_set1_ps(0x1p120f));
     _mm512_storeu_ps(out + i, _mm512_mul_ps(e4m3, _mm512_set1_ps(scales[i / kFp8TileSize])));
   }
   const __m512i rope = _mm512_cvtepu16_epi32(
@@ -282,7 +291,8 @@ double best_seconds(Fn&& fn) {
   for (int rep = 0; rep < 5; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
     fn();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return best;
 }
@@ -293,7 +303,8 @@ double avx512_dot_over_fma_speed() {
   constexpr int64_t kIters = 20000;
   volatile float sink = 0.f;
   const double t_dot = best_seconds([&] {
-    sink = sink + _mm512_cvtss_f32(dot_loop(kIters, _mm512_set1_epi16(0x3f80), _mm512_set1_epi16(0x3c00)));
+    sink = sink +
+           _mm512_cvtss_f32(dot_loop(kIters, _mm512_set1_epi16(0x3f80), _mm512_set1_epi16(0x3c00)));
   });
   const double t_fma = best_seconds([&] {
     sink = sink + _mm512_cvtss_f32(fma_loop(kIters, _mm512_set1_ps(0.999f), _mm512_set1_ps(1e-4f)));

@@ -73,25 +73,25 @@ inline void qk_tile(const float* q, int64_t rp, const float* const* k, int64_t d
                     float scale) {
   using vec = typename V::vec;
   vec acc[RB][T];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < RB; ++i)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[i][t] = V::zero();
   for (int64_t x = 0; x < d; ++x) {
     vec qv[RB];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) qv[i] = V::load(q + x * rp + i * V::kLanes);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const vec kb = V::set1(k[t][x]);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int i = 0; i < RB; ++i) acc[i][t] = V::fma(qv[i], kb, acc[i][t]);
     }
   }
   const vec sc = V::set1(scale);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) V::store(s + t * rp + i * V::kLanes, V::mul(acc[i][t], sc));
 }
 
@@ -102,27 +102,28 @@ inline void pv_tile(const float* p, int64_t rp, const float* const* v, int64_t n
   using vec = typename V::vec;
   vec acc[J][RB];
   vec al[RB];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < RB; ++i) al[i] = V::load(alpha + i * V::kLanes);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int c = 0; c < J; ++c)
-    #pragma GCC unroll 16
-    for (int i = 0; i < RB; ++i) acc[c][i] = V::mul(V::load(o + (j + c) * rp + i * V::kLanes), al[i]);
+#pragma GCC unroll 16
+    for (int i = 0; i < RB; ++i)
+      acc[c][i] = V::mul(V::load(o + (j + c) * rp + i * V::kLanes), al[i]);
   for (int64_t t = 0; t < n; ++t) {
     vec pv[RB];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) pv[i] = V::load(p + t * rp + i * V::kLanes);
     const float* vr = v[t] + j;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int c = 0; c < J; ++c) {
       const vec vb = V::set1(vr[c]);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int i = 0; i < RB; ++i) acc[c][i] = V::fma(pv[i], vb, acc[c][i]);
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int c = 0; c < J; ++c)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) V::store(o + (j + c) * rp + i * V::kLanes, acc[c][i]);
 }
 
