@@ -4,7 +4,8 @@
 set -euo pipefail
 packages=(cmake ninja-build g++ ccache pkg-config libgtest-dev libgmock-dev nlohmann-json3-dev
           libfmt-dev libcli11-dev libpcre2-dev libbenchmark-dev
-          chromium)  # chromium: the chat page's headless-browser test (skipped without it)
+          chromium   # chromium: the chat page's headless-browser test (skipped without it)
+          libdnnl-dev libopenblas-dev)  # bench_gemm's baselines (optional for the build)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

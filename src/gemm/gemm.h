@@ -43,4 +43,112 @@ void dequantize_row(const Weight& w, int64_t row, float* out);
 // Checks that a weight is well-formed; throws ff::Error naming `what` otherwise.
 void validate(const Weight& w, const char* what);
 
+// ==== DeepGEMM-style GEMMs: D = C + A * B^T over FP8 (e4m3) or BF16 operands ===============
+//
+// Naming follows DeepGEMM: fp8_gemm_XY, X for A's storage, Y for B's. A is logically [m, k],
+// B logically [n, k]. "n" after the name (first letter) means A is K-major (row-major [m, k]);
+// "t" means A is M-major (stored [k, m]). For B, "t" means K-major (stored [n, k], nn.Linear
+// layout) and "n" means N-major (stored [k, n]). So fp8_gemm_nt is the usual X * W^T.
+//
+// FP8 scales (fp32, "scale_inv": value = e4m3 * scale), always in their *logical* layout,
+// row-major, whatever the storage major of the data:
+//   A: 1x128 per-token groups, [m, ceil(k/128)];   B: 128x128 blocks, [ceil(n/128), ceil(k/128)].
+// A k that is not a multiple of 128 has a short last group (its scale covers the remainder).
+// Numerics (reference backend, exactly DeepGEMM's two-level accumulation): for each 128-wide
+// k group an fp32 partial dot product of the raw e4m3 values, multiplied by sa[i,g] * sb[j/128,g]
+// and added to an fp32 accumulator; then C is added and D is rounded to its dtype (bf16: RNE).
+// The SIMD backends compute the same sum with A's scale folded into A before the products
+// (the difference is fp32 rounding, ~1e-7 relative) through gemm::linear's kernels.
+// UE8M0: scales are passed as fp32 values; GemmOptions::ue8m0 asks validation to check that
+// every scale is an exact power of two (what quantize_*(…, ue8m0 = true) produces; DeepGEMM's
+// packed ue8m0 bytes convert with ff::ue8m0_to_f32). The arithmetic is the same.
+
+// One GEMM operand, logically [rows, k] (A: rows = m; B: rows = n).
+struct Matrix {
+  DType dtype = DType::F8_E4M3;  // F8_E4M3 (needs scales) or BF16
+  const void* data = nullptr;
+  int64_t rows = 0, k = 0;
+  // Elements between consecutive rows (K-major) or between consecutive k (MN-major); 0 means
+  // packed (k, resp. rows).
+  int64_t ld = 0;
+  const float* scales = nullptr;  // F8_E4M3 only; layout above (A 1x128, B 128x128)
+  // Optional: the shape of the scales tensor as the caller holds it (per group for grouped
+  // operands). When set (non-zero), it must equal the shape the recipe needs, or ff::Error.
+  int64_t scale_rows = 0, scale_cols = 0;
+  // Grouped operands only: elements between groups of `data` / of `scales`; 0 means packed.
+  int64_t group_stride = 0, scale_group_stride = 0;
+};
+
+// The result D [m, n] (row-major, ld elements between rows, 0: n), F32 or BF16, and an optional
+// fp32 C [m, n] added to it (c may equal data when D is F32: accumulate in place).
+struct Output {
+  DType dtype = DType::F32;
+  void* data = nullptr;
+  int64_t ld = 0;
+  const float* c = nullptr;
+  int64_t ldc = 0;  // 0: n
+};
+
+struct GemmOptions {
+  bool ue8m0 = false;  // require every FP8 scale to be a power of two (see above)
+};
+
+void fp8_gemm_nt(const Matrix& a, const Matrix& b, const Output& d, const GemmOptions& opt = {});
+void fp8_gemm_nn(const Matrix& a, const Matrix& b, const Output& d, const GemmOptions& opt = {});
+void fp8_gemm_tn(const Matrix& a, const Matrix& b, const Output& d, const GemmOptions& opt = {});
+void fp8_gemm_tt(const Matrix& a, const Matrix& b, const Output& d, const GemmOptions& opt = {});
+void bf16_gemm_nt(const Matrix& a, const Matrix& b, const Output& d);
+void bf16_gemm_nn(const Matrix& a, const Matrix& b, const Output& d);
+void bf16_gemm_tn(const Matrix& a, const Matrix& b, const Output& d);
+void bf16_gemm_tt(const Matrix& a, const Matrix& b, const Output& d);
+
+// MoE prefill. A [m_sum, k] (K-major) holds the rows of all experts; m_indices[m_sum] gives each
+// row's expert in [0, num_groups) or -1 for a padding row. m_sum must be a multiple of
+// kFp8Block and every aligned block of 128 rows may hold only one expert id (plus -1 rows):
+// DeepGEMM's contiguous layout with alignment 128. B is num_groups experts of [n, k]
+// (K-major; group_stride / scale_group_stride between experts). D [m_sum, n]; padding rows
+// of D are zero-filled (C is not read for them).
+void m_grouped_fp8_gemm_nt_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                      const int32_t* m_indices, const Output& d,
+                                      const GemmOptions& opt = {});
+void m_grouped_bf16_gemm_nt_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                       const int32_t* m_indices, const Output& d);
+
+// MoE decode. A is num_groups blocks of [max_m, k] (a.rows = max_m; group_stride elements
+// apart, scales scale_group_stride apart; 0: packed), D likewise [num_groups, max_m, n] with
+// blocks max_m * ld apart. Group g uses its first masked_m[g] <= max_m rows; the rest of D
+// is not written (as DeepGEMM). expected_m is DeepGEMM's scheduling hint and is ignored.
+void m_grouped_fp8_gemm_nt_masked(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                  const int32_t* masked_m, int64_t expected_m, const Output& d,
+                                  const GemmOptions& opt = {});
+void m_grouped_bf16_gemm_nt_masked(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                   const int32_t* masked_m, int64_t expected_m, const Output& d);
+
+// MoE weight gradient (DeepGEMM's 1D1D recipe, fp32 out): for each group g with k_g = ks[g] rows
+// of the K-grouped inputs (each a multiple of 128, may be 0), D[g] = C[g] + A_g^T B_g where
+// A is [sum_k, m] e4m3 with scales sfa [sum_k / 128, m] (one per 128 k and column of m) and
+// B is [sum_k, n] e4m3 with scales sfb [sum_k / 128, n]; D and C are [G, m, n] fp32 (c may
+// equal d: accumulate in place; null: no C). Per 128-k block an fp32 partial of the raw
+// products times sfa * sfb is accumulated in fp32, as for the other FP8 GEMMs.
+void k_grouped_fp8_gemm_tn_contiguous(const uint8_t* a, const float* sfa, int64_t m,
+                                      const uint8_t* b, const float* sfb, int64_t n,
+                                      const int64_t* ks, int64_t num_groups, float* d,
+                                      const float* c);
+
+// ---- quantization helpers (DeepSeek / DeepGEMM casts) ----------------------------------
+// Per-token 1x128 cast (DeepSeek's act_quant): for row i, group g of x [m, k] (row stride ldx):
+// amax = max(|x|, 1e-4), s = amax / 448, with ue8m0 s = 2^ceil(log2 s); q = e4m3(x / s)
+// (ff::f32_to_e4m3: RNE, saturating at +-448). `reciprocal` uses DeepGEMM's
+// per_token_cast_to_fp8 form e4m3(x * (1 / s)) instead. out [m, k] packed, scales [m, ceil(k/128)].
+void quantize_per_token(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* out,
+                        float* scales, bool ue8m0 = false, bool reciprocal = false);
+// Per-block 128x128 cast (the checkpoint's weight / weight_scale_inv; DeepGEMM's
+// per_block_cast_to_fp8): amax over each block (partial edge blocks over their elements),
+// then as above. out [n, k] packed, scales [ceil(n/128), ceil(k/128)].
+void quantize_per_block(const float* w, int64_t n, int64_t k, int64_t ldw, uint8_t* out,
+                        float* scales, bool ue8m0 = false, bool reciprocal = false);
+
+// DeepGEMM's metric: 1 - 2 sum(x y) / sum(x^2 + y^2) in float64 (0 when both are all zero).
+double calc_diff(const double* x, const double* y, int64_t n);
+
 }  // namespace ff::gemm

@@ -1,0 +1,482 @@
+// DeepGEMM-style GEMMs (dense FP8 / BF16 in the four layouts, m-grouped contiguous and masked):
+// validation, the scalar reference with DeepGEMM's two-level accumulation, and the fast path,
+// which dequantizes A into fp32 rows and hands B to gemm::linear's kernels unchanged (B in its
+// K-major storage is exactly a gemm::Weight: e4m3 bytes + 128x128 weight_scale_inv, or bf16),
+// so the SIMD work (streaming for decode, packed panels for prefill) is the existing one.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/core.h"
+#include "gemm/fp8_gemm_kernels.h"
+#include "gemm/gemm.h"
+#include "gemm/linear_kernels.h"
+
+namespace ff::gemm {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::NT:
+      return "nt";
+    case Layout::NN:
+      return "nn";
+    case Layout::TN:
+      return "tn";
+    default:
+      return "tt";
+  }
+}
+bool a_k_major(Layout l) {
+  return l == Layout::NT || l == Layout::NN;
+}
+bool b_k_major(Layout l) {
+  return l == Layout::NT || l == Layout::TT;
+}
+
+// An operand resolved for one product: element (r, kk) at data[r * rs + kk * ks].
+struct View {
+  DType dtype;
+  const uint8_t* bytes;
+  int64_t rows, k, rs, ks;
+  const float* scales;  // A: [rows, kb]; B: [ceil(rows/128), kb]
+  bool block_rows;      // B (128x128) vs A (1x128)
+  int64_t ld() const { return rs == 1 ? ks : rs; }
+  float value(int64_t r, int64_t kk) const {
+    const int64_t idx = r * rs + kk * ks;
+    return dtype == DType::F8_E4M3 ? e4m3_table()[bytes[idx]]
+                                   : bf16_to_f32(reinterpret_cast<const uint16_t*>(bytes)[idx]);
+  }
+  float scale(int64_t r, int64_t g) const {
+    if (dtype != DType::F8_E4M3) return 1.f;
+    const int64_t kb = ceil_div(k, kFp8Block);
+    return scales[(block_rows ? r / kFp8Block : r) * kb + g];
+  }
+};
+
+bool is_pow2(float v) {
+  int e = 0;
+  return v > 0.f && std::isfinite(v) && std::frexp(v, &e) == 0.5f;
+}
+
+// Validates one operand (rows x k logical, `k_major` storage) and returns its view.
+// `groups` > 1: a grouped operand, whose every group's scales the ue8m0 check covers.
+View check_operand(const char* fn, const char* name, const Matrix& x, DType dtype, bool k_major,
+                   bool block_rows, const GemmOptions& opt, int64_t groups = 1) {
+  FF_CHECK(x.dtype == dtype, "{}: {} has dtype {}, expected {}", fn, name, dtype_name(x.dtype),
+           dtype_name(dtype));
+  FF_CHECK(x.rows >= 0 && x.k > 0, "{}: {} has bad shape [{}, {}]", fn, name, x.rows, x.k);
+  FF_CHECK(x.data != nullptr || x.rows == 0, "{}: {} has no data", fn, name);
+  const int64_t inner = k_major ? x.k : x.rows;
+  const int64_t ld = x.ld ? x.ld : inner;
+  FF_CHECK(ld >= inner, "{}: {} leading dimension {} < {} ({}-major)", fn, name, ld, inner,
+           k_major ? "K" : "MN");
+  View v{dtype,
+         static_cast<const uint8_t*>(x.data),
+         x.rows,
+         x.k,
+         k_major ? ld : 1,
+         k_major ? 1 : ld,
+         x.scales,
+         block_rows};
+  if (dtype == DType::F8_E4M3) {
+    FF_CHECK(x.scales != nullptr, "{}: FP8 {} has no scales", fn, name);
+    const int64_t kb = ceil_div(x.k, kFp8Block);
+    const int64_t sr = block_rows ? ceil_div(x.rows, kFp8Block) : x.rows;
+    if (x.scale_rows || x.scale_cols)
+      FF_CHECK(x.scale_rows == sr && x.scale_cols == kb,
+               "{}: {} scales have shape [{}, {}], but {} [{}, {}] with {} scaling needs "
+               "[{}, {}] (k must match the scales' 128-wide groups)",
+               fn, name, x.scale_rows, x.scale_cols, name, x.rows, x.k,
+               block_rows ? "128x128" : "1x128", sr, kb);
+    if (opt.ue8m0) {
+      const int64_t sgs = x.scale_group_stride ? x.scale_group_stride : sr * kb;
+      for (int64_t g = 0; g < groups; ++g)
+        for (int64_t i = 0; i < sr * kb; ++i)
+          FF_CHECK(is_pow2(x.scales[g * sgs + i]),
+                   "{}: {} scale #{} of group {} = {} is not a power of two (ue8m0)", fn, name, i,
+                   g, x.scales[g * sgs + i]);
+    }
+  } else {
+    FF_CHECK(x.scales == nullptr, "{}: BF16 {} must not have scales", fn, name);
+  }
+  return v;
+}
+
+struct OutView {
+  DType dtype;
+  uint8_t* data;
+  int64_t ld;
+  const float* c;
+  int64_t ldc;
+  void store(int64_t i, int64_t j, float v) const {
+    if (c) v += c[i * ldc + j];
+    if (dtype == DType::F32)
+      reinterpret_cast<float*>(data)[i * ld + j] = v;
+    else
+      reinterpret_cast<uint16_t*>(data)[i * ld + j] = f32_to_bf16(v);
+  }
+  OutView rows_from(int64_t i) const {
+    return {dtype, data + i * ld * int64_t(dtype_size(dtype)), ld, c ? c + i * ldc : nullptr, ldc};
+  }
+};
+
+OutView check_output(const char* fn, const Output& d, int64_t m, int64_t n) {
+  FF_CHECK(d.dtype == DType::F32 || d.dtype == DType::BF16, "{}: D must be F32 or BF16, not {}", fn,
+           dtype_name(d.dtype));
+  FF_CHECK(d.data != nullptr || m == 0, "{}: D has no data", fn);
+  const int64_t ld = d.ld ? d.ld : n, ldc = d.ldc ? d.ldc : n;
+  FF_CHECK(ld >= n, "{}: D leading dimension {} < n {}", fn, ld, n);
+  if (d.c) FF_CHECK(ldc >= n, "{}: C leading dimension {} < n {}", fn, ldc, n);
+  return {d.dtype, static_cast<uint8_t*>(d.data), ld, d.c, ldc};
+}
+
+// ---- backends -----------------------------------------------------------------------------
+
+// Reference: DeepGEMM's numerics in scalar code, output columns split over the pool.
+void dense_ref(const View& a, const View& b, const OutView& d) {
+  const int64_t m = a.rows, n = b.rows, k = a.k, kb = ceil_div(k, kFp8Block);
+  parallel_for(
+      n,
+      [&](int64_t j0, int64_t j1) {
+        for (int64_t j = j0; j < j1; ++j)
+          for (int64_t i = 0; i < m; ++i) {
+            float acc = 0.f;
+            for (int64_t g = 0; g < kb; ++g) {
+              float part = 0.f;
+              for (int64_t kk = g * kFp8Block; kk < std::min(k, (g + 1) * kFp8Block); ++kk)
+                part += a.value(i, kk) * b.value(j, kk);
+              acc += part * (a.scale(i, g) * b.scale(j, g));
+            }
+            d.store(i, j, acc);
+          }
+      },
+      8);
+}
+
+// Fast: X = dequantized A (fp32 rows, A's 1x128 scale applied), B as a gemm::Weight (copied to
+// K-major first when stored N-major), Y = linear(X, B), then C and the output rounding.
+void dense_fast(Isa isa, const View& a, const View& b, const OutView& d) {
+  const int64_t m = a.rows, n = b.rows, k = a.k;
+  if (m == 0) return;
+  std::vector<float> x(size_t(m * k));
+  const auto dequant_rows = [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      float* xr = x.data() + i * k;
+      if (a.dtype == DType::F8_E4M3) {
+        const float* t = e4m3_table();
+        for (int64_t g = 0; g * kFp8Block < k; ++g) {
+          const float s = a.scale(i, g);
+          const int64_t e = std::min(k, (g + 1) * kFp8Block);
+          if (a.ks == 1)
+            for (int64_t kk = g * kFp8Block; kk < e; ++kk) xr[kk] = t[a.bytes[i * a.rs + kk]] * s;
+          else
+            for (int64_t kk = g * kFp8Block; kk < e; ++kk) xr[kk] = a.value(i, kk) * s;
+        }
+      } else if (a.ks == 1) {
+        convert_bf16_to_f32(reinterpret_cast<const uint16_t*>(a.bytes) + i * a.rs, xr, size_t(k));
+      } else {
+        for (int64_t kk = 0; kk < k; ++kk) xr[kk] = a.value(i, kk);
+      }
+    }
+  };
+  if (m * k >= (int64_t(1) << 16))
+    parallel_for(m, dequant_rows, 1);
+  else
+    dequant_rows(0, m);
+
+  Weight w;
+  w.dtype = b.dtype;
+  w.n = n;
+  w.k = k;
+  w.scale_inv = b.dtype == DType::F8_E4M3 ? b.scales : nullptr;
+  std::vector<uint8_t> bt;
+  const int64_t es = int64_t(dtype_size(b.dtype));
+  if (b.ks == 1) {
+    w.data = b.bytes;
+    w.ld = b.rs;
+  } else {  // N-major B: transpose to [n, k]
+    bt.resize(size_t(n * k * es));
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t j = 0; j < n; ++j)
+        std::memcpy(&bt[size_t((j * k + kk) * es)], b.bytes + (kk * b.ks + j) * es, size_t(es));
+    w.data = bt.data();
+    w.ld = k;
+  }
+  if (d.dtype == DType::F32 && d.c == nullptr) {
+    linear_with_isa(isa, x.data(), m, k, w, reinterpret_cast<float*>(d.data), d.ld);
+    return;
+  }
+  std::vector<float> y(size_t(m * n));
+  linear_with_isa(isa, x.data(), m, k, w, y.data(), n);
+  const auto epilogue = [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i)
+      for (int64_t j = 0; j < n; ++j) d.store(i, j, y[size_t(i * n + j)]);
+  };
+  if (m * n >= (int64_t(1) << 16))
+    parallel_for(m, epilogue, 1);
+  else
+    epilogue(0, m);
+}
+
+void dense(Isa isa, const View& a, const View& b, const OutView& d) {
+  FF_CHECK(int(isa) <= int(best_isa()), "gemm: backend {} not supported by this CPU",
+           isa_name(isa));
+  if (a.rows == 0) return;
+  if (isa == Isa::Scalar)
+    dense_ref(a, b, d);
+  else
+    dense_fast(isa, a, b, d);
+}
+
+const char* prefix(DType dtype) {
+  return dtype == DType::F8_E4M3 ? "fp8" : "bf16";
+}
+
+}  // namespace
+
+void gemm_with_isa(Isa isa, Layout layout, DType dtype, const Matrix& a, const Matrix& b,
+                   const Output& d, const GemmOptions& opt) {
+  char fn[48];
+  std::snprintf(fn, sizeof fn, "%s_gemm_%s", prefix(dtype), layout_name(layout));
+  const View av = check_operand(fn, "A", a, dtype, a_k_major(layout), false, opt);
+  const View bv = check_operand(fn, "B", b, dtype, b_k_major(layout), true, opt);
+  FF_CHECK(a.k == b.k, "{}: A is [{}, {}] but B is [{}, {}] (k differs)", fn, a.rows, a.k, b.rows,
+           b.k);
+  FF_CHECK(b.rows > 0, "{}: B has no rows", fn);
+  const OutView dv = check_output(fn, d, a.rows, b.rows);
+  dense(isa, av, bv, dv);
+}
+
+void m_grouped_contiguous_with_isa(Isa isa, DType dtype, const Matrix& a, const Matrix& b,
+                                   int64_t num_groups, const int32_t* m_indices, const Output& d,
+                                   const GemmOptions& opt) {
+  char fn[64];
+  std::snprintf(fn, sizeof fn, "m_grouped_%s_gemm_nt_contiguous", prefix(dtype));
+  FF_CHECK(num_groups > 0, "{}: num_groups {} must be positive", fn, num_groups);
+  FF_CHECK(a.group_stride == 0 && a.scale_group_stride == 0, "{}: A is not grouped", fn);
+  const View av = check_operand(fn, "A", a, dtype, true, false, opt);
+  const View b0 = check_operand(fn, "B", b, dtype, true, true, opt, num_groups);
+  FF_CHECK(a.k == b.k, "{}: A is [{}, {}] but B is [G, {}, {}] (k differs)", fn, a.rows, a.k,
+           b.rows, b.k);
+  FF_CHECK(b.rows > 0, "{}: B has no rows", fn);
+  const OutView dv = check_output(fn, d, a.rows, b.rows);
+  const int64_t m = a.rows, n = b.rows, kb = ceil_div(b.k, kFp8Block);
+  FF_CHECK(m % kFp8Block == 0,
+           "{}: m_sum {} is not a multiple of the contiguous-layout alignment {}", fn, m,
+           kFp8Block);
+  FF_CHECK(m == 0 || m_indices != nullptr, "{}: no m_indices", fn);
+  for (int64_t blk = 0; blk < m; blk += kFp8Block) {
+    int32_t id = -1;
+    for (int64_t i = blk; i < blk + kFp8Block; ++i) {
+      const int32_t e = m_indices[i];
+      FF_CHECK(e >= -1 && e < num_groups, "{}: m_indices[{}] = {} is out of range [-1, {})", fn, i,
+               e, num_groups);
+      if (e < 0) continue;
+      FF_CHECK(id < 0 || e == id,
+               "{}: rows {}..{} mix experts {} and {}: each 128-row block must hold one "
+               "expert's rows (and -1 padding)",
+               fn, blk, blk + kFp8Block - 1, id, e);
+      id = e;
+    }
+  }
+  const int64_t gs = b.group_stride ? b.group_stride : n * b0.ld();
+  const int64_t sgs = b.scale_group_stride ? b.scale_group_stride : ceil_div(n, kFp8Block) * kb;
+  const int64_t es = int64_t(dtype_size(dtype));
+  for (int64_t i = 0; i < m;) {
+    const int32_t id = m_indices[i];
+    int64_t e = i + 1;
+    while (e < m && m_indices[e] == id) ++e;
+    const OutView dr = dv.rows_from(i);
+    if (id < 0) {
+      for (int64_t r = 0; r < e - i; ++r)
+        std::memset(dr.data + r * dr.ld * int64_t(dtype_size(dr.dtype)), 0,
+                    size_t(n) * dtype_size(dr.dtype));
+    } else {
+      View as = av;
+      as.rows = e - i;
+      as.bytes += i * av.rs * es;
+      if (dtype == DType::F8_E4M3) as.scales += i * kb;
+      View bs = b0;
+      bs.bytes += id * gs * es;
+      if (dtype == DType::F8_E4M3) bs.scales += id * sgs;
+      dense(isa, as, bs, dr);
+    }
+    i = e;
+  }
+}
+
+void m_grouped_masked_with_isa(Isa isa, DType dtype, const Matrix& a, const Matrix& b,
+                               int64_t num_groups, const int32_t* masked_m, const Output& d,
+                               const GemmOptions& opt) {
+  char fn[64];
+  std::snprintf(fn, sizeof fn, "m_grouped_%s_gemm_nt_masked", prefix(dtype));
+  FF_CHECK(num_groups > 0, "{}: num_groups {} must be positive", fn, num_groups);
+  FF_CHECK(masked_m != nullptr, "{}: no masked_m", fn);
+  const View a0 = check_operand(fn, "A", a, dtype, true, false, opt, num_groups);
+  const View b0 = check_operand(fn, "B", b, dtype, true, true, opt, num_groups);
+  FF_CHECK(a.k == b.k, "{}: A is [G, {}, {}] but B is [G, {}, {}] (k differs)", fn, a.rows, a.k,
+           b.rows, b.k);
+  FF_CHECK(b.rows > 0, "{}: B has no rows", fn);
+  const OutView dv = check_output(fn, d, a.rows, b.rows);
+  const int64_t max_m = a.rows, n = b.rows, kb = ceil_div(b.k, kFp8Block);
+  for (int64_t g = 0; g < num_groups; ++g)
+    FF_CHECK(masked_m[g] >= 0 && masked_m[g] <= max_m,
+             "{}: masked_m[{}] = {} is outside [0, max_m = {}]", fn, g, masked_m[g], max_m);
+  const int64_t es = int64_t(dtype_size(dtype));
+  const int64_t ags = a.group_stride ? a.group_stride : max_m * a0.ld();
+  const int64_t asgs = a.scale_group_stride ? a.scale_group_stride : max_m * kb;
+  const int64_t bgs = b.group_stride ? b.group_stride : n * b0.ld();
+  const int64_t bsgs = b.scale_group_stride ? b.scale_group_stride : ceil_div(n, kFp8Block) * kb;
+  for (int64_t g = 0; g < num_groups; ++g) {
+    if (masked_m[g] == 0) continue;
+    View as = a0;
+    as.rows = masked_m[g];
+    as.bytes += g * ags * es;
+    View bs = b0;
+    bs.bytes += g * bgs * es;
+    if (dtype == DType::F8_E4M3) {
+      as.scales += g * asgs;
+      bs.scales += g * bsgs;
+    }
+    dense(isa, as, bs, dv.rows_from(g * max_m));
+  }
+}
+
+void k_grouped_with_isa(Isa isa, const uint8_t* a, const float* sfa, int64_t m, const uint8_t* b,
+                        const float* sfb, int64_t n, const int64_t* ks, int64_t num_groups,
+                        float* d, const float* c) {
+  const char* fn = "k_grouped_fp8_gemm_tn_contiguous";
+  FF_CHECK(num_groups > 0 && m > 0 && n > 0, "{}: bad shape: {} groups, m {}, n {}", fn, num_groups,
+           m, n);
+  FF_CHECK(ks != nullptr && d != nullptr, "{}: null ks or D", fn);
+  int64_t sum_k = 0;
+  for (int64_t g = 0; g < num_groups; ++g) {
+    FF_CHECK(ks[g] >= 0 && ks[g] % kFp8Block == 0,
+             "{}: ks[{}] = {} is not a non-negative multiple of {} (1D1D scaling groups k by "
+             "128)",
+             fn, g, ks[g], kFp8Block);
+    sum_k += ks[g];
+  }
+  FF_CHECK(sum_k == 0 || (a && b && sfa && sfb), "{}: null A, B or scales", fn);
+  FF_CHECK(int(isa) <= int(best_isa()), "{}: backend {} not supported by this CPU", fn,
+           isa_name(isa));
+  const float* t = e4m3_table();
+  int64_t k0 = 0;
+  for (int64_t g = 0; g < num_groups; ++g) {
+    const int64_t kg = ks[g], kb0 = k0 / kFp8Block;
+    float* dg = d + g * m * n;
+    const float* cg = c ? c + g * m * n : nullptr;
+    if (isa == Isa::Scalar) {
+      parallel_for(
+          n,
+          [&](int64_t j0, int64_t j1) {
+            for (int64_t j = j0; j < j1; ++j)
+              for (int64_t i = 0; i < m; ++i) {
+                float acc = 0.f;
+                for (int64_t blk = 0; blk * kFp8Block < kg; ++blk) {
+                  float part = 0.f;
+                  for (int64_t kk = blk * kFp8Block; kk < (blk + 1) * kFp8Block; ++kk)
+                    part += t[a[(k0 + kk) * m + i]] * t[b[(k0 + kk) * n + j]];
+                  acc += part * (sfa[(kb0 + blk) * m + i] * sfb[(kb0 + blk) * n + j]);
+                }
+                dg[i * n + j] = (cg ? cg[i * n + j] : 0.f) + acc;
+              }
+          },
+          8);
+    } else if (kg == 0) {
+      for (int64_t i = 0; i < m * n; ++i) dg[i] = cg ? cg[i] : 0.f;
+    } else {
+      // Both operands dequantized and transposed to K-major fp32 ([m, k_g] and [n, k_g]); the
+      // product is gemm::linear's with an F32 weight.
+      std::vector<float> x(size_t(m * kg)), w(size_t(n * kg));
+      const auto deq = [&](const uint8_t* src, const float* sf, int64_t rows, float* out) {
+        parallel_for(
+            rows,
+            [&](int64_t r0, int64_t r1) {
+              for (int64_t r = r0; r < r1; ++r)
+                for (int64_t kk = 0; kk < kg; ++kk)
+                  out[r * kg + kk] =
+                      t[src[(k0 + kk) * rows + r]] * sf[(kb0 + kk / kFp8Block) * rows + r];
+            },
+            16);
+      };
+      deq(a, sfa, m, x.data());
+      deq(b, sfb, n, w.data());
+      Weight wt;
+      wt.dtype = DType::F32;
+      wt.data = w.data();
+      wt.n = n;
+      wt.k = kg;
+      wt.ld = kg;
+      if (cg == nullptr) {
+        linear_with_isa(isa, x.data(), m, kg, wt, dg, n);
+      } else {
+        std::vector<float> y(size_t(m * n));
+        linear_with_isa(isa, x.data(), m, kg, wt, y.data(), n);
+        for (int64_t i = 0; i < m * n; ++i) dg[i] = cg[i] + y[size_t(i)];
+      }
+    }
+    k0 += kg;
+  }
+}
+
+// ---- public entry points ------------------------------------------------------------------
+
+void fp8_gemm_nt(const Matrix& a, const Matrix& b, const Output& d, const GemmOptions& opt) {
+  gemm_with_isa(active_isa(), Layout::NT, DType::F8_E4M3, a, b, d, opt);
+}
+void fp8_gemm_nn(const Matrix& a, const Matrix& b, const Output& d, const GemmOptions& opt) {
+  gemm_with_isa(active_isa(), Layout::NN, DType::F8_E4M3, a, b, d, opt);
+}
+void fp8_gemm_tn(const Matrix& a, const Matrix& b, const Output& d, const GemmOptions& opt) {
+  gemm_with_isa(active_isa(), Layout::TN, DType::F8_E4M3, a, b, d, opt);
+}
+void fp8_gemm_tt(const Matrix& a, const Matrix& b, const Output& d, const GemmOptions& opt) {
+  gemm_with_isa(active_isa(), Layout::TT, DType::F8_E4M3, a, b, d, opt);
+}
+void bf16_gemm_nt(const Matrix& a, const Matrix& b, const Output& d) {
+  gemm_with_isa(active_isa(), Layout::NT, DType::BF16, a, b, d, {});
+}
+void bf16_gemm_nn(const Matrix& a, const Matrix& b, const Output& d) {
+  gemm_with_isa(active_isa(), Layout::NN, DType::BF16, a, b, d, {});
+}
+void bf16_gemm_tn(const Matrix& a, const Matrix& b, const Output& d) {
+  gemm_with_isa(active_isa(), Layout::TN, DType::BF16, a, b, d, {});
+}
+void bf16_gemm_tt(const Matrix& a, const Matrix& b, const Output& d) {
+  gemm_with_isa(active_isa(), Layout::TT, DType::BF16, a, b, d, {});
+}
+
+void m_grouped_fp8_gemm_nt_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                      const int32_t* m_indices, const Output& d,
+                                      const GemmOptions& opt) {
+  m_grouped_contiguous_with_isa(active_isa(), DType::F8_E4M3, a, b, num_groups, m_indices, d, opt);
+}
+void m_grouped_bf16_gemm_nt_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                       const int32_t* m_indices, const Output& d) {
+  m_grouped_contiguous_with_isa(active_isa(), DType::BF16, a, b, num_groups, m_indices, d, {});
+}
+void m_grouped_fp8_gemm_nt_masked(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                  const int32_t* masked_m, int64_t /*expected_m*/, const Output& d,
+                                  const GemmOptions& opt) {
+  m_grouped_masked_with_isa(active_isa(), DType::F8_E4M3, a, b, num_groups, masked_m, d, opt);
+}
+void m_grouped_bf16_gemm_nt_masked(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                   const int32_t* masked_m, int64_t /*expected_m*/,
+                                   const Output& d) {
+  m_grouped_masked_with_isa(active_isa(), DType::BF16, a, b, num_groups, masked_m, d, {});
+}
+
+void k_grouped_fp8_gemm_tn_contiguous(const uint8_t* a, const float* sfa, int64_t m,
+                                      const uint8_t* b, const float* sfb, int64_t n,
+                                      const int64_t* ks, int64_t num_groups, float* d,
+                                      const float* c) {
+  k_grouped_with_isa(active_isa(), a, sfa, m, b, sfb, n, ks, num_groups, d, c);
+}
+
+}  // namespace ff::gemm
