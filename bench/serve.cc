@@ -12,6 +12,15 @@
 // usage.completion_tokens; throughput over the whole run (first send to last response).
 //
 // Usage: bench_serve [--model DIR] [--requests N]   (default tests/fixtures/default-model, 48)
+//        bench_serve --synthetic bf16|fp8 [--requests N] [--keep DIR]
+//
+// --synthetic: a weight-bandwidth-bound checkpoint instead, as a real DeepSeek-V3 deployment is
+// at decode: bench_model_decode's DeepSeek-V3-shaped one (synthetic_model.h; hidden 2048, real
+// MLA dims, 1 dense + 3 MoE layers of 32 experts, top-8, 1 shared) with the vocabulary cut to the
+// default model's tokenizer (3072 ids, whose files are copied in, so every generated id has
+// text), about 0.84 GB in BF16. Written to a temporary directory (or --keep DIR, reused when
+// there). Workload sized for a few minutes on 2 cores: 24 requests, prompts of 16..64 tokens,
+// 32..64 output tokens.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -23,6 +32,7 @@
 #include "engine/engine.h"
 #include "server/http.h"
 #include "server/server.h"
+#include "synthetic_model.h"
 
 namespace ff {
 namespace {
@@ -135,14 +145,49 @@ std::vector<Summary> measure(Model& model, const Tokenizer& tok, engine::EngineO
 }
 
 int run(int argc, char** argv) {
+  namespace fs = std::filesystem;
   std::string model_dir = "tests/fixtures/default-model";
-  int num_requests = 48;
+  std::string synthetic, keep;
+  int num_requests = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--model") model_dir = argv[i + 1];
     if (a == "--requests") num_requests = std::max(2, std::atoi(argv[i + 1]));
+    if (a == "--synthetic") synthetic = argv[i + 1];
+    if (a == "--keep") keep = argv[i + 1];
   }
-  if (!std::filesystem::exists(model_dir + "/config.json")) {
+  // Prompt and output length ranges (inclusive).
+  int in_lo = 32, in_hi = 256, out_lo = 32, out_hi = 96;
+  std::string temp_root;
+  if (!synthetic.empty()) {
+    if (synthetic != "bf16" && synthetic != "fp8") {
+      std::fprintf(stderr, "error: --synthetic takes bf16 or fp8\n");
+      return 2;
+    }
+    const std::string tok_dir = model_dir;  // the tokenizer comes from the default model
+    if (!fs::exists(tok_dir + "/tokenizer.json")) {
+      std::printf("BENCH serve skipped: no tokenizer at %s (run from the repository root)\n",
+                  tok_dir.c_str());
+      return 0;
+    }
+    const std::string root =
+        keep.empty() ? (temp_root = (fs::temp_directory_path() / "ff_bench_serve").string()) : keep;
+    model_dir = root + "/" + synthetic;
+    if (!fs::exists(model_dir + "/model.safetensors")) {
+      synth::SynthConfig sc;
+      sc.vocab = int(Tokenizer::from_dir(tok_dir).vocab_size());
+      sc.max_position = 4096;
+      synth::write_synthetic(model_dir, sc, synthetic == "fp8");
+      for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+        if (fs::exists(tok_dir + "/" + f))
+          fs::copy_file(tok_dir + "/" + f, model_dir + "/" + f,
+                        fs::copy_options::overwrite_existing);
+    }
+    in_lo = 16, in_hi = 64, out_hi = 64;
+    if (num_requests == 0) num_requests = 24;
+  }
+  if (num_requests == 0) num_requests = 48;
+  if (!fs::exists(model_dir + "/config.json")) {
     std::printf(
         "BENCH serve skipped: no model at %s (run from the repository root or pass "
         "--model DIR)\n",
@@ -157,8 +202,8 @@ int run(int argc, char** argv) {
   std::vector<Job> jobs;
   for (int i = 0; i < num_requests; ++i) {
     Job j;
-    const int in = std::min<int>(32 + int(rng() % 225), int(ctx) - 100);
-    j.max_tokens = 32 + int(rng() % 65);
+    const int in = std::min<int>(in_lo + int(rng() % uint32_t(in_hi - in_lo + 1)), int(ctx) - 100);
+    j.max_tokens = out_lo + int(rng() % uint32_t(out_hi - out_lo + 1));
     for (int k = 0; k < in; ++k) {
       int32_t id;
       do id = int32_t(rng() % uint32_t(vocab));
@@ -173,8 +218,10 @@ int run(int argc, char** argv) {
   serial.max_running = 1;
   const std::vector<Summary> base = measure(*model, tok, serial, jobs, levels);
   const std::vector<Summary> cb = measure(*model, tok, batched, jobs, levels);
-  std::printf("# model %s, %d requests, %d threads\n", model_dir.c_str(), num_requests,
-              ThreadPool::global().size());
+  std::printf("# model %s%s, %d requests, prompts %d..%d, outputs %d..%d tokens, %d threads\n",
+              model_dir.c_str(),
+              synthetic.empty() ? "" : (" (synthetic " + synthetic + ")").c_str(), num_requests,
+              in_lo, in_hi, out_lo, out_hi, ThreadPool::global().size());
   for (size_t i = 0; i < levels.size(); ++i) {
     for (int k = 0; k < 2; ++k) {
       const Summary& s = k == 0 ? cb[i] : base[i];
@@ -187,6 +234,8 @@ int run(int argc, char** argv) {
           s.out_tok_per_s / std::max(base[i].out_tok_per_s, 1e-9));
     }
   }
+  model.reset();
+  if (!temp_root.empty()) fs::remove_all(temp_root);
   return 0;
 }
 
