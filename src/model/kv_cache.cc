@@ -63,8 +63,7 @@ void KVCache::write_row(int layer, const KVSequence& seq, int64_t pos, const flo
   if (dtype_ == DType::F32) {
     std::memcpy(dst, src, row_bytes());
   } else {
-    auto* d = static_cast<uint16_t*>(dst);
-    for (int i = 0; i < latent_dim_; ++i) d[i] = f32_to_bf16(src[i]);
+    convert_f32_to_bf16(src, static_cast<uint16_t*>(dst), size_t(latent_dim_));
   }
 }
 
@@ -73,8 +72,7 @@ void KVCache::read_row(int layer, const KVSequence& seq, int64_t pos, float* dst
   if (dtype_ == DType::F32) {
     std::memcpy(dst, src, row_bytes());
   } else {
-    const auto* s = static_cast<const uint16_t*>(src);
-    for (int i = 0; i < latent_dim_; ++i) dst[i] = bf16_to_f32(s[i]);
+    convert_bf16_to_f32(static_cast<const uint16_t*>(src), dst, size_t(latent_dim_));
   }
 }
 

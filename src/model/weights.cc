@@ -6,6 +6,27 @@ namespace ff {
 
 namespace {
 
+// n values of an F32 / BF16 / F16 tensor's bytes as fp32 (safetensors data need not be aligned).
+void widen_to_f32(const uint8_t* src, DType t, float* out, size_t n) {
+  if (t == DType::F32) {
+    std::memcpy(out, src, n * 4);
+    return;
+  }
+  if (reinterpret_cast<uintptr_t>(src) % 2 == 0) {
+    const auto* h = reinterpret_cast<const uint16_t*>(src);
+    if (t == DType::BF16)
+      convert_bf16_to_f32(h, out, n);
+    else
+      convert_f16_to_f32(h, out, n);
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    out[i] = t == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+  }
+}
+
 struct Binder {
   const ModelConfig& c;
   ModelWeights& mw;
@@ -13,29 +34,11 @@ struct Binder {
 
   std::vector<float> vec(const std::string& name, int64_t n) {
     const TensorInfo& t = ck.get(name, {n});
+    FF_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16 || t.dtype == DType::F16,
+             "{}: tensor {} has dtype {}, expected F32, BF16 or F16", *t.file, name,
+             dtype_name(t.dtype));
     std::vector<float> out(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      switch (t.dtype) {
-        case DType::F32:
-          std::memcpy(&out[size_t(i)], t.data + 4 * i, 4);
-          break;
-        case DType::BF16: {
-          uint16_t h;
-          std::memcpy(&h, t.data + 2 * i, 2);
-          out[size_t(i)] = bf16_to_f32(h);
-          break;
-        }
-        case DType::F16: {
-          uint16_t h;
-          std::memcpy(&h, t.data + 2 * i, 2);
-          out[size_t(i)] = f16_to_f32(h);
-          break;
-        }
-        default:
-          fail("{}: tensor {} has dtype {}, expected F32, BF16 or F16", *t.file, name,
-               dtype_name(t.dtype));
-      }
-    }
+    widen_to_f32(t.data, t.dtype, out.data(), size_t(n));
     return out;
   }
 
@@ -192,16 +195,8 @@ std::unique_ptr<ModelWeights> ModelWeights::load(const ModelConfig& c, Checkpoin
 
 void ModelWeights::embed_row(int32_t token, float* out) const {
   const int64_t hid = embed->shape[1];
-  const uint8_t* p = embed->data + size_t(token) * size_t(hid) * dtype_size(embed->dtype);
-  for (int64_t i = 0; i < hid; ++i) {
-    if (embed->dtype == DType::F32)
-      std::memcpy(&out[i], p + 4 * i, 4);
-    else {
-      uint16_t h;
-      std::memcpy(&h, p + 2 * i, 2);
-      out[i] = embed->dtype == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-    }
-  }
+  widen_to_f32(embed->data + size_t(token) * size_t(hid) * dtype_size(embed->dtype), embed->dtype,
+               out, size_t(hid));
 }
 
 namespace {

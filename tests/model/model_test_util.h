@@ -91,7 +91,6 @@ inline void write_safetensors(const std::string& path,
 // Every tensor of a checkpoint as raw bytes (to modify and write back).
 inline std::map<std::string, RawTensor> read_all(const std::string& dir) {
   std::map<std::string, RawTensor> out;
-  const Checkpoint ck = Checkpoint::open(dir);
   for (const auto& f : std::filesystem::directory_iterator(dir)) {
     if (f.path().extension() != ".safetensors" || f.path().filename() == "golden.safetensors")
       continue;
