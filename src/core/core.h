@@ -7,3 +7,4 @@
 #include "core/mmap_file.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
+#include "core/vec4.h"

@@ -3,6 +3,7 @@
 // which dequantizes A into fp32 rows and hands B to gemm::linear's kernels unchanged (B in its
 // K-major storage is exactly a gemm::Weight: e4m3 bytes + 128x128 weight_scale_inv, or bf16),
 // so the SIMD work (streaming for decode, packed panels for prefill) is the existing one.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -158,6 +159,38 @@ void dense_ref(const View& a, const View& b, const OutView& d) {
       8);
 }
 
+// Row i of A as fp32 with its 1x128 scales applied (the fast path's X).
+void dequantize_a_row(const View& a, int64_t i, float* xr) {
+  const int64_t k = a.k;
+  if (a.dtype == DType::F8_E4M3) {
+    const float* t = e4m3_table();
+    for (int64_t g = 0; g * kFp8Block < k; ++g) {
+      const float s = a.scale(i, g);
+      const int64_t e = std::min(k, (g + 1) * kFp8Block);
+      if (a.ks == 1)
+        for (int64_t kk = g * kFp8Block; kk < e; ++kk) xr[kk] = t[a.bytes[i * a.rs + kk]] * s;
+      else
+        for (int64_t kk = g * kFp8Block; kk < e; ++kk) xr[kk] = a.value(i, kk) * s;
+    }
+  } else if (a.ks == 1) {
+    convert_bf16_to_f32(reinterpret_cast<const uint16_t*>(a.bytes) + i * a.rs, xr, size_t(k));
+  } else {
+    for (int64_t kk = 0; kk < k; ++kk) xr[kk] = a.value(i, kk);
+  }
+}
+
+// A K-major B as the gemm::Weight it already is (e4m3 bytes + 128x128 scales, or bf16).
+Weight weight_of(const View& b) {
+  Weight w;
+  w.dtype = b.dtype;
+  w.data = b.bytes;
+  w.n = b.rows;
+  w.k = b.k;
+  w.ld = b.rs;
+  w.scale_inv = b.dtype == DType::F8_E4M3 ? b.scales : nullptr;
+  return w;
+}
+
 // Fast: X = dequantized A (fp32 rows, A's 1x128 scale applied), B as a gemm::Weight (copied to
 // K-major first when stored N-major), Y = linear(X, B), then C and the output rounding.
 void dense_fast(Isa isa, const View& a, const View& b, const OutView& d) {
@@ -165,24 +198,7 @@ void dense_fast(Isa isa, const View& a, const View& b, const OutView& d) {
   if (m == 0) return;
   std::vector<float> x(size_t(m * k));
   const auto dequant_rows = [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; ++i) {
-      float* xr = x.data() + i * k;
-      if (a.dtype == DType::F8_E4M3) {
-        const float* t = e4m3_table();
-        for (int64_t g = 0; g * kFp8Block < k; ++g) {
-          const float s = a.scale(i, g);
-          const int64_t e = std::min(k, (g + 1) * kFp8Block);
-          if (a.ks == 1)
-            for (int64_t kk = g * kFp8Block; kk < e; ++kk) xr[kk] = t[a.bytes[i * a.rs + kk]] * s;
-          else
-            for (int64_t kk = g * kFp8Block; kk < e; ++kk) xr[kk] = a.value(i, kk) * s;
-        }
-      } else if (a.ks == 1) {
-        convert_bf16_to_f32(reinterpret_cast<const uint16_t*>(a.bytes) + i * a.rs, xr, size_t(k));
-      } else {
-        for (int64_t kk = 0; kk < k; ++kk) xr[kk] = a.value(i, kk);
-      }
-    }
+    for (int64_t i = r0; i < r1; ++i) dequantize_a_row(a, i, x.data() + i * k);
   };
   if (m * k >= (int64_t(1) << 16))
     parallel_for(m, dequant_rows, 1);
@@ -223,6 +239,69 @@ void dense_fast(Isa isa, const View& a, const View& b, const OutView& d) {
     epilogue(0, m);
 }
 
+// One expert's product in a grouped GEMM: A rows (a.rows of them), its K-major B, D rows.
+struct GroupJob {
+  View a, b;
+  OutView d;
+};
+
+// The grouped GEMMs' fast path: every job's A rows dequantized in one parallel pass, then all
+// products in one linear_batch (one pool wake-up for all experts), then C and the rounding.
+void grouped_fast(Isa isa, const std::vector<GroupJob>& jobs, int64_t n, int64_t k) {
+  std::vector<int64_t> row0(jobs.size() + 1, 0);
+  for (size_t j = 0; j < jobs.size(); ++j) row0[j + 1] = row0[j] + jobs[j].a.rows;
+  const int64_t rows = row0.back();
+  if (rows == 0) return;
+  std::vector<float> x(size_t(rows * k));
+  const auto job_of = [&](int64_t r) {
+    return size_t(std::upper_bound(row0.begin(), row0.end(), r) - row0.begin()) - 1;
+  };
+  const auto dequant = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const size_t j = job_of(r);
+      dequantize_a_row(jobs[j].a, r - row0[j], x.data() + r * k);
+    }
+  };
+  if (rows * k >= (int64_t(1) << 16))
+    parallel_for(rows, dequant, 1);
+  else
+    dequant(0, rows);
+  bool direct = true;  // every D is F32 without C: the products write D itself
+  for (const GroupJob& g : jobs) direct = direct && g.d.dtype == DType::F32 && g.d.c == nullptr;
+  std::vector<float> y(direct ? 0 : size_t(rows * n));
+  std::vector<Weight> w(jobs.size());
+  std::vector<LinearProblem> problems(jobs.size());
+  std::vector<std::vector<uint8_t>> transposed(jobs.size());
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    w[j] = weight_of(jobs[j].b);
+    if (jobs[j].b.rs == 1 && jobs[j].b.ks != 1) {  // N-major B (the "nn" form): to [n, k]
+      const View& b = jobs[j].b;
+      const int64_t es = int64_t(dtype_size(b.dtype));
+      transposed[j].resize(size_t(n * k * es));
+      for (int64_t kk = 0; kk < k; ++kk)
+        for (int64_t c = 0; c < n; ++c)
+          std::memcpy(&transposed[j][size_t((c * k + kk) * es)], b.bytes + (kk * b.ks + c) * es,
+                      size_t(es));
+      w[j].data = transposed[j].data();
+      w[j].ld = k;
+    }
+    float* yj = direct ? reinterpret_cast<float*>(jobs[j].d.data) : y.data() + row0[j] * n;
+    problems[j] = {x.data() + row0[j] * k, jobs[j].a.rows, k, &w[j], yj, direct ? jobs[j].d.ld : n};
+  }
+  linear_batch_with_isa(isa, problems);
+  if (direct) return;
+  const auto epilogue = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const size_t j = job_of(r);
+      for (int64_t c = 0; c < n; ++c) jobs[j].d.store(r - row0[j], c, y[size_t(r * n + c)]);
+    }
+  };
+  if (rows * n >= (int64_t(1) << 16))
+    parallel_for(rows, epilogue, 1);
+  else
+    epilogue(0, rows);
+}
+
 void dense(Isa isa, const View& a, const View& b, const OutView& d) {
   FF_CHECK(int(isa) <= int(best_isa()), "gemm: backend {} not supported by this CPU",
            isa_name(isa));
@@ -254,13 +333,14 @@ void gemm_with_isa(Isa isa, Layout layout, DType dtype, const Matrix& a, const M
 
 void m_grouped_contiguous_with_isa(Isa isa, DType dtype, const Matrix& a, const Matrix& b,
                                    int64_t num_groups, const int32_t* m_indices, const Output& d,
-                                   const GemmOptions& opt) {
+                                   const GemmOptions& opt, bool b_k_major) {
   char fn[64];
-  std::snprintf(fn, sizeof fn, "m_grouped_%s_gemm_nt_contiguous", prefix(dtype));
+  std::snprintf(fn, sizeof fn, "m_grouped_%s_gemm_%s_contiguous", prefix(dtype),
+                b_k_major ? "nt" : "nn");
   FF_CHECK(num_groups > 0, "{}: num_groups {} must be positive", fn, num_groups);
   FF_CHECK(a.group_stride == 0 && a.scale_group_stride == 0, "{}: A is not grouped", fn);
   const View av = check_operand(fn, "A", a, dtype, true, false, opt);
-  const View b0 = check_operand(fn, "B", b, dtype, true, true, opt, num_groups);
+  const View b0 = check_operand(fn, "B", b, dtype, b_k_major, true, opt, num_groups);
   FF_CHECK(a.k == b.k, "{}: A is [{}, {}] but B is [G, {}, {}] (k differs)", fn, a.rows, a.k,
            b.rows, b.k);
   FF_CHECK(b.rows > 0, "{}: B has no rows", fn);
@@ -284,9 +364,10 @@ void m_grouped_contiguous_with_isa(Isa isa, DType dtype, const Matrix& a, const 
       id = e;
     }
   }
-  const int64_t gs = b.group_stride ? b.group_stride : n * b0.ld();
+  const int64_t gs = b.group_stride ? b.group_stride : (b_k_major ? n : b.k) * b0.ld();
   const int64_t sgs = b.scale_group_stride ? b.scale_group_stride : ceil_div(n, kFp8Block) * kb;
   const int64_t es = int64_t(dtype_size(dtype));
+  std::vector<GroupJob> jobs;
   for (int64_t i = 0; i < m;) {
     const int32_t id = m_indices[i];
     int64_t e = i + 1;
@@ -304,10 +385,14 @@ void m_grouped_contiguous_with_isa(Isa isa, DType dtype, const Matrix& a, const 
       View bs = b0;
       bs.bytes += id * gs * es;
       if (dtype == DType::F8_E4M3) bs.scales += id * sgs;
-      dense(isa, as, bs, dr);
+      if (isa == Isa::Scalar)
+        dense(isa, as, bs, dr);
+      else
+        jobs.push_back({as, bs, dr});
     }
     i = e;
   }
+  if (!jobs.empty()) grouped_fast(isa, jobs, n, b.k);
 }
 
 void m_grouped_masked_with_isa(Isa isa, DType dtype, const Matrix& a, const Matrix& b,
@@ -332,6 +417,7 @@ void m_grouped_masked_with_isa(Isa isa, DType dtype, const Matrix& a, const Matr
   const int64_t asgs = a.scale_group_stride ? a.scale_group_stride : max_m * kb;
   const int64_t bgs = b.group_stride ? b.group_stride : n * b0.ld();
   const int64_t bsgs = b.scale_group_stride ? b.scale_group_stride : ceil_div(n, kFp8Block) * kb;
+  std::vector<GroupJob> jobs;
   for (int64_t g = 0; g < num_groups; ++g) {
     if (masked_m[g] == 0) continue;
     View as = a0;
@@ -343,8 +429,12 @@ void m_grouped_masked_with_isa(Isa isa, DType dtype, const Matrix& a, const Matr
       as.scales += g * asgs;
       bs.scales += g * bsgs;
     }
-    dense(isa, as, bs, dv.rows_from(g * max_m));
+    if (isa == Isa::Scalar)
+      dense(isa, as, bs, dv.rows_from(g * max_m));
+    else
+      jobs.push_back({as, bs, dv.rows_from(g * max_m)});
   }
+  if (!jobs.empty()) grouped_fast(isa, jobs, n, b.k);
 }
 
 void k_grouped_with_isa(Isa isa, const uint8_t* a, const float* sfa, int64_t m, const uint8_t* b,
@@ -455,11 +545,24 @@ void bf16_gemm_tt(const Matrix& a, const Matrix& b, const Output& d) {
 void m_grouped_fp8_gemm_nt_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
                                       const int32_t* m_indices, const Output& d,
                                       const GemmOptions& opt) {
-  m_grouped_contiguous_with_isa(active_isa(), DType::F8_E4M3, a, b, num_groups, m_indices, d, opt);
+  m_grouped_contiguous_with_isa(active_isa(), DType::F8_E4M3, a, b, num_groups, m_indices, d, opt,
+                                true);
+}
+void m_grouped_fp8_gemm_nn_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                      const int32_t* m_indices, const Output& d,
+                                      const GemmOptions& opt) {
+  m_grouped_contiguous_with_isa(active_isa(), DType::F8_E4M3, a, b, num_groups, m_indices, d, opt,
+                                false);
 }
 void m_grouped_bf16_gemm_nt_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
                                        const int32_t* m_indices, const Output& d) {
-  m_grouped_contiguous_with_isa(active_isa(), DType::BF16, a, b, num_groups, m_indices, d, {});
+  m_grouped_contiguous_with_isa(active_isa(), DType::BF16, a, b, num_groups, m_indices, d, {},
+                                true);
+}
+void m_grouped_bf16_gemm_nn_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                       const int32_t* m_indices, const Output& d) {
+  m_grouped_contiguous_with_isa(active_isa(), DType::BF16, a, b, num_groups, m_indices, d, {},
+                                false);
 }
 void m_grouped_fp8_gemm_nt_masked(const Matrix& a, const Matrix& b, int64_t num_groups,
                                   const int32_t* masked_m, int64_t /*expected_m*/, const Output& d,

@@ -14,7 +14,7 @@ void gemm_with_isa(Isa isa, Layout layout, DType dtype, const Matrix& a, const M
                    const Output& d, const GemmOptions& opt);
 void m_grouped_contiguous_with_isa(Isa isa, DType dtype, const Matrix& a, const Matrix& b,
                                    int64_t num_groups, const int32_t* m_indices, const Output& d,
-                                   const GemmOptions& opt);
+                                   const GemmOptions& opt, bool b_k_major = true);
 void m_grouped_masked_with_isa(Isa isa, DType dtype, const Matrix& a, const Matrix& b,
                                int64_t num_groups, const int32_t* masked_m, const Output& d,
                                const GemmOptions& opt);

@@ -7,6 +7,7 @@
 // fixed thread count and backend is deterministic.
 #pragma once
 #include <cstdint>
+#include <span>
 
 #include "core/core.h"
 
@@ -36,6 +37,41 @@ struct Weight {
 // 8; 16 for non-FP8 weights on AVX-512) streams W once (decode); larger m packs W into
 // cache-resident panels (prefill). Output columns are split across the global thread pool.
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy);
+
+// ---- many products in one pass (grouped GEMM over fp32 activations) ----------------------
+// One product: Y[m, n] = X[m, k] W^T, exactly as linear(x, m, ldx, *w, y, ldy).
+struct LinearProblem {
+  const float* x = nullptr;
+  int64_t m = 0, ldx = 0;
+  const Weight* w = nullptr;
+  float* y = nullptr;
+  int64_t ldy = 0;
+};
+// Runs independent products in one parallel region: their output columns, concatenated, are
+// cut into one run per thread of about equal cost (weight bytes and multiply-adds), so many
+// small products (MoE experts at a few rows each) cost one wake-up of the pool instead of one
+// each, and each thread streams one long run of weights. The results are bitwise those of
+// calling linear() on each problem (a column's value never depends on the split). Outputs must
+// not overlap each other or any input. Problems with m == 0 are skipped (their weight is not
+// read); the others are checked as linear() checks them (ff::Error naming the problem index).
+void linear_batch(std::span<const LinearProblem> problems);
+
+// MoE layers over fp32 activations with one weight per expert (the model's experts, each in its
+// checkpoint dtype: FP8 stays 1 byte per weight), in DeepGEMM's two grouped layouts. All
+// experts must share one shape [n, k]. Both run as one linear_batch.
+// Contiguous (prefill): X [m_sum, k] holds the rows of all experts; m_indices[i] is row i's
+// expert in [0, experts.size()) or -1 for a padding row, whose Y row is zero-filled. Unlike the
+// FP8 form below there is no 128-row alignment rule (a CPU has no tile to fill); each maximal
+// run of equal ids is one product.
+void m_grouped_linear_contiguous(const float* x, int64_t m_sum, int64_t ldx,
+                                 const int32_t* m_indices, std::span<const Weight> experts,
+                                 float* y, int64_t ldy);
+// Masked (decode): X is experts.size() blocks of [max_m, k] (block g at x + g * max_m * ldx), Y
+// likewise [G, max_m, n] (ldy); expert g uses its first masked_m[g] in [0, max_m] rows, and the
+// other rows of Y are not written.
+void m_grouped_linear_masked(const float* x, int64_t max_m, int64_t ldx,
+                             std::span<const Weight> experts, const int32_t* masked_m, float* y,
+                             int64_t ldy);
 
 // Dequantizes row `row` of W into out[k] as fp32.
 void dequantize_row(const Weight& w, int64_t row, float* out);
@@ -113,6 +149,15 @@ void m_grouped_fp8_gemm_nt_contiguous(const Matrix& a, const Matrix& b, int64_t 
                                       const GemmOptions& opt = {});
 void m_grouped_bf16_gemm_nt_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
                                        const int32_t* m_indices, const Output& d);
+// The same with B N-major: num_groups experts of [k, n] storage (b.ld elements between k rows,
+// group_stride between experts; scales still logical [ceil(n/128), ceil(k/128)] per expert),
+// DeepGEMM's m_grouped_*_gemm_nn_contiguous (MoE backward). The fast path copies each used
+// expert to K-major first.
+void m_grouped_fp8_gemm_nn_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                      const int32_t* m_indices, const Output& d,
+                                      const GemmOptions& opt = {});
+void m_grouped_bf16_gemm_nn_contiguous(const Matrix& a, const Matrix& b, int64_t num_groups,
+                                       const int32_t* m_indices, const Output& d);
 
 // MoE decode. A is num_groups blocks of [max_m, k] (a.rows = max_m; group_stride elements
 // apart, scales scale_group_stride apart; 0: packed), D likewise [num_groups, max_m, n] with
@@ -147,6 +192,18 @@ void quantize_per_token(const float* x, int64_t m, int64_t k, int64_t ldx, uint8
 // then as above. out [n, k] packed, scales [ceil(n/128), ceil(k/128)].
 void quantize_per_block(const float* w, int64_t n, int64_t k, int64_t ldw, uint8_t* out,
                         float* scales, bool ue8m0 = false, bool reciprocal = false);
+
+// DeepGEMM's packed UE8M0 scales (its SM100 input, get_mn_major_tma_aligned_packed_ue8m0_tensor):
+// fp32 scales [rows, kb] (row-major, rows = m for A's 1x128 groups or ceil(n/128) for B's
+// blocks) <-> int32 words holding four ue8m0 exponent bytes along k, little-endian (byte b of
+// word w is group 4w + b; bytes past kb are 0), stored MN-major: word w of row r at
+// packed[w * mn_stride + r], mn_stride >= rows (DeepGEMM pads it to a multiple of 4).
+// Packing rounds each scale up to a power of two (DeepGEMM's ceil_to_ue8m0); unpacking is exact,
+// and the result feeds the GEMMs above with GemmOptions::ue8m0.
+void pack_ue8m0_scales(const float* scales, int64_t rows, int64_t kb, int64_t mn_stride,
+                       int32_t* packed);
+void unpack_ue8m0_scales(const int32_t* packed, int64_t rows, int64_t kb, int64_t mn_stride,
+                         float* scales);
 
 // DeepGEMM's metric: 1 - 2 sum(x y) / sum(x^2 + y^2) in float64 (0 when both are all zero).
 double calc_diff(const double* x, const double* y, int64_t n);

@@ -1,5 +1,8 @@
 // gemm::linear's host side: input checks, the scalar dequantizer, backend dispatch and the
 // split of output columns across the thread pool.
+#include <algorithm>
+#include <vector>
+
 #include "core/core.h"
 #include "gemm/gemm.h"
 #include "gemm/linear_kernels.h"
@@ -94,6 +97,86 @@ void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weig
 
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy) {
   linear_with_isa(active_isa(), x, m, ldx, w, y, ldy);
+}
+
+namespace {
+
+// Relative cost of one output column of a problem: reading its weight row (bytes, weighted as
+// ~4 multiply-adds each, about the ratio of DRAM bandwidth to FMA throughput on 2 cores) plus
+// its m * k multiply-adds. Only the split depends on it, never a result.
+double column_cost(const LinearProblem& p) {
+  const double bytes = double(dtype_size(p.w->dtype));
+  return double(p.w->k) * (4.0 * bytes + double(p.m) + 2.0);
+}
+
+// A position in the problems' concatenated output columns: problem index, column.
+struct ColumnPos {
+  size_t p = 0;
+  int64_t col = 0;
+};
+
+}  // namespace
+
+void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
+  int64_t macs = 0;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const LinearProblem& p = problems[i];
+    FF_CHECK(p.m >= 0, "linear_batch: problem {}: negative row count {}", i, p.m);
+    if (p.m == 0) continue;
+    FF_CHECK(p.w != nullptr, "linear_batch: problem {} has no weight", i);
+    validate(*p.w, "linear_batch");
+    FF_CHECK(p.x != nullptr && p.y != nullptr, "linear_batch: problem {}: null input or output", i);
+    FF_CHECK(p.ldx >= p.w->k, "linear_batch: problem {}: input row stride {} < k {}", i, p.ldx,
+             p.w->k);
+    FF_CHECK(p.ldy >= p.w->n, "linear_batch: problem {}: output row stride {} < n {}", i, p.ldy,
+             p.w->n);
+    macs += p.m * p.w->n * p.w->k;
+  }
+  FF_CHECK(int(isa) <= int(best_isa()), "linear_batch: backend {} not supported by this CPU",
+           isa_name(isa));
+  const RowsFn fn = backend(isa);
+  const int threads = ThreadPool::global().size();
+  if (macs < kMinParallelMacs || threads == 1) {
+    for (const LinearProblem& p : problems)
+      if (p.m > 0) fn(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, 0, p.w->n);
+    return;
+  }
+  // Cut the concatenated columns into `threads` runs of about equal cost, at multiples of
+  // kColumnGrain inside a problem; run r goes from bound(r) to bound(r + 1).
+  std::vector<double> start(problems.size() + 1, 0.0);
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const LinearProblem& p = problems[i];
+    start[i + 1] = start[i] + (p.m > 0 ? column_cost(p) * double(p.w->n) : 0.0);
+  }
+  const double total = start.back();
+  const auto bound = [&](int r) -> ColumnPos {
+    if (r <= 0) return {0, 0};
+    if (r >= threads) return {problems.size(), 0};
+    const double target = total * double(r) / double(threads);
+    size_t i = size_t(std::upper_bound(start.begin(), start.end(), target) - start.begin()) - 1;
+    while (i < problems.size() && problems[i].m == 0) ++i;
+    if (i >= problems.size()) return {problems.size(), 0};
+    const LinearProblem& p = problems[i];
+    const double cols = std::max(0.0, target - start[i]) / column_cost(p);
+    int64_t col = (int64_t(cols + 0.5 * double(kColumnGrain)) / kColumnGrain) * kColumnGrain;
+    if (col >= p.w->n) return {i + 1, 0};
+    return {i, col};
+  };
+  parallel_for(threads, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const ColumnPos b = bound(int(r)), e = bound(int(r) + 1);
+      for (size_t i = b.p; i <= e.p && i < problems.size(); ++i) {
+        const LinearProblem& p = problems[i];
+        if (p.m == 0) continue;
+        const int64_t c0 = i == b.p ? b.col : 0, c1 = i == e.p ? e.col : p.w->n;
+        if (c1 > c0) fn(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, c0, c1);
+      }
+    }
+  });
+}
+
+void linear_batch(std::span<const LinearProblem> problems) {
+  linear_batch_with_isa(active_isa(), problems);
 }
 
 }  // namespace ff::gemm

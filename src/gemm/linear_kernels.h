@@ -14,6 +14,9 @@ namespace ff::gemm {
 void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                      int64_t ldy);
 
+// Runs linear_batch on backend `isa`.
+void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems);
+
 // Reference backend (FF_ISA=scalar): dequantize a row, fp32 dot products. Slow and simple.
 void linear_ref_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
                      int64_t n0, int64_t n1);

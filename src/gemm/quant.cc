@@ -68,6 +68,31 @@ void quantize_per_block(const float* w, int64_t n, int64_t k, int64_t ldw, uint8
       1);
 }
 
+void pack_ue8m0_scales(const float* scales, int64_t rows, int64_t kb, int64_t mn_stride,
+                       int32_t* packed) {
+  FF_CHECK(rows >= 0 && kb >= 0, "pack_ue8m0_scales: bad shape [{}, {}]", rows, kb);
+  FF_CHECK(mn_stride >= rows, "pack_ue8m0_scales: mn_stride {} < rows {}", mn_stride, rows);
+  const int64_t words = (kb + 3) / 4;
+  for (int64_t w = 0; w < words; ++w)
+    for (int64_t r = 0; r < rows; ++r) {
+      uint32_t v = 0;
+      for (int64_t b = 0; b < 4 && 4 * w + b < kb; ++b)
+        v |= uint32_t(f32_to_ue8m0_ceil(scales[r * kb + 4 * w + b])) << (8 * b);
+      packed[w * mn_stride + r] = int32_t(v);
+    }
+}
+
+void unpack_ue8m0_scales(const int32_t* packed, int64_t rows, int64_t kb, int64_t mn_stride,
+                         float* scales) {
+  FF_CHECK(rows >= 0 && kb >= 0, "unpack_ue8m0_scales: bad shape [{}, {}]", rows, kb);
+  FF_CHECK(mn_stride >= rows, "unpack_ue8m0_scales: mn_stride {} < rows {}", mn_stride, rows);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < kb; ++g) {
+      const uint32_t v = uint32_t(packed[(g / 4) * mn_stride + r]);
+      scales[r * kb + g] = ue8m0_to_f32(uint8_t(v >> (8 * (g % 4))));
+    }
+}
+
 double calc_diff(const double* x, const double* y, int64_t n) {
   double xy = 0, sq = 0;
   for (int64_t i = 0; i < n; ++i) {

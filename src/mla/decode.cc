@@ -115,7 +115,7 @@ void write_result(const Problem& p, int64_t request, const float* out_rows, cons
 // Runs one work item of a part on kernel k.
 void run_item(const Problem& p, const Kernel& k, const MlaSchedule::Impl& s, PartBuffers& b,
               const WorkItem& it, float* o_accum, float* lse_accum) {
-  const int64_t d = p.d, dv = p.dv, rows = p.rows, rp = s.row_pad;
+  const int64_t d = p.d, dv = p.dv, rows = p.rows, rp = round_up(rows, k.row_align);
   const int64_t h_per = p.h_q / p.h_kv;
   int64_t bi, hk = 0, s_pos = 0;
   if (p.sparse)
@@ -292,13 +292,14 @@ const char* kernel_name(KernelId id) {
   return "?";
 }
 
-KernelId default_kernel(Isa isa, DType q_dtype, int64_t d, int64_t dv) {
+KernelId default_kernel(Isa isa, DType q_dtype, int64_t d, int64_t dv, int64_t rows) {
   switch (isa) {
     case Isa::Scalar:
       return KernelId::Ref;
     case Isa::Avx2:
       return KernelId::Avx2;
     case Isa::Avx512:
+      if (rows <= 8 && cpu_features().avx2_fma) return KernelId::Avx2;
       if (cpu_features().avx512_bf16 && q_dtype == DType::BF16 && d % 2 == 0 && dv % 2 == 0 &&
           prefer_dot_kernel())
         return KernelId::Avx512Bf16;
@@ -318,9 +319,14 @@ void mla_decode_with_isa(Isa isa, const TensorView& q, const TensorView& kcache,
   if (isa == Isa::Avx512)
     FF_CHECK(cpu_features().avx512,
              "mla_decode: the AVX-512 backend needs AVX-512, which this CPU lacks");
-  mla_decode_with_kernel(default_kernel(isa, q.dtype, q.ndim == 4 ? q.shape[3] : 0, head_dim_v), q,
-                         kcache, block_table, cache_seqlens, head_dim_v, schedule, softmax_scale,
-                         causal, out, lse, opt);
+  // The FP8 cache keeps the 16-lane kernels (they have the fast FP8 row conversion).
+  const int64_t rows =
+      opt.indices.ndim == 0 && kcache.dtype != DType::U8 && kcache.dtype != DType::F8_E4M3
+          ? schedule.impl().rows
+          : kRowPad;
+  mla_decode_with_kernel(
+      default_kernel(isa, q.dtype, q.ndim == 4 ? q.shape[3] : 0, head_dim_v, rows), q, kcache,
+      block_table, cache_seqlens, head_dim_v, schedule, softmax_scale, causal, out, lse, opt);
 }
 
 void mla_decode_with_kernel(KernelId id, const TensorView& q, const TensorView& kcache,

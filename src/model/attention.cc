@@ -8,9 +8,13 @@
 // Decode (one new token, absorbed): q_nope is mapped into the latent space with W_UK^T, the
 // scores are q_lat . c_kv + q_pe . k_pe over the cache rows directly, the latent output is mapped
 // back with W_UV. Same math, reassociated; the decode form reads only the 576-value rows.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
+#include "core/vec4.h"
 #include "mla/mla.h"
 #include "model/model.h"
 #include "model/workspace.h"
@@ -19,24 +23,63 @@ namespace ff {
 
 namespace {
 
-// Numerically stable softmax over s[0..n) in place.
-void softmax(float* s, int64_t n) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, s[i]);
+// One causal score row in place: s[0..valid) = softmax(scale * s[0..valid)), s[valid..ctx) = 0
+// (masked keys; the zeros let P V run over the block's whole key range). valid >= 1.
+void softmax_row(float* s, int64_t valid, int64_t ctx, float scale) {
+  // Four independent maxima so the compare-and-select chains overlap.
+  const f4 lowest = f4{} - std::numeric_limits<float>::infinity();
+  f4 m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest;
+  int64_t t = 0;
+  for (; t + 16 <= valid; t += 16) {
+    const f4 a = load4(s + t), b = load4(s + t + 4), c = load4(s + t + 8), d = load4(s + t + 12);
+    m0 = a > m0 ? a : m0;
+    m1 = b > m1 ? b : m1;
+    m2 = c > m2 ? c : m2;
+    m3 = d > m3 ? d : m3;
+  }
+  for (; t + 4 <= valid; t += 4) {
+    const f4 a = load4(s + t);
+    m0 = a > m0 ? a : m0;
+  }
+  m0 = m1 > m0 ? m1 : m0;
+  m2 = m3 > m2 ? m3 : m2;
+  m0 = m2 > m0 ? m2 : m0;
+  float mx = std::max(std::max(m0[0], m0[1]), std::max(m0[2], m0[3]));
+  for (; t < valid; ++t) mx = std::max(mx, s[t]);
+  // e^(scale * (s - max)): scale > 0, so the largest score still maps to e^0.
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    s[i] = std::exp(s[i] - mx);
-    sum += s[i];
+  f4 partial = {};
+  t = 0;
+  for (; t + 4 <= valid; t += 4) {
+    const f4 e = exp_nonpositive((load4(s + t) - mx) * scale);
+    store4(s + t, e);
+    partial += e;
+    if (t % 64 == 60) {  // float partials go into the double every 64 keys
+      sum += double((partial[0] + partial[1]) + (partial[2] + partial[3]));
+      partial = f4{};
+    }
+  }
+  sum += double((partial[0] + partial[1]) + (partial[2] + partial[3]));
+  for (; t < valid; ++t) {
+    f4 tail = {};
+    tail[0] = (s[t] - mx) * scale;
+    s[t] = exp_nonpositive(tail)[0];
+    sum += s[t];
   }
   const float inv = float(1.0 / sum);
-  for (int64_t i = 0; i < n; ++i) s[i] *= inv;
+  t = 0;
+  for (; t + 4 <= valid; t += 4) store4(s + t, load4(s + t) * inv);
+  for (; t < valid; ++t) s[t] *= inv;
+  for (; t < ctx; ++t) s[t] = 0.f;
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  float acc = 0;
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
+// Query rows per block of the prefill attention: large enough for gemm::linear's packed
+// (prefill) path, small enough that the causal upper triangle it computes and discards stays a
+// small fraction of the work.
+constexpr int64_t kQueryBlock = 64;
+// Floats of per-head scratch (K, V^T and a block of scores) to aim for; heads are processed in
+// groups that fit, so a long context or many heads do not multiply the memory.
+constexpr int64_t kHeadGroupFloats = int64_t(8) << 20;
 
 }  // namespace
 
@@ -106,34 +149,74 @@ void Model::attention_prefill(int layer, const Request& req, int64_t row0, KVCac
   float* kv = Workspace::get(ws.kv_up, size_t(L * H * (nope + vd)));
   gemm::linear(lat_all, L, lat, w.kv_b, kv, H * (nope + vd));
 
+  // Per head h: S = Q_h K_h^T over the keys, row softmax with the causal mask, O_h = P V_h, all
+  // through gemm::linear's dispatched kernels. Layouts (floats):
+  //   kh  [hg][L][dk]  K_h rows: [k_nope of kv_up | k_pe of the latent row] (dk = nope + rope)
+  //   vt  [hg][vd][L]  V_h^T, so P V_h is linear(P, W = V_h^T)
+  //   s   [hg][qb][ctx] one query block's scores, then probabilities
+  // Heads go in groups of hg (all of them unless the context is long), queries in blocks of qb
+  // rows; block [i0, i1) needs keys [0, p0 + i1) only, and query i sees keys [0, p0 + i].
+  // Each product is one gemm::linear (parallel over its output columns); the softmax rows of a
+  // block are one parallel_for. Masked keys get probability 0, so P V_h may run over all of them.
+  const int64_t dk = nope + rope, kvw = H * (nope + vd);
+  const int64_t qb = std::min(n, kQueryBlock);
+  const int64_t hg = std::clamp<int64_t>(kHeadGroupFloats / (L * (dk + vd + qb)), 1, H);
+  float* kh = Workspace::get(ws.k_heads, size_t(hg * L * dk));
+  float* vt = Workspace::get(ws.v_heads_t, size_t(hg * vd * L));
+  float* s = Workspace::get(ws.scores, size_t(hg * qb * L));
   const float* q = ws.q.data();
   float* o = ws.attn_o.data();
-  const int threads = ThreadPool::global().size();
-  float* scores_all = Workspace::get(ws.scores, size_t(threads) * size_t(L));
   const float scale = softmax_scale_;
-  // One task per (head, query); scores buffer per thread chunk.
-  ThreadPool::global().run([&](int tid) {
-    const int64_t items = H * n;
-    const int64_t b = items * tid / threads, e = items * (tid + 1) / threads;
-    float* s = scores_all + size_t(tid) * size_t(L);
-    for (int64_t it = b; it < e; ++it) {
-      const int64_t hh = it / n, i = it % n;
-      const float* qi = q + (row0 + i) * H * qk + hh * qk;
-      const int64_t ctx = p0 + i + 1;  // causal: keys [0, p0 + i]
-      for (int64_t t = 0; t < ctx; ++t) {
-        const float* kt = kv + t * H * (nope + vd) + hh * (nope + vd);
-        s[t] = (dot(qi, kt, nope) + dot(qi + nope, lat_all + t * lat + r, rope)) * scale;
+
+  for (int64_t h0 = 0; h0 < H; h0 += hg) {
+    const int64_t g = std::min(hg, H - h0);
+    // Gather K_h and V_h^T of the group's heads; the transpose goes 16 keys at a time so its
+    // strided writes stay within a few cache lines per row of V^T.
+    parallel_for(
+        g * L,
+        [&](int64_t b, int64_t e) {
+          for (int64_t it = b; it < e; ++it) {
+            const int64_t j = it / L, t = it % L;
+            float* dst = kh + (j * L + t) * dk;
+            std::memcpy(dst, kv + t * kvw + (h0 + j) * (nope + vd), size_t(nope) * 4);
+            std::memcpy(dst + nope, lat_all + t * lat + r, size_t(rope) * 4);
+          }
+        },
+        64);
+    parallel_for(g * ((L + 15) / 16), [&](int64_t b, int64_t e) {
+      const int64_t tiles = (L + 15) / 16;
+      for (int64_t it = b; it < e; ++it) {
+        const int64_t j = it / tiles, t0 = (it % tiles) * 16, t1 = std::min(L, t0 + 16);
+        const float* v = kv + (h0 + j) * (nope + vd) + nope;
+        float* dst = vt + j * vd * L;
+        for (int64_t d = 0; d < vd; ++d)
+          for (int64_t t = t0; t < t1; ++t) dst[d * L + t] = v[t * kvw + d];
       }
-      softmax(s, ctx);
-      float* oi = o + (row0 + i) * H * vd + hh * vd;
-      for (int64_t d = 0; d < vd; ++d) oi[d] = 0;
-      for (int64_t t = 0; t < ctx; ++t) {
-        const float* vt = kv + t * H * (nope + vd) + hh * (nope + vd) + nope;
-        const float p = s[t];
-        for (int64_t d = 0; d < vd; ++d) oi[d] += p * vt[d];
-      }
+    });
+
+    for (int64_t i0 = 0; i0 < n; i0 += qb) {
+      const int64_t m = std::min(qb, n - i0), ctx = p0 + i0 + m;
+      // S_h [m, ctx] = Q_h K_h^T (query rows are H * qk apart in ws.q).
+      for (int64_t j = 0; j < g; ++j)
+        gemm::linear(q + (row0 + i0) * H * qk + (h0 + j) * qk, m, H * qk,
+                     gemm::Weight{DType::F32, kh + j * L * dk, ctx, dk, dk, nullptr},
+                     s + j * qb * ctx, ctx);
+      parallel_for(
+          g * m,
+          [&](int64_t b, int64_t e) {
+            for (int64_t it = b; it < e; ++it) {
+              const int64_t j = it / m, i = it % m;
+              softmax_row(s + j * qb * ctx + i * ctx, p0 + i0 + i + 1, ctx, scale);
+            }
+          },
+          4);
+      // O_h [m, vd] = P_h V_h, written straight into the head's columns of the output rows.
+      for (int64_t j = 0; j < g; ++j)
+        gemm::linear(s + j * qb * ctx, m, ctx,
+                     gemm::Weight{DType::F32, vt + j * vd * L, vd, ctx, L, nullptr},
+                     o + (row0 + i0) * H * vd + (h0 + j) * vd, H * vd);
     }
-  });
+  }
 }
 
 void Model::attention_decode(int layer, std::span<const int64_t> rows,

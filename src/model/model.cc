@@ -78,7 +78,7 @@ void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<
     if (L.is_moe)
       moe(L.moe, h, T, tmp);
     else
-      mlp(L.mlp, h, T, tmp, false);
+      mlp(L.mlp, h, T, tmp);
     for (int64_t i = 0; i < T * hid; ++i) x[i] += tmp[i];
   }
   for (const Request& r : batch) r.seq->length += int64_t(r.tokens.size());

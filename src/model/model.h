@@ -51,7 +51,7 @@ class Model {
   void attention_prefill(int layer, const Request& r, int64_t row0, KVCache& cache);
   void attention_decode(int layer, std::span<const int64_t> rows,
                         std::span<const Request* const> reqs, KVCache& cache);
-  void mlp(const MlpWeights& w, const float* x, int64_t T, float* out, bool accumulate);
+  void mlp(const MlpWeights& w, const float* x, int64_t T, float* out);
   void moe(const MoeWeights& w, const float* x, int64_t T, float* out);
   void route(const MoeWeights& w, const float* logits, int32_t* idx, float* weight) const;
 

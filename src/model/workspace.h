@@ -12,7 +12,8 @@ namespace ff {
 struct Model::Workspace {
   std::vector<float> x, h, tmp, q, qa, kva, attn_o;
   // attention
-  std::vector<float> lat_all, kv_up, qd, q_lat, o_lat, od, scores;
+  std::vector<float> lat_all, kv_up, qd, q_lat, o_lat, od;
+  std::vector<float> k_heads, v_heads_t, scores;  // prefill: per-head K, V^T, score block
   std::vector<int64_t> pos;
   // decode attention (src/mla)
   std::vector<float> q_mla, lse;
@@ -21,10 +22,11 @@ struct Model::Workspace {
   int64_t block_table_cols = 0;
   mla::MlaSchedule schedule;
   // moe
-  std::vector<float> router_logits, route_w, xe, ge, ue, de;
+  std::vector<float> router_logits, route_w, xe, ge, ue, de, sg, su, sd;
   std::vector<int32_t> route_idx;
-  std::vector<int64_t> expert_rows;
+  std::vector<int64_t> expert_rows, expert_begin, moe_fill;  // contiguous layout: slot -> token
   std::vector<float> expert_w;
+  std::vector<gemm::LinearProblem> moe_problems;
   // logits
   std::vector<float> last;
 

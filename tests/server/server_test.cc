@@ -337,7 +337,7 @@ TEST_F(ServerTest, DisconnectFreesPages) {
   std::thread t([&] {
     http_request("127.0.0.1", srv_->port(), "POST", "/v1/completions",
                  json({{"prompt", kPrompt}, {"max_tokens", 900}, {"ignore_eos", true}}).dump(), {},
-                 0.2);  // gives up (and closes) after 0.2 s
+                 0.03);  // gives up (and closes) after 0.03 s, long before 900 tokens
   });
   t.join();
   EXPECT_EQ(srv_->wait_pages_released(), 0);

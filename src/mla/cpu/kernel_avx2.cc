@@ -43,6 +43,7 @@ struct Avx2 {
 Kernel kernel_avx2() {
   Kernel k;
   k.kv_dtype = DType::F32;
+  k.row_align = Avx2::kLanes;
   k.begin = simd::begin_f32<Avx2>;
   k.chunk = simd::chunk_f32<Avx2>;
   return k;

@@ -31,6 +31,9 @@ struct ChunkArgs {
 
 struct Kernel {
   DType kv_dtype = DType::F32;  // the element type chunk rows arrive in: F32 or BF16
+  // Query rows are padded to a multiple of this (the SIMD width; the schedule's row_pad, a
+  // multiple of 16, is the buffers' capacity).
+  int64_t row_align = kRowPad;
   // Packs buf->q_rows ([rows][d] f32) into buf->q_packed (the rows past `rows` must come out 0).
   void (*begin)(const RequestArgs&) = nullptr;
   // Folds a chunk into m, l and o_acc.
@@ -53,10 +56,12 @@ double avx512_dot_over_fma_speed();
 enum class KernelId { Ref, Avx2, Avx512F32, Avx512Bf16 };
 const char* kernel_name(KernelId id);
 
-// The kernel mla_decode_with_isa runs on `isa` for BF16 / F16 / F32 q and these dims. For BF16 q
+// The kernel mla_decode_with_isa runs on `isa` for BF16 / F16 / F32 q and these dims. With at
+// most 8 query rows per KV head (a model with few heads) on AVX-512, the 8-lane AVX2 kernel: the
+// 16-lane ones would leave at least half of every vector empty. For BF16 q
 // on AVX512-BF16 CPUs: FF_MLA_BF16_KERNEL=dot|fma if set, else the faster by
 // avx512_dot_over_fma_speed() (decided once per process).
-KernelId default_kernel(Isa isa, DType q_dtype, int64_t d, int64_t dv);
+KernelId default_kernel(Isa isa, DType q_dtype, int64_t d, int64_t dv, int64_t rows = kRowPad);
 
 // mla_decode_with_kvcache on a given kernel (the CPU must support it); for tests and benchmarks.
 void mla_decode_with_kernel(KernelId id, const TensorView& q, const TensorView& kcache,
