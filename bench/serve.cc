@@ -11,7 +11,7 @@
 // over requests; TPOT = (latency - TTFT) / (output tokens - 1) per request; output tokens from
 // usage.completion_tokens; throughput over the whole run (first send to last response).
 //
-// Usage: bench_serve [--model DIR] [--requests N]   (default tests/fixtures/default-model, 48)
+// Usage: bench_serve [--model DIR] [--requests N]   (default tests/fixtures/default-model, 96)
 //        bench_serve --synthetic bf16|fp8 [--requests N] [--keep DIR]
 //
 // --synthetic: a weight-bandwidth-bound checkpoint instead, as a real DeepSeek-V3 deployment is
@@ -19,7 +19,7 @@
 // MLA dims, 1 dense + 3 MoE layers of 32 experts, top-8, 1 shared) with the vocabulary cut to the
 // default model's tokenizer (3072 ids, whose files are copied in, so every generated id has
 // text), about 0.84 GB in BF16. Written to a temporary directory (or --keep DIR, reused when
-// there). Workload sized for a few minutes on 2 cores: 24 requests, prompts of 16..64 tokens,
+// there). Workload sized for a few minutes on 2 cores: 48 requests, prompts of 16..64 tokens,
 // 32..64 output tokens.
 #include <algorithm>
 #include <cstdio>
@@ -184,9 +184,9 @@ int run(int argc, char** argv) {
                         fs::copy_options::overwrite_existing);
     }
     in_lo = 16, in_hi = 64, out_hi = 64;
-    if (num_requests == 0) num_requests = 24;
+    if (num_requests == 0) num_requests = 48;
   }
-  if (num_requests == 0) num_requests = 48;
+  if (num_requests == 0) num_requests = 96;
   if (!fs::exists(model_dir + "/config.json")) {
     std::printf(
         "BENCH serve skipped: no model at %s (run from the repository root or pass "

@@ -437,31 +437,53 @@ void m_grouped_masked_with_isa(Isa isa, DType dtype, const Matrix& a, const Matr
   if (!jobs.empty()) grouped_fast(isa, jobs, n, b.k);
 }
 
-void k_grouped_with_isa(Isa isa, const uint8_t* a, const float* sfa, int64_t m, const uint8_t* b,
-                        const float* sfb, int64_t n, const int64_t* ks, int64_t num_groups,
-                        float* d, const float* c) {
-  const char* fn = "k_grouped_fp8_gemm_tn_contiguous";
+void k_grouped_with_isa(Isa isa, DType dtype, const void* a_data, const float* sfa, int64_t m,
+                        const void* b_data, const float* sfb, int64_t n, const int64_t* ks,
+                        int64_t num_groups, float* d, const float* c) {
+  const bool fp8 = dtype == DType::F8_E4M3;
+  const char* fn = fp8 ? "k_grouped_fp8_gemm_tn_contiguous" : "k_grouped_bf16_gemm_tn_contiguous";
+  FF_CHECK(fp8 || dtype == DType::BF16, "{}: dtype {} is neither F8_E4M3 nor BF16", fn,
+           dtype_name(dtype));
   FF_CHECK(num_groups > 0 && m > 0 && n > 0, "{}: bad shape: {} groups, m {}, n {}", fn, num_groups,
            m, n);
   FF_CHECK(ks != nullptr && d != nullptr, "{}: null ks or D", fn);
   int64_t sum_k = 0;
   for (int64_t g = 0; g < num_groups; ++g) {
-    FF_CHECK(ks[g] >= 0 && ks[g] % kFp8Block == 0,
-             "{}: ks[{}] = {} is not a non-negative multiple of {} (1D1D scaling groups k by "
-             "128)",
-             fn, g, ks[g], kFp8Block);
+    if (fp8)
+      FF_CHECK(ks[g] >= 0 && ks[g] % kFp8Block == 0,
+               "{}: ks[{}] = {} is not a non-negative multiple of {} (1D1D scaling groups k by "
+               "128)",
+               fn, g, ks[g], kFp8Block);
+    else
+      FF_CHECK(ks[g] >= 0, "{}: ks[{}] = {} is negative", fn, g, ks[g]);
     sum_k += ks[g];
   }
-  FF_CHECK(sum_k == 0 || (a && b && sfa && sfb), "{}: null A, B or scales", fn);
+  FF_CHECK(sum_k == 0 || (a_data && b_data && (!fp8 || (sfa && sfb))), "{}: null A, B or scales",
+           fn);
   FF_CHECK(int(isa) <= int(best_isa()), "{}: backend {} not supported by this CPU", fn,
            isa_name(isa));
   const float* t = e4m3_table();
+  const auto* a8 = static_cast<const uint8_t*>(a_data);
+  const auto* b8 = static_cast<const uint8_t*>(b_data);
+  const auto* a16 = static_cast<const uint16_t*>(a_data);
+  const auto* b16 = static_cast<const uint16_t*>(b_data);
+  // Element kk (absolute k) of column r of an operand with `cols` columns, unscaled.
+  const auto val = [&](bool is_a, int64_t kk, int64_t r, int64_t cols) {
+    const int64_t idx = kk * cols + r;
+    return fp8 ? t[(is_a ? a8 : b8)[idx]] : bf16_to_f32((is_a ? a16 : b16)[idx]);
+  };
+  // Its scale: the 1D1D per-(128 k, column) scale for FP8, 1 for BF16.
+  const auto scale = [&](bool is_a, int64_t kk, int64_t r, int64_t cols) {
+    return fp8 ? (is_a ? sfa : sfb)[(kk / kFp8Block) * cols + r] : 1.f;
+  };
   int64_t k0 = 0;
   for (int64_t g = 0; g < num_groups; ++g) {
-    const int64_t kg = ks[g], kb0 = k0 / kFp8Block;
+    const int64_t kg = ks[g];
     float* dg = d + g * m * n;
     const float* cg = c ? c + g * m * n : nullptr;
     if (isa == Isa::Scalar) {
+      // Per 128 k: an fp32 partial of the raw products, times the two scales (DeepGEMM's
+      // promotion; BF16 has no scales, so this is a plain k-ordered fp32 sum in 128-blocks).
       parallel_for(
           n,
           [&](int64_t j0, int64_t j1) {
@@ -470,9 +492,11 @@ void k_grouped_with_isa(Isa isa, const uint8_t* a, const float* sfa, int64_t m, 
                 float acc = 0.f;
                 for (int64_t blk = 0; blk * kFp8Block < kg; ++blk) {
                   float part = 0.f;
-                  for (int64_t kk = blk * kFp8Block; kk < (blk + 1) * kFp8Block; ++kk)
-                    part += t[a[(k0 + kk) * m + i]] * t[b[(k0 + kk) * n + j]];
-                  acc += part * (sfa[(kb0 + blk) * m + i] * sfb[(kb0 + blk) * n + j]);
+                  const int64_t b0 = k0 + blk * kFp8Block;
+                  const int64_t b1 = std::min(k0 + kg, b0 + kFp8Block);
+                  for (int64_t kk = b0; kk < b1; ++kk)
+                    part += val(true, kk, i, m) * val(false, kk, j, n);
+                  acc += part * (scale(true, b0, i, m) * scale(false, b0, j, n));
                 }
                 dg[i * n + j] = (cg ? cg[i * n + j] : 0.f) + acc;
               }
@@ -484,19 +508,18 @@ void k_grouped_with_isa(Isa isa, const uint8_t* a, const float* sfa, int64_t m, 
       // Both operands dequantized and transposed to K-major fp32 ([m, k_g] and [n, k_g]); the
       // product is gemm::linear's with an F32 weight.
       std::vector<float> x(size_t(m * kg)), w(size_t(n * kg));
-      const auto deq = [&](const uint8_t* src, const float* sf, int64_t rows, float* out) {
+      const auto deq = [&](bool is_a, int64_t rows, float* out) {
         parallel_for(
             rows,
             [&](int64_t r0, int64_t r1) {
               for (int64_t r = r0; r < r1; ++r)
                 for (int64_t kk = 0; kk < kg; ++kk)
-                  out[r * kg + kk] =
-                      t[src[(k0 + kk) * rows + r]] * sf[(kb0 + kk / kFp8Block) * rows + r];
+                  out[r * kg + kk] = val(is_a, k0 + kk, r, rows) * scale(is_a, k0 + kk, r, rows);
             },
             16);
       };
-      deq(a, sfa, m, x.data());
-      deq(b, sfb, n, w.data());
+      deq(true, m, x.data());
+      deq(false, n, w.data());
       Weight wt;
       wt.dtype = DType::F32;
       wt.data = w.data();
@@ -579,7 +602,12 @@ void k_grouped_fp8_gemm_tn_contiguous(const uint8_t* a, const float* sfa, int64_
                                       const uint8_t* b, const float* sfb, int64_t n,
                                       const int64_t* ks, int64_t num_groups, float* d,
                                       const float* c) {
-  k_grouped_with_isa(active_isa(), a, sfa, m, b, sfb, n, ks, num_groups, d, c);
+  k_grouped_with_isa(active_isa(), DType::F8_E4M3, a, sfa, m, b, sfb, n, ks, num_groups, d, c);
+}
+void k_grouped_bf16_gemm_tn_contiguous(const uint16_t* a, int64_t m, const uint16_t* b, int64_t n,
+                                       const int64_t* ks, int64_t num_groups, float* d,
+                                       const float* c) {
+  k_grouped_with_isa(active_isa(), DType::BF16, a, nullptr, m, b, nullptr, n, ks, num_groups, d, c);
 }
 
 }  // namespace ff::gemm

@@ -19,8 +19,8 @@ void m_grouped_masked_with_isa(Isa isa, DType dtype, const Matrix& a, const Matr
                                int64_t num_groups, const int32_t* masked_m, const Output& d,
                                const GemmOptions& opt);
 
-void k_grouped_with_isa(Isa isa, const uint8_t* a, const float* sfa, int64_t m, const uint8_t* b,
-                        const float* sfb, int64_t n, const int64_t* ks, int64_t num_groups,
-                        float* d, const float* c);
+void k_grouped_with_isa(Isa isa, DType dtype, const void* a, const float* sfa, int64_t m,
+                        const void* b, const float* sfb, int64_t n, const int64_t* ks,
+                        int64_t num_groups, float* d, const float* c);
 
 }  // namespace ff::gemm

@@ -179,6 +179,11 @@ void k_grouped_fp8_gemm_tn_contiguous(const uint8_t* a, const float* sfa, int64_
                                       const uint8_t* b, const float* sfb, int64_t n,
                                       const int64_t* ks, int64_t num_groups, float* d,
                                       const float* c);
+// The same over BF16 inputs (DeepGEMM's k_grouped_bf16_gemm_tn_contiguous): A [sum_k, m] and
+// B [sum_k, n] bf16, no scales, any ks[g] >= 0; fp32 products and sums.
+void k_grouped_bf16_gemm_tn_contiguous(const uint16_t* a, int64_t m, const uint16_t* b, int64_t n,
+                                       const int64_t* ks, int64_t num_groups, float* d,
+                                       const float* c);
 
 // ---- quantization helpers (DeepSeek / DeepGEMM casts) ----------------------------------
 // Per-token 1x128 cast (DeepSeek's act_quant): for row i, group g of x [m, k] (row stride ldx):

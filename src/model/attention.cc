@@ -91,17 +91,21 @@ void Model::attention(int layer, const float* h, int64_t T, std::span<const Requ
   const int64_t H = c.num_attention_heads, qk = c.qk_head_dim(), nope = c.qk_nope_head_dim,
                 r = c.kv_lora_rank, lat = c.latent_dim(), hid = c.hidden_size;
 
+  // The two products of h (q_a or q_proj, and kv_a) run as one linear_batch.
   float* q = Workspace::get(ws.q, size_t(T * H * qk));
+  float* kva = Workspace::get(ws.kva, size_t(T * lat));
   if (c.q_lora_rank > 0) {
     float* qa = Workspace::get(ws.qa, size_t(T * c.q_lora_rank));
-    gemm::linear(h, T, hid, w.q_a, qa, c.q_lora_rank);
+    const gemm::LinearProblem from_h[2] = {{h, T, hid, &w.q_a, qa, c.q_lora_rank},
+                                           {h, T, hid, &w.kv_a, kva, lat}};
+    gemm::linear_batch(from_h);
     rms_norm(qa, T, c.q_lora_rank, c.q_lora_rank, w.q_a_norm.data(), 1e-6);
     gemm::linear(qa, T, c.q_lora_rank, w.q_b, q, H * qk);
   } else {
-    gemm::linear(h, T, hid, w.q_proj, q, H * qk);
+    const gemm::LinearProblem from_h[2] = {{h, T, hid, &w.q_proj, q, H * qk},
+                                           {h, T, hid, &w.kv_a, kva, lat}};
+    gemm::linear_batch(from_h);
   }
-  float* kva = Workspace::get(ws.kva, size_t(T * lat));
-  gemm::linear(h, T, hid, w.kv_a, kva, lat);
   rms_norm(kva, T, r, lat, w.kv_a_norm.data(), 1e-6);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t pos = ws.pos[size_t(t)];
@@ -196,11 +200,20 @@ void Model::attention_prefill(int layer, const Request& req, int64_t row0, KVCac
 
     for (int64_t i0 = 0; i0 < n; i0 += qb) {
       const int64_t m = std::min(qb, n - i0), ctx = p0 + i0 + m;
-      // S_h [m, ctx] = Q_h K_h^T (query rows are H * qk apart in ws.q).
-      for (int64_t j = 0; j < g; ++j)
-        gemm::linear(q + (row0 + i0) * H * qk + (h0 + j) * qk, m, H * qk,
-                     gemm::Weight{DType::F32, kh + j * L * dk, ctx, dk, dk, nullptr},
-                     s + j * qb * ctx, ctx);
+      // S_h [m, ctx] = Q_h K_h^T (query rows are H * qk apart in ws.q), all g heads as one
+      // linear_batch.
+      ws.head_weights.resize(size_t(g));
+      ws.head_problems.resize(size_t(g));
+      for (int64_t j = 0; j < g; ++j) {
+        ws.head_weights[size_t(j)] = {DType::F32, kh + j * L * dk, ctx, dk, dk, nullptr};
+        ws.head_problems[size_t(j)] = {q + (row0 + i0) * H * qk + (h0 + j) * qk,
+                                       m,
+                                       H * qk,
+                                       &ws.head_weights[size_t(j)],
+                                       s + j * qb * ctx,
+                                       ctx};
+      }
+      gemm::linear_batch(ws.head_problems);
       parallel_for(
           g * m,
           [&](int64_t b, int64_t e) {
@@ -211,10 +224,16 @@ void Model::attention_prefill(int layer, const Request& req, int64_t row0, KVCac
           },
           4);
       // O_h [m, vd] = P_h V_h, written straight into the head's columns of the output rows.
-      for (int64_t j = 0; j < g; ++j)
-        gemm::linear(s + j * qb * ctx, m, ctx,
-                     gemm::Weight{DType::F32, vt + j * vd * L, vd, ctx, L, nullptr},
-                     o + (row0 + i0) * H * vd + (h0 + j) * vd, H * vd);
+      for (int64_t j = 0; j < g; ++j) {
+        ws.head_weights[size_t(j)] = {DType::F32, vt + j * vd * L, vd, ctx, L, nullptr};
+        ws.head_problems[size_t(j)] = {s + j * qb * ctx,
+                                       m,
+                                       ctx,
+                                       &ws.head_weights[size_t(j)],
+                                       o + (row0 + i0) * H * vd + (h0 + j) * vd,
+                                       H * vd};
+      }
+      gemm::linear_batch(ws.head_problems);
     }
   }
 }
@@ -234,8 +253,11 @@ void Model::attention_decode(int layer, std::span<const int64_t> rows,
   for (int64_t d = 0; d < D; ++d)
     std::memcpy(qd + d * H * qk, ws.q.data() + rows[size_t(d)] * H * qk, size_t(H * qk) * 4);
   float* q_lat = Workspace::get(ws.q_lat, size_t(D * H * r));
+  ws.head_problems.resize(size_t(H));
   for (int64_t hh = 0; hh < H; ++hh)
-    gemm::linear(qd + hh * qk, D, H * qk, w.uk_t[size_t(hh)], q_lat + hh * r, H * r);
+    ws.head_problems[size_t(hh)] = {qd + hh * qk,   D,    H * qk, &w.uk_t[size_t(hh)],
+                                    q_lat + hh * r, H * r};
+  gemm::linear_batch(ws.head_problems);
 
   // Attention over the latent cache: MQA with d = kv_lora + rope (576), dv = kv_lora (512), one
   // KV head shared by all query heads (src/mla). The block tables and the schedule are the same
@@ -292,8 +314,11 @@ void Model::attention_decode(int layer, std::span<const int64_t> rows,
                                TensorView(lse, DType::F32, {D, H, 1}));
   // Map the latent outputs back per head and scatter into the attention output rows.
   float* od = Workspace::get(ws.od, size_t(D * H * vd));
+  ws.head_problems.resize(size_t(H));
   for (int64_t hh = 0; hh < H; ++hh)
-    gemm::linear(o_lat + hh * r, D, H * r, w.uv[size_t(hh)], od + hh * vd, H * vd);
+    ws.head_problems[size_t(hh)] = {o_lat + hh * r, D,     H * r, &w.uv[size_t(hh)],
+                                    od + hh * vd,   H * vd};
+  gemm::linear_batch(ws.head_problems);
   for (int64_t d = 0; d < D; ++d)
     std::memcpy(ws.attn_o.data() + rows[size_t(d)] * H * vd, od + d * H * vd, size_t(H * vd) * 4);
 }

@@ -13,7 +13,9 @@ struct Model::Workspace {
   std::vector<float> x, h, tmp, q, qa, kva, attn_o;
   // attention
   std::vector<float> lat_all, kv_up, qd, q_lat, o_lat, od;
-  std::vector<float> k_heads, v_heads_t, scores;  // prefill: per-head K, V^T, score block
+  std::vector<float> k_heads, v_heads_t, scores;   // prefill: per-head K, V^T, score block
+  std::vector<gemm::Weight> head_weights;          // prefill: per-head K / V^T as F32 weights
+  std::vector<gemm::LinearProblem> head_problems;  // one product per head (prefill and decode)
   std::vector<int64_t> pos;
   // decode attention (src/mla)
   std::vector<float> q_mla, lse;

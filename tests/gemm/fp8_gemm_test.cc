@@ -404,8 +404,8 @@ TEST(Fp8Gemm, KGroupedContiguous) {
   std::vector<float> want;
   for (Isa isa : backends()) {
     std::vector<float> d = c;  // in place: D = C + ...
-    k_grouped_with_isa(isa, aq.data(), sfa.data(), m, bq.data(), sfb.data(), n, ks, G, d.data(),
-                       d.data());
+    k_grouped_with_isa(isa, DType::F8_E4M3, aq.data(), sfa.data(), m, bq.data(), sfb.data(), n, ks,
+                       G, d.data(), d.data());
     EXPECT_LT(diff(std::vector<double>(d.begin(), d.end()), ref), 1e-3) << isa_name(isa);
     // The k = 0 group is exactly C.
     for (int64_t i = 0; i < m * n; ++i) ASSERT_EQ(d[size_t(m * n + i)], c[size_t(m * n + i)]);
@@ -423,6 +423,52 @@ TEST(Fp8Gemm, KGroupedContiguous) {
                                          d.data(), nullptr);
       },
       "ks[1] = 100 is not a non-negative multiple of 128");
+}
+
+// K-grouped over BF16 (no scales; any k per group, here unaligned ones and an empty group):
+// every backend against float64 (calc_diff < 1e-5) and against each other; accumulation into C.
+TEST(Bf16Gemm, KGroupedContiguous) {
+  const int64_t G = 3, m = 33, n = 70;
+  const int64_t ks[G] = {200, 0, 77};
+  const int64_t sum_k = 277;
+  const std::vector<float> as = randn(sum_k * m, 90), bs = randn(sum_k * n, 91);
+  std::vector<uint16_t> ab(as.size()), bb(bs.size());
+  for (size_t i = 0; i < as.size(); ++i) ab[i] = f32_to_bf16(as[i]);
+  for (size_t i = 0; i < bs.size(); ++i) bb[i] = f32_to_bf16(bs[i]);
+  const std::vector<float> c = randn(G * m * n, 92);
+  std::vector<double> ref(size_t(G * m * n));
+  int64_t k0 = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = c[size_t((g * m + i) * n + j)];
+        for (int64_t kk = k0; kk < k0 + ks[g]; ++kk)
+          acc += double(bf16_to_f32(ab[size_t(kk * m + i)])) * bf16_to_f32(bb[size_t(kk * n + j)]);
+        ref[size_t((g * m + i) * n + j)] = acc;
+      }
+    k0 += ks[g];
+  }
+  std::vector<float> want;
+  for (Isa isa : backends()) {
+    std::vector<float> d(c.size(), 0.f);
+    k_grouped_with_isa(isa, DType::BF16, ab.data(), nullptr, m, bb.data(), nullptr, n, ks, G,
+                       d.data(), c.data());
+    EXPECT_LT(diff(std::vector<double>(d.begin(), d.end()), ref), 1e-5) << isa_name(isa);
+    for (int64_t i = 0; i < m * n; ++i) ASSERT_EQ(d[size_t(m * n + i)], c[size_t(m * n + i)]);
+    if (want.empty())
+      want = d;
+    else
+      for (size_t i = 0; i < d.size(); ++i)
+        ASSERT_NEAR(d[i], want[i], 1e-4f * (1 + std::fabs(want[i])));
+  }
+  std::vector<float> d(c.size());
+  k_grouped_bf16_gemm_tn_contiguous(ab.data(), m, bb.data(), n, ks, G, d.data(), nullptr);
+  const int64_t bad[G] = {200, -1, 77};
+  expect_error(
+      [&] {
+        k_grouped_bf16_gemm_tn_contiguous(ab.data(), m, bb.data(), n, bad, G, d.data(), nullptr);
+      },
+      "k_grouped_bf16_gemm_tn_contiguous: ks[1] = -1 is negative");
 }
 
 TEST(Quant, PerTokenAndPerBlockCasts) {
