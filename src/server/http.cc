@@ -95,14 +95,19 @@ bool HttpConnection::send_all(std::string_view data) {
 }
 
 bool HttpConnection::respond(int status, std::string_view content_type, std::string_view body) {
+  responded_ = true;
   std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) +
                      "\r\nContent-Type: " + std::string(content_type) +
                      "\r\nContent-Length: " + std::to_string(body.size()) +
-                     "\r\nConnection: close\r\n\r\n";
+                     (keep_alive_ ? "\r\nConnection: keep-alive\r\nKeep-Alive: timeout=" +
+                                        std::to_string(HttpServer::kKeepAliveSeconds)
+                                  : std::string("\r\nConnection: close")) +
+                     "\r\n\r\n";
   return send_all(head) && send_all(body);
 }
 
 bool HttpConnection::begin_stream(int status, std::string_view content_type) {
+  streamed_ = true;
   std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) +
                      "\r\nContent-Type: " + std::string(content_type) +
                      "\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
@@ -216,31 +221,31 @@ void HttpServer::worker_loop() {
   }
 }
 
-void HttpServer::serve(int fd) {
-  set_timeouts(fd, 30);
-  HttpConnection conn(fd);
-  std::string buf;
+// Reads one request from fd into `req`, starting with the bytes already in `buf` (left over
+// from the previous request on this connection) and leaving any bytes past it there. Malformed
+// or oversized requests get their error response here; false means: close the connection.
+bool HttpServer::read_request(int fd, std::string& buf, HttpRequest& req, HttpConnection& conn) {
   size_t header_end = std::string::npos;
   char chunk[8192];
   while ((header_end = buf.find("\r\n\r\n")) == std::string::npos) {
     if (buf.size() > kMaxHeaderBytes) {
       conn.respond(413, "text/plain", "headers too large\n");
-      return;
+      return false;
     }
     const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
-    if (n <= 0) return;
+    if (n <= 0) return false;
     buf.append(chunk, size_t(n));
   }
-  HttpRequest req;
   const std::string_view head(buf.data(), header_end);
   const std::string_view first = head.substr(0, head.find("\r\n"));
   const size_t sp1 = first.find(' ');
   const size_t sp2 = sp1 == first.npos ? first.npos : first.find(' ', sp1 + 1);
   if (sp2 == first.npos) {
     conn.respond(400, "text/plain", "malformed request line\n");
-    return;
+    return false;
   }
   req.method = std::string(first.substr(0, sp1));
+  req.version = std::string(first.substr(sp2 + 1));
   const std::string target(first.substr(sp1 + 1, sp2 - sp1 - 1));
   const size_t q = target.find('?');
   req.path = target.substr(0, q);
@@ -252,28 +257,77 @@ void HttpServer::serve(int fd) {
       content_length = std::stoul(it->second);
     } catch (...) {
       conn.respond(400, "text/plain", "bad Content-Length\n");
-      return;
+      return false;
     }
+  }
+  if (req.headers.count("transfer-encoding")) {
+    conn.respond(400, "text/plain", "chunked request bodies are not supported\n");
+    return false;
   }
   if (content_length > kMaxBodyBytes) {
     conn.respond(413, "text/plain", "body too large\n");
-    return;
+    return false;
   }
   if (auto it = req.headers.find("expect");
       it != req.headers.end() && lower(it->second) == "100-continue")
     conn.write("HTTP/1.1 100 Continue\r\n\r\n");
-  req.body = buf.substr(header_end + 4);
-  while (req.body.size() < content_length) {
+  buf.erase(0, header_end + 4);
+  while (buf.size() < content_length) {
     const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
-    if (n <= 0) return;
-    req.body.append(chunk, size_t(n));
+    if (n <= 0) return false;
+    buf.append(chunk, size_t(n));
   }
-  req.body.resize(content_length);
-  // Streams may run long; reads are done, writes keep a timeout so a stuck client is dropped.
-  try {
-    handler_(req, conn);
-  } catch (const std::exception& e) {
-    conn.respond(500, "text/plain", std::string("internal error: ") + e.what() + "\n");
+  req.body = buf.substr(0, content_length);
+  buf.erase(0, content_length);
+  return true;
+}
+
+// Waits until the next request's first bytes arrive on an idle keep-alive connection: true when
+// there is something to read, false to close it (the client closed it, kKeepAliveSeconds passed,
+// the server is stopping, or another connection is waiting for a worker).
+bool HttpServer::await_next_request(int fd) {
+  for (int waited_ms = 0; waited_ms < kKeepAliveSeconds * 1000; waited_ms += 50) {
+    if (stopping_) return false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!pending_.empty()) return false;
+    }
+    pollfd p{fd, POLLIN, 0};
+    const int rc = ::poll(&p, 1, 50);
+    if (rc < 0 && errno != EINTR) return false;
+    if (rc > 0) {
+      if (p.revents & (POLLHUP | POLLERR)) return false;
+      char c;
+      return ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+    }
+  }
+  return false;
+}
+
+void HttpServer::serve(int fd) {
+  set_timeouts(fd, 30);
+  std::string buf;  // bytes received but not yet consumed (a pipelined next request)
+  for (;;) {
+    HttpConnection conn(fd);
+    HttpRequest req;
+    if (!read_request(fd, buf, req, conn)) return;
+    // HTTP/1.1 keeps the connection unless the client says close; HTTP/1.0 only on request.
+    std::string connection;
+    if (auto it = req.headers.find("connection"); it != req.headers.end())
+      connection = lower(it->second);
+    const bool keep = !stopping_ && (req.version == "HTTP/1.1" ? connection != "close"
+                                                               : connection == "keep-alive");
+    conn.set_keep_alive(keep);
+    // Streams may run long; reads are done, writes keep a timeout so a stuck client is dropped.
+    try {
+      handler_(req, conn);
+    } catch (const std::exception& e) {
+      conn.set_keep_alive(false);
+      conn.respond(500, "text/plain", std::string("internal error: ") + e.what() + "\n");
+      return;
+    }
+    if (!conn.reusable()) return;
+    if (buf.empty() && !await_next_request(fd)) return;
   }
 }
 
