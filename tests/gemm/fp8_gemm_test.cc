@@ -12,16 +12,13 @@
 #include "core/core.h"
 #include "gemm/fp8_gemm_kernels.h"
 #include "gemm/gemm.h"
+#include "gemm_test_util.h"
 
 namespace ff::gemm {
 namespace {
 
-std::vector<Isa> backends() {
-  std::vector<Isa> out{Isa::Scalar};
-  if (int(best_isa()) >= int(Isa::Avx2)) out.push_back(Isa::Avx2);
-  if (int(best_isa()) >= int(Isa::Avx512)) out.push_back(Isa::Avx512);
-  return out;
-}
+using testing::backends;
+using testing::expect_error;
 Isa fastest() {
   return best_isa();
 }
@@ -115,16 +112,6 @@ std::vector<int64_t> sample_cols(int64_t n) {
   for (int64_t j = 0; j < n; j += n / 251) c.push_back(j);
   c.push_back(n - 1);
   return c;
-}
-
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error (wanted '" << needle << "')";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 std::vector<float> run_fp8(Isa isa, const Q& a, const Q& b, DType out = DType::F32) {

@@ -13,44 +13,14 @@
 #include "gemm/fp8_gemm_kernels.h"
 #include "gemm/gemm.h"
 #include "gemm/linear_kernels.h"
+#include "gemm_test_util.h"
 
 namespace ff::gemm {
 namespace {
 
-std::vector<Isa> backends() {
-  std::vector<Isa> out{Isa::Scalar};
-  if (int(best_isa()) >= int(Isa::Avx2)) out.push_back(Isa::Avx2);
-  if (int(best_isa()) >= int(Isa::Avx512)) out.push_back(Isa::Avx512);
-  return out;
-}
-
-// A random weight [n, k] (row stride ld) of `dtype` with its own storage.
-struct W {
-  Weight w;
-  std::vector<uint8_t> bytes;
-  std::vector<float> scales;
-  W(DType dtype, int64_t n, int64_t k, int64_t ld, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> uni(-1.f, 1.f);
-    bytes.resize(size_t(n * ld) * dtype_size(dtype));
-    for (int64_t i = 0; i < n * ld; ++i) {
-      if (dtype == DType::F32) {
-        const float v = uni(rng);
-        std::memcpy(&bytes[size_t(i) * 4], &v, 4);
-      } else if (dtype == DType::BF16) {
-        const uint16_t v = f32_to_bf16(uni(rng));
-        std::memcpy(&bytes[size_t(i) * 2], &v, 2);
-      } else {
-        bytes[size_t(i)] = f32_to_e4m3(uni(rng) * 400.f);
-      }
-    }
-    if (dtype == DType::F8_E4M3) {
-      scales.resize(size_t(((n + 127) / 128) * ((k + 127) / 128)));
-      for (float& s : scales) s = 0.001f * (1.f + std::fabs(uni(rng)));
-    }
-    w = {dtype, bytes.data(), n, k, ld, scales.empty() ? nullptr : scales.data()};
-  }
-};
+using testing::backends;
+using testing::expect_error;
+using testing::TestWeight;
 
 std::vector<float> randv(int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -58,16 +28,6 @@ std::vector<float> randv(int64_t n, uint32_t seed) {
   std::vector<float> v(static_cast<size_t>(n));
   for (float& e : v) e = nd(rng);
   return v;
-}
-
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 // Mixed problems (every weight dtype, decode and prefill row counts, unaligned n and k, an
@@ -81,7 +41,7 @@ TEST(LinearBatch, EqualsOneLinearPerProblemOnEveryBackend) {
                                      {DType::F32, 0, 64, 64},     {DType::F32, 17, 100, 130},
                                      {DType::BF16, 8, 1024, 256}, {DType::F8_E4M3, 130, 300, 256},
                                      {DType::BF16, 16, 96, 2048}, {DType::F16, 5, 33, 65}};
-  std::vector<W> ws;
+  std::vector<TestWeight> ws;
   std::vector<std::vector<float>> xs;
   for (size_t i = 0; i < shapes.size(); ++i) {
     const Shape& s = shapes[i];
@@ -106,7 +66,7 @@ TEST(LinearBatch, EqualsOneLinearPerProblemOnEveryBackend) {
 }
 
 TEST(LinearBatch, RejectsBadProblems) {
-  W w(DType::BF16, 64, 128, 128, 1);
+  TestWeight w(DType::BF16, 64, 128, 128, 1);
   std::vector<float> x(128 * 4), y(64 * 4);
   expect_error(
       [&] {
@@ -126,10 +86,10 @@ TEST(LinearBatch, RejectsBadProblems) {
 TEST(GroupedLinear, ContiguousAndMaskedEqualPerExpertLinear) {
   const int64_t G = 5, n = 200, k = 320;
   for (DType dt : {DType::BF16, DType::F8_E4M3}) {
-    std::vector<W> experts;
+    std::vector<TestWeight> experts;
     std::vector<Weight> ew;
     for (int64_t g = 0; g < G; ++g) experts.emplace_back(dt, n, k, k, uint32_t(10 + g));
-    for (const W& e : experts) ew.push_back(e.w);
+    for (const TestWeight& e : experts) ew.push_back(e.w);
     const std::vector<int32_t> idx = {3, 3, 3, -1, 0, 4, 4, -1, -1, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     const int64_t m = int64_t(idx.size());
     const std::vector<float> x = randv(m * k, 7);
@@ -157,7 +117,7 @@ TEST(GroupedLinear, ContiguousAndMaskedEqualPerExpertLinear) {
 }
 
 TEST(GroupedLinear, RejectsBadLayouts) {
-  W a(DType::BF16, 64, 128, 128, 1), b(DType::BF16, 64, 256, 256, 2);
+  TestWeight a(DType::BF16, 64, 128, 128, 1), b(DType::BF16, 64, 256, 256, 2);
   std::vector<Weight> two = {a.w, a.w}, mixed = {a.w, b.w};
   std::vector<float> x(4 * 128), y(4 * 64);
   const int32_t bad[4] = {0, 1, 2, -1};

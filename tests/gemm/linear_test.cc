@@ -10,66 +10,14 @@
 #include "core/core.h"
 #include "gemm/gemm.h"
 #include "gemm/linear_kernels.h"
+#include "gemm_test_util.h"
 
 namespace ff::gemm {
 namespace {
 
-std::vector<Isa> backends() {
-  std::vector<Isa> out{Isa::Scalar};
-  if (int(best_isa()) >= int(Isa::Avx2)) out.push_back(Isa::Avx2);
-  if (int(best_isa()) >= int(Isa::Avx512)) out.push_back(Isa::Avx512);
-  return out;
-}
-
-// A weight with its own storage: n rows of ld elements, random values of the given dtype.
-struct TestWeight {
-  Weight w;
-  std::vector<uint8_t> bytes;
-  std::vector<float> scales;
-
-  TestWeight(DType dtype, int64_t n, int64_t k, int64_t ld, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> uni(-1.f, 1.f);
-    w.dtype = dtype;
-    w.n = n;
-    w.k = k;
-    w.ld = ld;
-    bytes.assign(size_t(n * ld) * dtype_size(dtype), 0);
-    for (int64_t i = 0; i < n * ld; ++i) {
-      switch (dtype) {
-        case DType::F32: {
-          const float v = uni(rng);
-          std::memcpy(&bytes[size_t(i) * 4], &v, 4);
-          break;
-        }
-        case DType::BF16: {
-          const uint16_t v = f32_to_bf16(uni(rng));
-          std::memcpy(&bytes[size_t(i) * 2], &v, 2);
-          break;
-        }
-        case DType::F16: {
-          const uint16_t v = f32_to_f16(uni(rng));
-          std::memcpy(&bytes[size_t(i) * 2], &v, 2);
-          break;
-        }
-        default: {
-          // Every e4m3 code but the NaNs (0x7f, 0xff), subnormals included.
-          uint8_t v = uint8_t(rng() & 0xff);
-          if ((v & 0x7f) == 0x7f) v ^= 1;
-          bytes[size_t(i)] = v;
-        }
-      }
-    }
-    w.data = bytes.data();
-    if (dtype == DType::F8_E4M3) {
-      const int64_t nb = (n + kFp8Block - 1) / kFp8Block, kb = (k + kFp8Block - 1) / kFp8Block;
-      std::uniform_real_distribution<float> s(0.5e-3f, 2e-3f);
-      scales.resize(size_t(nb * kb));
-      for (float& v : scales) v = s(rng);
-      w.scale_inv = scales.data();
-    }
-  }
-};
+using testing::backends;
+using testing::expect_error;
+using testing::TestWeight;
 
 std::vector<float> random_floats(size_t count, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -236,15 +184,6 @@ TEST(Linear, PublicEntryUsesTheActiveBackend) {
 }
 
 // ---- failures ----------------------------------------------------------------------------
-
-void expect_error(const std::function<void()>& fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing '" << fragment << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
 
 TEST(Linear, ValidateRejectsMalformedWeights) {
   float data[8] = {};
