@@ -468,13 +468,21 @@ void k_grouped_with_isa(Isa isa, DType dtype, const void* a_data, const float* s
   const auto* a16 = static_cast<const uint16_t*>(a_data);
   const auto* b16 = static_cast<const uint16_t*>(b_data);
   // Element kk (absolute k) of column r of an operand with `cols` columns, unscaled.
+  // (Pointers picked into locals first: GCC 12 with -fsanitize=undefined miscompiles a
+  // subscript of a conditional pointer expression, `(c ? p : q)[i]`, inside these lambdas.)
   const auto val = [&](bool is_a, int64_t kk, int64_t r, int64_t cols) {
     const int64_t idx = kk * cols + r;
-    return fp8 ? t[(is_a ? a8 : b8)[idx]] : bf16_to_f32((is_a ? a16 : b16)[idx]);
+    if (fp8) {
+      const uint8_t* src = is_a ? a8 : b8;
+      return t[src[idx]];
+    }
+    const uint16_t* src = is_a ? a16 : b16;
+    return bf16_to_f32(src[idx]);
   };
   // Its scale: the 1D1D per-(128 k, column) scale for FP8, 1 for BF16.
   const auto scale = [&](bool is_a, int64_t kk, int64_t r, int64_t cols) {
-    return fp8 ? (is_a ? sfa : sfb)[(kk / kFp8Block) * cols + r] : 1.f;
+    const float* sf = is_a ? sfa : sfb;
+    return fp8 ? sf[(kk / kFp8Block) * cols + r] : 1.f;
   };
   int64_t k0 = 0;
   for (int64_t g = 0; g < num_groups; ++g) {
