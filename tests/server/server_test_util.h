@@ -67,6 +67,17 @@ struct TestServer {
     return -1;
   }
   // Waits (bounded) until no request holds a page; returns the last kv_pages_used.
+  // Polls /metrics until it contains `text`; false (with the last body printed) after `seconds`.
+  bool wait_metrics_contain(const std::string& text, double seconds = 10) const {
+    std::string body;
+    for (int i = 0; i < int(seconds * 50); ++i) {
+      body = get("/metrics").body;
+      if (body.find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << "no '" << text << "' in /metrics:\n" << body;
+    return false;
+  }
   double wait_pages_released(double seconds = 10) const {
     double used = -1;
     for (int i = 0; i < int(seconds * 50); ++i) {
