@@ -34,8 +34,10 @@ struct Weight {
 // Rapids-class CPUs we measured vdpbf16ps peaks at half the fp32 FMA rate (~105 vs ~214
 // GFLOP/s per core), so prefill would not gain either.
 // Backends: AVX-512, AVX2 or the scalar reference by ff::active_isa() (FF_ISA). Small m (up to
-// 8; 16 for non-FP8 weights on AVX-512) streams W once (decode); larger m packs W into
-// cache-resident panels (prefill). Output columns are split across the global thread pool.
+// 8; 12 for non-FP8 weights on AVX-512) streams W once (decode); on AVX-512, 13..16 rows (FP8:
+// 9..16) widen each weight once into an L1 tile and broadcast it against X transposed; larger m
+// packs W into cache-resident panels (prefill). Output columns are split across the global
+// thread pool.
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy);
 
 // ---- many products in one pass (grouped GEMM over fp32 activations) ----------------------
