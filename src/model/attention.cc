@@ -154,14 +154,15 @@ void Model::attention_prefill(int layer, const Request& req, int64_t row0, KVCac
   gemm::linear(lat_all, L, lat, w.kv_b, kv, H * (nope + vd));
 
   // Per head h: S = Q_h K_h^T over the keys, row softmax with the causal mask, O_h = P V_h, all
-  // through gemm::linear's dispatched kernels. Layouts (floats):
+  // through gemm's dispatched kernels. Layouts (floats):
   //   kh  [hg][L][dk]  K_h rows: [k_nope of kv_up | k_pe of the latent row] (dk = nope + rope)
   //   vt  [hg][vd][L]  V_h^T, so P V_h is linear(P, W = V_h^T)
   //   s   [hg][qb][ctx] one query block's scores, then probabilities
   // Heads go in groups of hg (all of them unless the context is long), queries in blocks of qb
   // rows; block [i0, i1) needs keys [0, p0 + i1) only, and query i sees keys [0, p0 + i].
-  // Each product is one gemm::linear (parallel over its output columns); the softmax rows of a
-  // block are one parallel_for. Masked keys get probability 0, so P V_h may run over all of them.
+  // The group's S products run as one gemm::linear_batch, as do its P V products; the softmax
+  // rows of a block are one parallel_for. Masked keys get probability 0, so P V_h may run over
+  // all of them.
   const int64_t dk = nope + rope, kvw = H * (nope + vd);
   const int64_t qb = std::min(n, kQueryBlock);
   const int64_t hg = std::clamp<int64_t>(kHeadGroupFloats / (L * (dk + vd + qb)), 1, H);
