@@ -179,8 +179,9 @@ void dequantize_a_row(const View& a, int64_t i, float* xr) {
   }
 }
 
-// A K-major B as the gemm::Weight it already is (e4m3 bytes + 128x128 scales, or bf16).
-Weight weight_of(const View& b) {
+// B as a gemm::Weight: a K-major B already is one (e4m3 bytes + 128x128 scales, or bf16); an
+// N-major B is first transposed to [n, k] into `scratch`.
+Weight weight_of(const View& b, std::vector<uint8_t>& scratch) {
   Weight w;
   w.dtype = b.dtype;
   w.data = b.bytes;
@@ -188,6 +189,16 @@ Weight weight_of(const View& b) {
   w.k = b.k;
   w.ld = b.rs;
   w.scale_inv = b.dtype == DType::F8_E4M3 ? b.scales : nullptr;
+  if (b.ks != 1) {
+    const int64_t es = int64_t(dtype_size(b.dtype));
+    scratch.resize(size_t(b.rows * b.k * es));
+    for (int64_t kk = 0; kk < b.k; ++kk)
+      for (int64_t j = 0; j < b.rows; ++j)
+        std::memcpy(&scratch[size_t((j * b.k + kk) * es)], b.bytes + (kk * b.ks + j) * es,
+                    size_t(es));
+    w.data = scratch.data();
+    w.ld = b.k;
+  }
   return w;
 }
 
@@ -205,24 +216,8 @@ void dense_fast(Isa isa, const View& a, const View& b, const OutView& d) {
   else
     dequant_rows(0, m);
 
-  Weight w;
-  w.dtype = b.dtype;
-  w.n = n;
-  w.k = k;
-  w.scale_inv = b.dtype == DType::F8_E4M3 ? b.scales : nullptr;
   std::vector<uint8_t> bt;
-  const int64_t es = int64_t(dtype_size(b.dtype));
-  if (b.ks == 1) {
-    w.data = b.bytes;
-    w.ld = b.rs;
-  } else {  // N-major B: transpose to [n, k]
-    bt.resize(size_t(n * k * es));
-    for (int64_t kk = 0; kk < k; ++kk)
-      for (int64_t j = 0; j < n; ++j)
-        std::memcpy(&bt[size_t((j * k + kk) * es)], b.bytes + (kk * b.ks + j) * es, size_t(es));
-    w.data = bt.data();
-    w.ld = k;
-  }
+  const Weight w = weight_of(b, bt);
   if (d.dtype == DType::F32 && d.c == nullptr) {
     linear_with_isa(isa, x.data(), m, k, w, reinterpret_cast<float*>(d.data), d.ld);
     return;
@@ -273,18 +268,7 @@ void grouped_fast(Isa isa, const std::vector<GroupJob>& jobs, int64_t n, int64_t
   std::vector<LinearProblem> problems(jobs.size());
   std::vector<std::vector<uint8_t>> transposed(jobs.size());
   for (size_t j = 0; j < jobs.size(); ++j) {
-    w[j] = weight_of(jobs[j].b);
-    if (jobs[j].b.rs == 1 && jobs[j].b.ks != 1) {  // N-major B (the "nn" form): to [n, k]
-      const View& b = jobs[j].b;
-      const int64_t es = int64_t(dtype_size(b.dtype));
-      transposed[j].resize(size_t(n * k * es));
-      for (int64_t kk = 0; kk < k; ++kk)
-        for (int64_t c = 0; c < n; ++c)
-          std::memcpy(&transposed[j][size_t((c * k + kk) * es)], b.bytes + (kk * b.ks + c) * es,
-                      size_t(es));
-      w[j].data = transposed[j].data();
-      w[j].ld = k;
-    }
+    w[j] = weight_of(jobs[j].b, transposed[j]);  // N-major B (the "nn" form) is transposed
     float* yj = direct ? reinterpret_cast<float*>(jobs[j].d.data) : y.data() + row0[j] * n;
     problems[j] = {x.data() + row0[j] * k, jobs[j].a.rows, k, &w[j], yj, direct ? jobs[j].d.ld : n};
   }
