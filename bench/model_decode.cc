@@ -9,7 +9,7 @@
 // the roofline fraction (`ratio`) is taken against ws_GBps.
 //
 // Usage: bench_model_decode [--quick] [--context N] [--keep DIR]  (FF_NUM_THREADS sets the thread
-// count)
+// count; FF_PROFILE=1 adds a per-stage profile of the decode steps)
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -33,13 +33,18 @@ void run_case(const std::string& dir, const char* label, double dram_bw, bool qu
   for (int i = 0; i < prompt_len; ++i) prompt[size_t(i)] = 2 + (i * 7919) % (c.vocab_size - 2);
   KVCache cache(c, (prompt_len + decode_steps) / kPageSize + 2, model->default_cache_dtype());
   std::vector<double> prefill_t, decode_t;
+  // With FF_PROFILE set, the stage profile of the decode steps is printed after the case.
+  const bool profiling = profile::enabled();
+  profile::reset();
   for (int rep = 0; rep < (quick ? 1 : 3); ++rep) {
     KVSequence seq;
     std::vector<float> logits;
     Model::Request r{&seq, prompt, false};
+    profile::set_enabled(false);
     double t0 = bench::now_seconds();
     model->forward({&r, 1}, cache, &logits);
     prefill_t.push_back(bench::now_seconds() - t0);
+    profile::set_enabled(profiling);
     std::vector<double> steps;
     for (int i = 0; i < decode_steps; ++i) {
       const int32_t tok = 2 + (i * 31) % (c.vocab_size - 2);
@@ -64,6 +69,7 @@ void run_case(const std::string& dir, const char* label, double dram_bw, bool qu
       "ratio=%.3f\n",
       label, prompt_len, prefill_tps, decode_tps, bytes_tok / 1e6, gbps, dram_bw, gbps / dram_bw,
       ws_bw, ThreadPool::global().size(), gbps / ws_bw);
+  if (profiling) std::printf("# decode-step profile, %s:\n%s", label, profile::report().c_str());
   std::fflush(stdout);
 }
 

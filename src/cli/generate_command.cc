@@ -75,6 +75,7 @@ int run_generate(const GenerateArgs& a) {
                  finish_reason_name(r.finish), r.prefill_tokens_per_second(),
                  r.decode_tokens_per_second(), ThreadPool::global().size());
   }
+  if (profile::enabled()) std::fprintf(stderr, "%s", profile::report().c_str());
   return 0;
 }
 

@@ -83,6 +83,7 @@ int run_serve(const ServeArgs& a) {
   sigwait(&signals, &sig);
   std::fprintf(stderr, "fireflyer: shutting down\n");
   server.stop();
+  if (profile::enabled()) std::fprintf(stderr, "%s", profile::report().c_str());
   return 0;
 }
 

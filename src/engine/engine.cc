@@ -289,6 +289,7 @@ void Engine::step() {
   std::vector<int64_t> counts;
   schedule(scheduled, counts);
   if (scheduled.empty()) return;
+  profile::Scope prof("engine.step");
 
   std::vector<Model::Request> batch;
   batch.reserve(scheduled.size());

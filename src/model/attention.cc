@@ -92,6 +92,7 @@ void Model::attention(int layer, const float* h, int64_t T, std::span<const Requ
                 r = c.kv_lora_rank, lat = c.latent_dim(), hid = c.hidden_size;
 
   // The two products of h (q_a or q_proj, and kv_a) run as one linear_batch.
+  profile::Scope prof_in("attn.in_proj");
   float* q = Workspace::get(ws.q, size_t(T * H * qk));
   float* kva = Workspace::get(ws.kva, size_t(T * lat));
   if (c.q_lora_rank > 0) {
@@ -120,6 +121,8 @@ void Model::attention(int layer, const float* h, int64_t T, std::span<const Requ
         cache.write_row(layer, *req.seq, ws.pos[size_t(row)], kva + row * lat);
   }
 
+  prof_in.stop();
+
   float* o = Workspace::get(ws.attn_o, size_t(T * H * c.v_head_dim));
   std::vector<int64_t> decode_rows;
   std::vector<const Request*> decode_reqs;
@@ -134,6 +137,7 @@ void Model::attention(int layer, const float* h, int64_t T, std::span<const Requ
     row += int64_t(req.tokens.size());
   }
   if (!decode_rows.empty()) attention_decode(layer, decode_rows, decode_reqs, cache);
+  profile::Scope prof_o("attn.o_proj");
   gemm::linear(o, T, H * c.v_head_dim, w.o, out, hid);
 }
 
@@ -144,6 +148,7 @@ void Model::attention_prefill(int layer, const Request& req, int64_t row0, KVCac
   const int64_t H = c.num_attention_heads, qk = c.qk_head_dim(), nope = c.qk_nope_head_dim,
                 rope = c.qk_rope_head_dim, r = c.kv_lora_rank, lat = c.latent_dim(),
                 vd = c.v_head_dim;
+  profile::Scope prof("attn.prefill");
   const int64_t n = int64_t(req.tokens.size());
   const int64_t L = req.seq->length + n;  // context including the new tokens
   const int64_t p0 = req.seq->length;
@@ -250,6 +255,7 @@ void Model::attention_decode(int layer, std::span<const int64_t> rows,
   const int64_t D = int64_t(rows.size());
 
   // Gather the decode rows' queries and map q_nope into the latent space, head by head.
+  profile::Scope prof_uk("attn.decode.q_latent");
   float* qd = Workspace::get(ws.qd, size_t(D * H * qk));
   for (int64_t d = 0; d < D; ++d)
     std::memcpy(qd + d * H * qk, ws.q.data() + rows[size_t(d)] * H * qk, size_t(H * qk) * 4);
@@ -259,10 +265,12 @@ void Model::attention_decode(int layer, std::span<const int64_t> rows,
     ws.head_problems[size_t(hh)] = {qd + hh * qk,   D,    H * qk, &w.uk_t[size_t(hh)],
                                     q_lat + hh * r, H * r};
   gemm::linear_batch(ws.head_problems);
+  prof_uk.stop();
 
   // Attention over the latent cache: MQA with d = kv_lora + rope (576), dv = kv_lora (512), one
   // KV head shared by all query heads (src/mla). The block tables and the schedule are the same
   // for every layer of this step, so they are built once, at layer 0.
+  profile::Scope prof_mla("attn.decode.mla");
   if (layer == 0) {
     int64_t max_blocks = 1;
     for (const Request* req : reqs)
@@ -313,7 +321,9 @@ void Model::attention_decode(int layer, std::span<const int64_t> rows,
   mla::mla_decode_with_kvcache(q_view, kcache, block_table, seqlens, r, ws.schedule, softmax_scale_,
                                /*causal=*/false, TensorView(o_lat, DType::F32, {D, 1, H, r}),
                                TensorView(lse, DType::F32, {D, H, 1}));
+  prof_mla.stop();
   // Map the latent outputs back per head and scatter into the attention output rows.
+  profile::Scope prof_uv("attn.decode.out_latent");
   float* od = Workspace::get(ws.od, size_t(D * H * vd));
   ws.head_problems.resize(size_t(H));
   for (int64_t hh = 0; hh < H; ++hh)

@@ -39,6 +39,7 @@ DType Model::default_cache_dtype() const {
 }
 
 void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<float>* logits) {
+  profile::Scope prof("forward");
   const ModelConfig& c = config_;
   FF_CHECK(cache.latent_dim() == c.latent_dim() && cache.num_layers() == c.num_hidden_layers,
            "kv cache shape ({} layers x {}) does not match the model ({} x {})", cache.num_layers(),
@@ -84,6 +85,7 @@ void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<
   for (const Request& r : batch) r.seq->length += int64_t(r.tokens.size());
 
   // Final norm and head on the rows whose logits are wanted.
+  profile::Scope prof_head("head");
   float* last = Workspace::get(ws.last, size_t(out_rows * hid));
   int64_t row = 0, o = 0;
   for (const Request& r : batch) {

@@ -42,6 +42,7 @@ void top_k(const float* v, int n, int k, int* out) {
 
 // Dense SwiGLU MLP; gate and up run as one linear_batch.
 void Model::mlp(const MlpWeights& w, const float* x, int64_t T, float* out) {
+  profile::Scope prof("mlp");
   Workspace& ws = *ws_;
   const int64_t inter = w.gate.n, hid = w.down.n;
   float* g = Workspace::get(ws.ge, size_t(T * inter));
@@ -118,6 +119,7 @@ void Model::moe(const MoeWeights& w, const float* x, int64_t T, float* out) {
   const ModelConfig& c = config_;
   Workspace& ws = *ws_;
   const int64_t hid = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
+  profile::Scope prof_route("moe.route");
   float* logits = Workspace::get(ws.router_logits, size_t(T * E));
   gemm::linear(x, T, hid, w.router, logits, E);
   ws.route_idx.resize(size_t(T * K));
@@ -152,6 +154,8 @@ void Model::moe(const MoeWeights& w, const float* x, int64_t T, float* out) {
   float* su = w.has_shared ? Workspace::get(ws.su, size_t(T * sinter)) : nullptr;
   float* sd = w.has_shared ? Workspace::get(ws.sd, size_t(T * hid)) : nullptr;
 
+  prof_route.stop();
+  profile::Scope prof_gate_up("moe.gate_up");
   std::vector<gemm::LinearProblem>& ps = ws.moe_problems;
   ps.clear();
   for (int64_t e = 0; e < E; ++e) {
@@ -168,7 +172,9 @@ void Model::moe(const MoeWeights& w, const float* x, int64_t T, float* out) {
   gemm::linear_batch(ps);
   for (int64_t i = 0; i < S * inter; ++i) ge[i] = silu(ge[i]) * ue[i];
   for (int64_t i = 0; i < T * sinter; ++i) sg[i] = silu(sg[i]) * su[i];
+  prof_gate_up.stop();
 
+  profile::Scope prof_down("moe.down");
   ps.clear();
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = ws.expert_begin[size_t(e)], m = ws.expert_begin[size_t(e + 1)] - b;

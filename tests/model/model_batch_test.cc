@@ -115,5 +115,49 @@ TEST(ModelBatch, CacheFullIsAnErrorNotACrash) {
   EXPECT_THROW(model->forward({&rb, 1}, cache, &logits), Error);
 }
 
+// With the stage profile on, a prefill and a decode step record the model's stages (the
+// profile is how bench_model_decode and FF_PROFILE=1 report where a step's time goes).
+TEST(ModelBatch, ProfileRecordsTheStages) {
+  if (!testing::fixture_exists("tiny-v3")) GTEST_SKIP() << "fixture tiny-v3 missing";
+  auto model = Model::load(fixture("tiny-v3"));
+  const bool was_on = profile::enabled();
+  profile::set_enabled(true);
+  profile::reset();
+  KVCache cache(model->config(), 4, DType::F32);
+  KVSequence seq;
+  const auto prompt = synthetic_prompt(10, 3, model->config().vocab_size);
+  std::vector<float> logits;
+  Model::Request r{&seq, prompt, false};
+  model->forward({&r, 1}, cache, &logits);
+  const int32_t tok = 1;
+  Model::Request d{&seq, std::span<const int32_t>(&tok, 1), false};
+  model->forward({&d, 1}, cache, &logits);
+  const auto es = profile::entries();
+  profile::set_enabled(was_on);
+  profile::reset();
+
+  auto calls = [&](const std::string& name) -> int64_t {
+    for (const auto& e : es)
+      if (e.name == name) return e.calls;
+    return 0;
+  };
+  const int64_t layers = model->config().num_hidden_layers;
+  int64_t moe_layers = 0;
+  for (const auto& l : model->weights().layers) moe_layers += l.is_moe ? 1 : 0;
+  EXPECT_EQ(calls("forward"), 2);
+  EXPECT_EQ(calls("head"), 2);
+  EXPECT_EQ(calls("attn.in_proj"), 2 * layers);
+  EXPECT_EQ(calls("attn.o_proj"), 2 * layers);
+  EXPECT_EQ(calls("attn.prefill"), layers);
+  EXPECT_EQ(calls("attn.decode.q_latent"), layers);
+  EXPECT_EQ(calls("attn.decode.mla"), layers);
+  EXPECT_EQ(calls("attn.decode.out_latent"), layers);
+  EXPECT_EQ(calls("moe.route"), 2 * moe_layers);
+  EXPECT_EQ(calls("moe.gate_up"), 2 * moe_layers);
+  EXPECT_EQ(calls("moe.down"), 2 * moe_layers);
+  EXPECT_EQ(calls("mlp"), 2 * (layers - moe_layers));
+  EXPECT_GT(moe_layers, 0);
+}
+
 }  // namespace
 }  // namespace ff
