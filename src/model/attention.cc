@@ -91,8 +91,8 @@ void Model::attention(int layer, const float* h, int64_t T, std::span<const Requ
   const int64_t H = c.num_attention_heads, qk = c.qk_head_dim(), nope = c.qk_nope_head_dim,
                 r = c.kv_lora_rank, lat = c.latent_dim(), hid = c.hidden_size;
 
-  // The two products of h (q_a or q_proj, and kv_a) run as one linear_batch.
   profile::Scope prof_in("attn.in_proj");
+  // The two products of h (q_a or q_proj, and kv_a) run as one linear_batch.
   float* q = Workspace::get(ws.q, size_t(T * H * qk));
   float* kva = Workspace::get(ws.kva, size_t(T * lat));
   if (c.q_lora_rank > 0) {
