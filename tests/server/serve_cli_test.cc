@@ -66,13 +66,8 @@ TEST(ServeCli, StartsAnswersAndStops) {
 TEST(ServeCli, BadModelDirIsAnError) {
   const std::string cmd =
       std::string(FF_CLI_PATH) + " serve --model /nonexistent/dir --port 0 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  ASSERT_NE(f, nullptr);
-  std::string out;
-  char buf[1024];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  const int status = pclose(f);
+  int status = 0;
+  const std::string out = run_command(cmd, &status);
   EXPECT_EQ(WEXITSTATUS(status), 1);
   EXPECT_EQ(out.rfind("error: ", 0), 0u) << out;
 }

@@ -25,13 +25,9 @@ const char* kPrompt = "It is a truth universally acknowledged";
 std::string run_cli(const std::string& args) {
   const std::string cmd = std::string(FF_CLI_PATH) + " generate --no-stats --model " +
                           fixture("default-model") + " " + args + " 2>/dev/null";
-  FILE* f = popen(cmd.c_str(), "r");
-  EXPECT_NE(f, nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  EXPECT_EQ(pclose(f), 0) << cmd;
+  int status = 0;
+  std::string out = run_command(cmd, &status);
+  EXPECT_EQ(status, 0) << cmd;
   return out;
 }
 

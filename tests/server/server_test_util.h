@@ -3,6 +3,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -14,6 +15,23 @@
 namespace ff::server::testing {
 
 using json = nlohmann::json;
+
+// Runs a shell command and returns its standard output; *status gets pclose()'s status (-1,
+// with a test failure, when the command cannot be started).
+inline std::string run_command(const std::string& cmd, int* status) {
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) {
+    ADD_FAILURE() << "cannot run " << cmd;
+    *status = -1;
+    return {};
+  }
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  *status = pclose(f);
+  return out;
+}
 
 inline std::string fixture(const std::string& name) {
   return std::string(FF_FIXTURES_DIR) + "/" + name;

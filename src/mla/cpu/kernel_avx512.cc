@@ -209,22 +209,25 @@ void chunk_bf16(const RequestArgs& a, const ChunkArgs& c) {
   }
 }
 
-// FP8 token (see mla.h) to 576 bf16: the e4m3 exponent and mantissa bits moved to the top of an
-// f32's exponent / mantissa fields (<< 20) read as the value times 2^-120 (normals and subnormals
-// alike), so a multiply by 2^120 and then by the power-of-two scale dequantizes 16 values
-// exactly; the result fits bf16 exactly too.
+// 16 e4m3 values times `scale`: the e4m3 exponent and mantissa bits moved to the top of an f32's
+// exponent / mantissa fields (<< 20) read as the value times 2^-120 (normals and subnormals
+// alike), so a multiply by 2^120 and then by the power-of-two scale dequantizes them exactly.
+inline __m512 e4m3x16_scaled(const uint8_t* src, float scale) {
+  const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+  const __m512i mag = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x7f)), 20);
+  const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
+  const __m512 e4m3 =
+      _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)), _mm512_set1_ps(0x1p120f));
+  return _mm512_mul_ps(e4m3, _mm512_set1_ps(scale));
+}
+
+// FP8 token (see mla.h) to 576 bf16 (the dequantized values fit bf16 exactly).
 void fp8_row_bf16(const uint8_t* src, void* dst) {
   uint16_t* out = static_cast<uint16_t*>(dst);
   float scales[4];
   std::memcpy(scales, src + kFp8NopeDim, sizeof scales);
   for (int64_t i = 0; i < kFp8NopeDim; i += 16) {
-    const __m512i x =
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
-    const __m512i mag = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x7f)), 20);
-    const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
-    const __m512 e4m3 =
-        _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)), _mm512_set1_ps(0x1p120f));
-    const __m512 v = _mm512_mul_ps(e4m3, _mm512_set1_ps(scales[i / kFp8TileSize]));
+    const __m512 v = e4m3x16_scaled(src + i, scales[i / kFp8TileSize]);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(v));
   }
   std::memcpy(out + kFp8NopeDim, src + kFp8NopeDim + 16, size_t(kFp8RopeDim) * 2);
@@ -234,15 +237,8 @@ void fp8_row_f32(const uint8_t* src, void* dst) {
   float* out = static_cast<float*>(dst);
   float scales[4];
   std::memcpy(scales, src + kFp8NopeDim, sizeof scales);
-  for (int64_t i = 0; i < kFp8NopeDim; i += 16) {
-    const __m512i x =
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
-    const __m512i mag = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x7f)), 20);
-    const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
-    const __m512 e4m3 =
-        _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)), _mm512_set1_ps(0x1p120f));
-    _mm512_storeu_ps(out + i, _mm512_mul_ps(e4m3, _mm512_set1_ps(scales[i / kFp8TileSize])));
-  }
+  for (int64_t i = 0; i < kFp8NopeDim; i += 16)
+    _mm512_storeu_ps(out + i, e4m3x16_scaled(src + i, scales[i / kFp8TileSize]));
   const __m512i rope = _mm512_cvtepu16_epi32(
       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + kFp8NopeDim + 16)));
   const __m512i rope_hi = _mm512_cvtepu16_epi32(
