@@ -11,8 +11,11 @@
 // over requests; TPOT = (latency - TTFT) / (output tokens - 1) per request; output tokens from
 // usage.completion_tokens; throughput over the whole run (first send to last response).
 //
-// Usage: bench_serve [--model DIR] [--requests N]   (default tests/fixtures/default-model, 96)
-//        bench_serve --synthetic bf16|fp8 [--requests N] [--keep DIR]
+// Usage: bench_serve [--model DIR] [--requests N] [--repeat R]   (default: the default model, 96)
+//        bench_serve --synthetic bf16|fp8 [--requests N] [--keep DIR] [--repeat R]
+//
+// Each concurrency level runs the baseline and then the batched engine back to back, R times
+// (default 1); the pair with the median ratio is printed, with ratio_min / ratio_max when R > 1.
 //
 // --synthetic: a weight-bandwidth-bound checkpoint instead, as a real DeepSeek-V3 deployment is
 // at decode: bench_model_decode's DeepSeek-V3-shaped one (synthetic_model.h; hidden 2048, real
@@ -128,9 +131,9 @@ Summary run_clients(int port, const std::vector<Job>& jobs, int concurrency) {
   return s;
 }
 
-// Serves with the given engine options and runs the workload at each concurrency.
-std::vector<Summary> measure(Model& model, const Tokenizer& tok, engine::EngineOptions eo,
-                             const std::vector<Job>& jobs, const std::vector<int>& levels) {
+// Serves with the given engine options and runs the workload at one concurrency.
+Summary measure(Model& model, const Tokenizer& tok, engine::EngineOptions eo,
+                const std::vector<Job>& jobs, int concurrency) {
   engine::Engine engine(model, tok, eo);
   server::ServerOptions so;
   so.port = 0;
@@ -138,23 +141,23 @@ std::vector<Summary> measure(Model& model, const Tokenizer& tok, engine::EngineO
   server.start();
   // Warm-up: page in the weights, size the workspaces.
   run_clients(server.port(), std::vector<Job>(jobs.begin(), jobs.begin() + 2), 2);
-  std::vector<Summary> out;
-  for (int c : levels) out.push_back(run_clients(server.port(), jobs, c));
+  const Summary s = run_clients(server.port(), jobs, concurrency);
   server.stop();
-  return out;
+  return s;
 }
 
 int run(int argc, char** argv) {
   namespace fs = std::filesystem;
   std::string model_dir = "tests/fixtures/default-model";
   std::string synthetic, keep;
-  int num_requests = 0;
+  int num_requests = 0, repeat = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--model") model_dir = argv[i + 1];
     if (a == "--requests") num_requests = std::max(2, std::atoi(argv[i + 1]));
     if (a == "--synthetic") synthetic = argv[i + 1];
     if (a == "--keep") keep = argv[i + 1];
+    if (a == "--repeat") repeat = std::max(1, std::atoi(argv[i + 1]));
   }
   // Prompt and output length ranges (inclusive).
   int in_lo = 32, in_hi = 256, out_lo = 32, out_hi = 96;
@@ -216,23 +219,41 @@ int run(int argc, char** argv) {
   engine::EngineOptions batched;
   engine::EngineOptions serial;
   serial.max_running = 1;
-  const std::vector<Summary> base = measure(*model, tok, serial, jobs, levels);
-  const std::vector<Summary> cb = measure(*model, tok, batched, jobs, levels);
   std::printf("# model %s%s, %d requests, prompts %d..%d, outputs %d..%d tokens, %d threads\n",
               model_dir.c_str(),
               synthetic.empty() ? "" : (" (synthetic " + synthetic + ")").c_str(), num_requests,
               in_lo, in_hi, out_lo, out_hi, ThreadPool::global().size());
-  for (size_t i = 0; i < levels.size(); ++i) {
+  std::fflush(stdout);
+  // Each level's baseline and batched runs are measured back to back (a shared machine's slow
+  // and fast phases last seconds to minutes, so far-apart phases would skew the ratio), `repeat`
+  // times; the pair with the median ratio is printed, with the range of the ratios.
+  for (int level : levels) {
+    std::vector<std::pair<Summary, Summary>> pairs;  // (batched, baseline)
+    for (int r = 0; r < repeat; ++r) {
+      const Summary base = measure(*model, tok, serial, jobs, level);
+      pairs.emplace_back(measure(*model, tok, batched, jobs, level), base);
+    }
+    const auto ratio = [](const std::pair<Summary, Summary>& p) {
+      return p.first.out_tok_per_s / std::max(p.second.out_tok_per_s, 1e-9);
+    };
+    std::sort(pairs.begin(), pairs.end(),
+              [&](const auto& a, const auto& b) { return ratio(a) < ratio(b); });
+    const auto& mid = pairs[pairs.size() / 2];
     for (int k = 0; k < 2; ++k) {
-      const Summary& s = k == 0 ? cb[i] : base[i];
+      const Summary& s = k == 0 ? mid.first : mid.second;
       std::printf(
           "BENCH serve %s_c%d req_per_s=%.2f out_tok_per_s=%.1f ttft_p50_ms=%.1f ttft_p99_ms=%.1f "
           "tpot_p50_ms=%.2f tpot_p99_ms=%.2f itl_p50_ms=%.2f itl_p99_ms=%.2f failed=%d "
-          "baseline=no_batching ratio=%.2f\n",
-          k == 0 ? "batched" : "no_batching", levels[i], s.req_per_s, s.out_tok_per_s, s.ttft_p50,
+          "baseline=no_batching ratio=%.2f",
+          k == 0 ? "batched" : "no_batching", level, s.req_per_s, s.out_tok_per_s, s.ttft_p50,
           s.ttft_p99, s.tpot_p50, s.tpot_p99, s.itl_p50, s.itl_p99, s.failed,
-          s.out_tok_per_s / std::max(base[i].out_tok_per_s, 1e-9));
+          k == 0 ? ratio(mid) : 1.0);
+      if (k == 0 && repeat > 1)
+        std::printf(" runs=%d ratio_min=%.2f ratio_max=%.2f", repeat, ratio(pairs.front()),
+                    ratio(pairs.back()));
+      std::printf("\n");
     }
+    std::fflush(stdout);
   }
   model.reset();
   if (!temp_root.empty()) fs::remove_all(temp_root);

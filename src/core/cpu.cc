@@ -20,6 +20,7 @@ const CpuFeatures& cpu_features() {
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vl");
     c.avx512_bf16 = c.avx512 && __builtin_cpu_supports("avx512bf16");
+    c.avx512_fp16 = c.avx512_bf16 && __builtin_cpu_supports("avx512fp16");
     return c;
   }();
   return f;

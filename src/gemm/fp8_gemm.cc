@@ -4,6 +4,7 @@
 // K-major storage is exactly a gemm::Weight: e4m3 bytes + 128x128 weight_scale_inv, or bf16),
 // so the SIMD work (streaming for decode, packed panels for prefill) is the existing one.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -202,77 +203,96 @@ Weight weight_of(const View& b, std::vector<uint8_t>& scratch) {
   return w;
 }
 
-// Fast: X = dequantized A (fp32 rows, A's 1x128 scale applied), B as a gemm::Weight (copied to
-// K-major first when stored N-major), Y = linear(X, B), then C and the output rounding.
-void dense_fast(Isa isa, const View& a, const View& b, const OutView& d) {
-  const int64_t m = a.rows, n = b.rows, k = a.k;
-  if (m == 0) return;
-  std::vector<float> x(size_t(m * k));
-  const auto dequant_rows = [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; ++i) dequantize_a_row(a, i, x.data() + i * k);
-  };
-  if (m * k >= (int64_t(1) << 16))
-    parallel_for(m, dequant_rows, 1);
-  else
-    dequant_rows(0, m);
-
-  std::vector<uint8_t> bt;
-  const Weight w = weight_of(b, bt);
-  if (d.dtype == DType::F32 && d.c == nullptr) {
-    linear_with_isa(isa, x.data(), m, k, w, reinterpret_cast<float*>(d.data), d.ld);
-    return;
-  }
-  std::vector<float> y(size_t(m * n));
-  linear_with_isa(isa, x.data(), m, k, w, y.data(), n);
-  const auto epilogue = [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; ++i)
-      for (int64_t j = 0; j < n; ++j) d.store(i, j, y[size_t(i * n + j)]);
-  };
-  if (m * n >= (int64_t(1) << 16))
-    parallel_for(m, epilogue, 1);
-  else
-    epilogue(0, m);
-}
-
 // One expert's product in a grouped GEMM: A rows (a.rows of them), its K-major B, D rows.
 struct GroupJob {
   View a, b;
   OutView d;
 };
 
-// The grouped GEMMs' fast path: every job's A rows dequantized in one parallel pass, then all
-// products in one linear_batch (one pool wake-up for all experts), then C and the rounding.
-void grouped_fast(Isa isa, const std::vector<GroupJob>& jobs, int64_t n, int64_t k) {
+// FP8 jobs of at most kW8A8MaxRows rows run on the W8A8 kernel where the CPU has AVX512-FP16.
+bool use_w8a8(Isa isa, const View& a) {
+  return isa == Isa::Avx512 && a.dtype == DType::F8_E4M3 && a.rows <= kW8A8MaxRows &&
+         cpu_features().avx512_fp16;
+}
+
+// f16 bits of every e4m3 value times kW8A8AScale (exact: e4m3's range and precision, times 8,
+// fit in f16's).
+const uint16_t* e4m3_f16_table() {
+  static const auto table = [] {
+    std::array<uint16_t, 256> t{};
+    for (int i = 0; i < 256; ++i) t[size_t(i)] = f32_to_f16(e4m3_table()[i] * kW8A8AScale);
+    return t;
+  }();
+  return table.data();
+}
+
+// The fast path, for one product (dense) or every expert's (grouped): A rows dequantized to fp32
+// (A's 1x128 scale applied) in one parallel pass and all products in one linear_batch (one pool
+// wake-up for all experts), B as a gemm::Weight (N-major B transposed first); FP8 jobs of few
+// rows instead keep A in e4m3 (as f16 bits, scales apart) for the W8A8 kernel. Then C and the
+// output rounding.
+void fast_products(Isa isa, const std::vector<GroupJob>& jobs, int64_t n, int64_t k) {
   std::vector<int64_t> row0(jobs.size() + 1, 0);
   for (size_t j = 0; j < jobs.size(); ++j) row0[j + 1] = row0[j] + jobs[j].a.rows;
   const int64_t rows = row0.back();
   if (rows == 0) return;
+  const int64_t kb = ceil_div(k, kFp8Block), lda16 = ceil_div(k, 32) * 32;
+  std::vector<char> w8a8(jobs.size());
+  for (size_t j = 0; j < jobs.size(); ++j) w8a8[j] = use_w8a8(isa, jobs[j].a);
   std::vector<float> x(size_t(rows * k));
+  std::vector<uint16_t> a16;
+  std::vector<float> sa;
+  if (std::find(w8a8.begin(), w8a8.end(), 1) != w8a8.end()) {
+    a16.assign(size_t(rows * lda16), 0);
+    sa.resize(size_t(rows * kb));
+  }
   const auto job_of = [&](int64_t r) {
     return size_t(std::upper_bound(row0.begin(), row0.end(), r) - row0.begin()) - 1;
   };
-  const auto dequant = [&](int64_t r0, int64_t r1) {
+  const auto prepare = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const size_t j = job_of(r);
-      dequantize_a_row(jobs[j].a, r - row0[j], x.data() + r * k);
+      const View& a = jobs[j].a;
+      const int64_t i = r - row0[j];
+      if (!w8a8[j]) {
+        dequantize_a_row(a, i, x.data() + r * k);
+        continue;
+      }
+      const uint16_t* t = e4m3_f16_table();
+      for (int64_t kk = 0; kk < k; ++kk)
+        a16[size_t(r * lda16 + kk)] = t[a.bytes[i * a.rs + kk * a.ks]];
+      for (int64_t g = 0; g < kb; ++g) sa[size_t(r * kb + g)] = a.scale(i, g);
     }
   };
   if (rows * k >= (int64_t(1) << 16))
-    parallel_for(rows, dequant, 1);
+    parallel_for(rows, prepare, 1);
   else
-    dequant(0, rows);
+    prepare(0, rows);
   bool direct = true;  // every D is F32 without C: the products write D itself
   for (const GroupJob& g : jobs) direct = direct && g.d.dtype == DType::F32 && g.d.c == nullptr;
   std::vector<float> y(direct ? 0 : size_t(rows * n));
   std::vector<Weight> w(jobs.size());
-  std::vector<LinearProblem> problems(jobs.size());
+  std::vector<LinearProblem> problems;
+  std::vector<W8A8Rows> w8a8_problems;
+  std::vector<BatchShape> w8a8_shapes;
   std::vector<std::vector<uint8_t>> transposed(jobs.size());
   for (size_t j = 0; j < jobs.size(); ++j) {
     w[j] = weight_of(jobs[j].b, transposed[j]);  // N-major B (the "nn" form) is transposed
     float* yj = direct ? reinterpret_cast<float*>(jobs[j].d.data) : y.data() + row0[j] * n;
-    problems[j] = {x.data() + row0[j] * k, jobs[j].a.rows, k, &w[j], yj, direct ? jobs[j].d.ld : n};
+    const int64_t ldy = direct ? jobs[j].d.ld : n;
+    if (w8a8[j]) {
+      w8a8_problems.push_back({a16.data() + row0[j] * lda16, jobs[j].a.rows, lda16,
+                               sa.data() + row0[j] * kb, &w[j], yj, ldy});
+      w8a8_shapes.push_back({jobs[j].a.rows, n, k, 1.0});
+    } else {
+      problems.push_back({x.data() + row0[j] * k, jobs[j].a.rows, k, &w[j], yj, ldy});
+    }
   }
-  linear_batch_with_isa(isa, problems);
+  if (!problems.empty()) linear_batch_with_isa(isa, problems);
+  if (!w8a8_problems.empty())
+    for_each_column_run(w8a8_shapes, [&](size_t i, int64_t c0, int64_t c1) {
+      w8a8_f16_rows(w8a8_problems[i], c0, c1);
+    });
   if (direct) return;
   const auto epilogue = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -293,7 +313,7 @@ void dense(Isa isa, const View& a, const View& b, const OutView& d) {
   if (isa == Isa::Scalar)
     dense_ref(a, b, d);
   else
-    dense_fast(isa, a, b, d);
+    fast_products(isa, {GroupJob{a, b, d}}, b.rows, a.k);
 }
 
 const char* prefix(DType dtype) {
@@ -376,7 +396,7 @@ void m_grouped_contiguous_with_isa(Isa isa, DType dtype, const Matrix& a, const 
     }
     i = e;
   }
-  if (!jobs.empty()) grouped_fast(isa, jobs, n, b.k);
+  if (!jobs.empty()) fast_products(isa, jobs, n, b.k);
 }
 
 void m_grouped_masked_with_isa(Isa isa, DType dtype, const Matrix& a, const Matrix& b,
@@ -418,7 +438,7 @@ void m_grouped_masked_with_isa(Isa isa, DType dtype, const Matrix& a, const Matr
     else
       jobs.push_back({as, bs, dv.rows_from(g * max_m)});
   }
-  if (!jobs.empty()) grouped_fast(isa, jobs, n, b.k);
+  if (!jobs.empty()) fast_products(isa, jobs, n, b.k);
 }
 
 void k_grouped_with_isa(Isa isa, DType dtype, const void* a_data, const float* sfa, int64_t m,

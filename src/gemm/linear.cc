@@ -104,9 +104,8 @@ namespace {
 // Relative cost of one output column of a problem: reading its weight row (bytes, weighted as
 // ~4 multiply-adds each, about the ratio of DRAM bandwidth to FMA throughput on 2 cores) plus
 // its m * k multiply-adds. Only the split depends on it, never a result.
-double column_cost(const LinearProblem& p) {
-  const double bytes = double(dtype_size(p.w->dtype));
-  return double(p.w->k) * (4.0 * bytes + double(p.m) + 2.0);
+double column_cost(const BatchShape& p) {
+  return double(p.k) * (4.0 * p.weight_bytes + double(p.m) + 2.0);
 }
 
 // A position in the problems' concatenated output columns: problem index, column.
@@ -117,8 +116,51 @@ struct ColumnPos {
 
 }  // namespace
 
-void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
+void for_each_column_run(std::span<const BatchShape> shapes,
+                         const std::function<void(size_t, int64_t, int64_t)>& run) {
   int64_t macs = 0;
+  for (const BatchShape& p : shapes) macs += p.m * p.n * p.k;
+  const int threads = ThreadPool::global().size();
+  if (macs < kMinParallelMacs || threads == 1) {
+    for (size_t i = 0; i < shapes.size(); ++i)
+      if (shapes[i].m > 0) run(i, 0, shapes[i].n);
+    return;
+  }
+  // Cut the concatenated columns into `threads` runs of about equal cost, at multiples of
+  // kColumnGrain inside a problem; run r goes from bound(r) to bound(r + 1).
+  std::vector<double> start(shapes.size() + 1, 0.0);
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const BatchShape& p = shapes[i];
+    start[i + 1] = start[i] + (p.m > 0 ? column_cost(p) * double(p.n) : 0.0);
+  }
+  const double total = start.back();
+  const auto bound = [&](int r) -> ColumnPos {
+    if (r <= 0) return {0, 0};
+    if (r >= threads) return {shapes.size(), 0};
+    const double target = total * double(r) / double(threads);
+    size_t i = size_t(std::upper_bound(start.begin(), start.end(), target) - start.begin()) - 1;
+    while (i < shapes.size() && shapes[i].m == 0) ++i;
+    if (i >= shapes.size()) return {shapes.size(), 0};
+    const BatchShape& p = shapes[i];
+    const double cols = std::max(0.0, target - start[i]) / column_cost(p);
+    int64_t col = (int64_t(cols + 0.5 * double(kColumnGrain)) / kColumnGrain) * kColumnGrain;
+    if (col >= p.n) return {i + 1, 0};
+    return {i, col};
+  };
+  parallel_for(threads, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const ColumnPos b = bound(int(r)), e = bound(int(r) + 1);
+      for (size_t i = b.p; i <= e.p && i < shapes.size(); ++i) {
+        if (shapes[i].m == 0) continue;
+        const int64_t c0 = i == b.p ? b.col : 0, c1 = i == e.p ? e.col : shapes[i].n;
+        if (c1 > c0) run(i, c0, c1);
+      }
+    }
+  });
+}
+
+void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
+  std::vector<BatchShape> shapes(problems.size());
   for (size_t i = 0; i < problems.size(); ++i) {
     const LinearProblem& p = problems[i];
     FF_CHECK(p.m >= 0, "linear_batch: problem {}: negative row count {}", i, p.m);
@@ -130,48 +172,14 @@ void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
              p.w->k);
     FF_CHECK(p.ldy >= p.w->n, "linear_batch: problem {}: output row stride {} < n {}", i, p.ldy,
              p.w->n);
-    macs += p.m * p.w->n * p.w->k;
+    shapes[i] = {p.m, p.w->n, p.w->k, double(dtype_size(p.w->dtype))};
   }
   FF_CHECK(int(isa) <= int(best_isa()), "linear_batch: backend {} not supported by this CPU",
            isa_name(isa));
   const RowsFn fn = backend(isa);
-  const int threads = ThreadPool::global().size();
-  if (macs < kMinParallelMacs || threads == 1) {
-    for (const LinearProblem& p : problems)
-      if (p.m > 0) fn(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, 0, p.w->n);
-    return;
-  }
-  // Cut the concatenated columns into `threads` runs of about equal cost, at multiples of
-  // kColumnGrain inside a problem; run r goes from bound(r) to bound(r + 1).
-  std::vector<double> start(problems.size() + 1, 0.0);
-  for (size_t i = 0; i < problems.size(); ++i) {
+  for_each_column_run(shapes, [&](size_t i, int64_t c0, int64_t c1) {
     const LinearProblem& p = problems[i];
-    start[i + 1] = start[i] + (p.m > 0 ? column_cost(p) * double(p.w->n) : 0.0);
-  }
-  const double total = start.back();
-  const auto bound = [&](int r) -> ColumnPos {
-    if (r <= 0) return {0, 0};
-    if (r >= threads) return {problems.size(), 0};
-    const double target = total * double(r) / double(threads);
-    size_t i = size_t(std::upper_bound(start.begin(), start.end(), target) - start.begin()) - 1;
-    while (i < problems.size() && problems[i].m == 0) ++i;
-    if (i >= problems.size()) return {problems.size(), 0};
-    const LinearProblem& p = problems[i];
-    const double cols = std::max(0.0, target - start[i]) / column_cost(p);
-    int64_t col = (int64_t(cols + 0.5 * double(kColumnGrain)) / kColumnGrain) * kColumnGrain;
-    if (col >= p.w->n) return {i + 1, 0};
-    return {i, col};
-  };
-  parallel_for(threads, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const ColumnPos b = bound(int(r)), e = bound(int(r) + 1);
-      for (size_t i = b.p; i <= e.p && i < problems.size(); ++i) {
-        const LinearProblem& p = problems[i];
-        if (p.m == 0) continue;
-        const int64_t c0 = i == b.p ? b.col : 0, c1 = i == e.p ? e.col : p.w->n;
-        if (c1 > c0) fn(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, c0, c1);
-      }
-    }
+    fn(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, c0, c1);
   });
 }
 

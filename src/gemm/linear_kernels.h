@@ -4,6 +4,9 @@
 // across the global pool. A column's value depends only on the backend and m (not on which
 // thread or tile computed it), so results are deterministic for any thread count.
 #pragma once
+#include <functional>
+#include <span>
+
 #include "core/cpu.h"
 #include "gemm/gemm.h"
 
@@ -16,6 +19,18 @@ void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weig
 
 // Runs linear_batch on backend `isa`.
 void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems);
+
+// One product of a batch as the column split sees it: rows, the weight's n and k, bytes a weight.
+struct BatchShape {
+  int64_t m = 0, n = 0, k = 0;
+  double weight_bytes = 0;
+};
+// linear_batch's split, for any kernel: the problems' output columns, concatenated, cut into one
+// run per pool thread of about equal cost (reading weights against multiply-adds), at multiples
+// of 32 columns inside a problem; run(i, c0, c1) computes columns [c0, c1) of problem i
+// (problems with m == 0 are skipped). Small batches run on the calling thread.
+void for_each_column_run(std::span<const BatchShape> shapes,
+                         const std::function<void(size_t, int64_t, int64_t)>& run);
 
 // Reference backend (FF_ISA=scalar): dequantize a row, fp32 dot products. Slow and simple.
 void linear_ref_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,

@@ -23,6 +23,11 @@ Isa fastest() {
   return best_isa();
 }
 
+// Whether an FP8 product of m rows on `isa` runs on the W8A8 (AVX512-FP16) kernel.
+bool w8a8_runs(Isa isa, int64_t m) {
+  return isa == Isa::Avx512 && m <= kW8A8MaxRows && cpu_features().avx512_fp16;
+}
+
 int64_t cdiv(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
@@ -152,8 +157,9 @@ TEST(Fp8Gemm, DeepGemmShapeGrid) {
 // Small and unaligned shapes on every backend, including the scalar reference: each against the
 // float64 oracle, and the SIMD backends against the reference to near fp32 rounding.
 TEST(Fp8Gemm, UnalignedEveryBackend) {
-  const int64_t shapes[][3] = {{1, 1, 1},      {3, 130, 200},   {17, 257, 129}, {33, 64, 384},
-                               {20, 300, 100}, {130, 129, 513}, {9, 1000, 4096}};
+  const int64_t shapes[][3] = {{1, 1, 1},      {3, 130, 200},   {17, 257, 129},  {33, 64, 384},
+                               {20, 300, 100}, {130, 129, 513}, {9, 1000, 4096}, {2, 7, 1000},
+                               {4, 133, 31},   {1, 257, 2049}};
   uint32_t seed = 100;
   for (const auto& s : shapes) {
     const Q a(s[0], s[2], seed++, false), b(s[1], s[2], seed++, true);
@@ -167,7 +173,63 @@ TEST(Fp8Gemm, UnalignedEveryBackend) {
       // Tiny k has few products: quantization noise dominates, bound loosely there.
       EXPECT_LT(diff(gd, ref), s[2] >= 64 ? 1e-3 : 3e-3)
           << isa_name(isa) << " " << s[0] << "x" << s[1] << "x" << s[2];
-      EXPECT_LT(diff(gd, wantd), 1e-9) << isa_name(isa);
+      // The W8A8 kernel (few rows, AVX512-FP16) sums f16 products within a block: ~1e-8.
+      EXPECT_LT(diff(gd, wantd), w8a8_runs(isa, s[0]) ? 1e-6 : 1e-9) << isa_name(isa);
+    }
+  }
+}
+
+// The W8A8 kernel at e4m3's extremes: every product +448 * 448 (the f16 partial sums' largest
+// magnitude: no overflow, and exact, so equal to the reference to fp32 rounding), all subnormals
+// (2^-9 * 2^-9 products: exact, not flushed to zero), and any finite values with random signs
+// (f16 rounding of the partial sums: within 2^-9 of the sum of |products|, the bound for 5
+// roundings at 2^-11); m = 1..4, a 4-column tile plus single columns, a short last k block and
+// vector.
+TEST(Fp8Gemm, W8A8Extremes) {
+  if (!w8a8_runs(Isa::Avx512, 1)) GTEST_SKIP() << "no AVX512-FP16";
+  const int64_t n = 6, k = 300, kb = cdiv(k, 128);
+  for (int mode = 0; mode < 3; ++mode) {
+    for (int64_t m = 1; m <= kW8A8MaxRows; ++m) {
+      std::mt19937 rng(uint32_t(mode * 10 + m));
+      const auto pick_byte = [&]() -> uint8_t {
+        const uint8_t sign = (rng() & 1) ? 0x80 : 0;
+        if (mode == 0) return 0x7e;                                    // +448
+        if (mode == 1) return uint8_t(sign | (1 + rng() % 7));         // subnormals
+        return uint8_t(sign | (rng() % 2 ? 0x7e : 1 + rng() % 0x7d));  // any finite value
+      };
+      std::vector<uint8_t> qa(size_t(m * k)), qb(size_t(n * k));
+      for (auto& v : qa) v = pick_byte();
+      for (auto& v : qb) v = pick_byte();
+      std::vector<float> sa(size_t(m * kb));
+      std::vector<float> sb(static_cast<size_t>(kb));
+      for (auto& v : sa) v = std::ldexp(1.f + float(rng() % 100) / 100.f, -int(rng() % 8));
+      for (auto& v : sb) v = std::ldexp(1.f + float(rng() % 100) / 100.f, -int(rng() % 8));
+      // Runs A x B^T on `isa`; `magnitudes`: on |A| and |B| (the sum of |products|).
+      const auto run = [&](Isa isa, bool magnitudes) {
+        std::vector<uint8_t> ma = qa, mb = qb;
+        if (magnitudes) {
+          for (auto& v : ma) v &= 0x7f;
+          for (auto& v : mb) v &= 0x7f;
+        }
+        Matrix a, b;
+        a.dtype = b.dtype = DType::F8_E4M3;
+        a.data = ma.data(), a.rows = m, a.k = k, a.scales = sa.data();
+        b.data = mb.data(), b.rows = n, b.k = k, b.scales = sb.data();
+        std::vector<float> d(size_t(m * n));
+        Output o;
+        o.data = d.data();
+        gemm_with_isa(isa, Layout::NT, DType::F8_E4M3, a, b, o, {});
+        return d;
+      };
+      const auto got = run(Isa::Avx512, false), want = run(Isa::Scalar, false);
+      const auto mag = run(Isa::Scalar, true);
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double tol = mode == 2 ? std::ldexp(mag[i], -9) : 1e-6 * std::abs(want[i]);
+        EXPECT_NEAR(got[i], want[i], tol) << "mode " << mode << " m " << m << " #" << i;
+        if (mode < 2) {
+          EXPECT_NE(got[i], 0.f) << "mode " << mode << " m " << m << " #" << i;
+        }
+      }
     }
   }
 }
