@@ -133,6 +133,14 @@ struct XView {
   const float* at(int r, int64_t j) const { return data + r * ld + (j - col0); }
 };
 
+// Keeps a loaded vector in a register: GCC otherwise folds the load into every FMA that uses
+// it, so an X vector shared by N weight rows is loaded N times, and with the weight loads the
+// streaming loop becomes bound by the two 512-bit loads a cycle instead of the two FMAs.
+template <class T>
+__attribute__((always_inline)) inline void in_register(T& v) {
+  asm("" : "+v"(v));
+}
+
 // acc[r][c] += X[r, j0:j1] . W[col+c, j0:j1] (lane-wise partial sums); the weights are
 // multiplied by `scale[c]` first when Scaled.
 template <class V, DType D, int M, int N, bool Scaled>
@@ -155,8 +163,8 @@ inline void dot_range(const XView& x, const void* const* rows, const RowPrefetch
     }
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
-      const vec xv = V::load(x.at(r, j));
-      const vec xv2 = V::load(x.at(r, j + L));
+      vec xv = V::load(x.at(r, j)), xv2 = V::load(x.at(r, j + L));
+      if (N > 1) in_register(xv), in_register(xv2);
 #pragma GCC unroll 4
       for (int c = 0; c < N; ++c) {
         acc[r][c] = V::fma(xv, wv[c], acc[r][c]);
@@ -174,7 +182,8 @@ inline void dot_range(const XView& x, const void* const* rows, const RowPrefetch
     }
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
-      const vec xv = V::load(x.at(r, j));
+      vec xv = V::load(x.at(r, j));
+      if (N > 1) in_register(xv);
 #pragma GCC unroll 4
       for (int c = 0; c < N; ++c) acc[r][c] = V::fma(xv, wv[c], acc[r][c]);
     }
