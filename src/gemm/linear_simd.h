@@ -523,9 +523,14 @@ void bcast_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* 
         const void* row = weight_row<D>(w, c0 + c);
         const float* srow =
             D == DType::F8_E4M3 ? w.scale_inv + ((c0 + c) / kFp8Block) * kb : nullptr;
+        // The next chunk of this row, or after the last one the first chunk of the row the
+        // next block widens in this slot (c0 + kBcastCols + c), so a block starts warm.
+        const char* ahead =
+            k0 + kBcastDepth < w.k
+                ? static_cast<const char*>(row) + (k0 + kBcastDepth) * weight_bytes<D>()
+                : static_cast<const char*>(weight_row<D>(w, c0 + kBcastCols + c));
         for (int64_t j = 0; j < kc; j += L) {
-          __builtin_prefetch(
-              static_cast<const char*>(row) + (k0 + j + kBcastDepth) * weight_bytes<D>(), 0, 3);
+          __builtin_prefetch(ahead + j * weight_bytes<D>(), 0, 3);
           const int t = int(std::min<int64_t>(L, kc - j));
           vec v =
               t == L ? V::template load_w<D>(row, k0 + j) : V::template load_w_n<D>(row, k0 + j, t);
