@@ -239,9 +239,11 @@ void fast_products(Isa isa, const std::vector<GroupJob>& jobs, int64_t n, int64_
   const int64_t kb = ceil_div(k, kFp8Block), lda16 = ceil_div(k, 32) * 32;
   std::vector<char> w8a8(jobs.size());
   for (size_t j = 0; j < jobs.size(); ++j) w8a8[j] = use_w8a8(isa, jobs[j].a);
-  std::vector<float> x(size_t(rows * k));
+  // fp32 rows for the linear() jobs, f16 rows and scales for the W8A8 ones (sized for all rows,
+  // used by their own jobs' rows only).
+  std::vector<float> x, sa;
   std::vector<uint16_t> a16;
-  std::vector<float> sa;
+  if (std::find(w8a8.begin(), w8a8.end(), 0) != w8a8.end()) x.resize(size_t(rows * k));
   if (std::find(w8a8.begin(), w8a8.end(), 1) != w8a8.end()) {
     a16.assign(size_t(rows * lda16), 0);
     sa.resize(size_t(rows * kb));
