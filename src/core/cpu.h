@@ -10,8 +10,8 @@ struct CpuFeatures {
   bool avx2_fma = false;  // AVX2 + FMA + F16C
   bool avx512 = false;    // F, BW, DQ, VL
   bool avx512_bf16 = false;
-  bool avx512_fp16 =
-      false;  // AVX512-FP16 arithmetic (Sapphire Rapids on): the FP8 GEMM's W8A8 path
+  // AVX512-FP16 arithmetic (Sapphire Rapids on): the FP8 GEMM's W8A8 path.
+  bool avx512_fp16 = false;
 };
 
 const CpuFeatures& cpu_features();

@@ -86,7 +86,7 @@ void w8a8_tile(const W8A8Rows& p, int64_t col) {
         w8a8_step<M, N>(p, rows, pf, j, int(std::min<int64_t>(kF16Lanes, j1 - j)), part);
     }
     // Promotion: the two f16 halves added, widened to fp32, times A's and B's block scales.
-    alignas(64) float s[N];
+    float s[N];
 #pragma GCC unroll 4
     for (int c = 0; c < N; ++c) s[c] = srow[c][b] * (kE4m3ViaF16Scale / kW8A8AScale);
 #pragma GCC unroll 4
