@@ -18,7 +18,7 @@
 //
 // Streaming dot products (m <= stream_max_rows(); decode). Memory-bound: each weight row is read
 //   from memory once for all m rows of X. A tile is M <= 8 rows of X x N weight rows; M*N
-//   vector accumulators run along k, one horizontal sum each at the end (9..16 rows: two tiles
+//   vector accumulators run along k, one horizontal sum each at the end (9..12 rows: two tiles
 //   over the same, still cached, weight rows). FP8 accumulates each 128-column block
 //   separately and then adds block_sum * scale into the running sum (DeepGEMM's promotion), so
 //   the scale costs one FMA per block, not one multiply per weight (where the second set of
@@ -26,10 +26,12 @@
 //   its scale instead). Long rows are cut into column chunks so the X they use stays in L1,
 //   and weight rows are prefetched in software (see kStreamXBytes, kPrefetchBytes).
 //
-// Broadcast rows (AVX-512, 13..16 rows, FP8 9..16): X transposed so one vector holds a k of
-//   every row; weights widened once into an L1 tile and broadcast (see bcast_rows).
+// Broadcast rows (AVX-512, 13 rows and up, FP8 9 and up; prefill): X transposed so one vector
+//   holds a k of 16 rows; weights widened once into an L1 tile and broadcast, each broadcast
+//   feeding up to 4 groups of 16 rows; rows past 64 in further 64-row blocks (see bcast_rows).
 //
-// Packed panels (larger m; prefill). Compute-bound: NR = 2 vectors of output columns x KC = 256
+// Packed panels (AVX2 past 8 rows; prefill). Compute-bound: NR = 2 vectors of output columns x KC =
+// 256
 //   of k are dequantized (scale applied) and transposed into a k-major panel bp[KC][NR] that
 //   stays in L1 while the rows of X pass over it, MR rows at a time: MR x 2 vector
 //   accumulators, one broadcast of X and two panel loads per k (blocking: see panel_rows).
@@ -266,8 +268,8 @@ constexpr int64_t kStreamXBytes = 32 << 10;
 constexpr int64_t kStreamXPad = 16;  // floats between the copied rows, to spread the L1 sets
 
 // Rows [0, M) and, when M2 > 0, rows [M, M + M2) as a second tile over the same weight rows,
-// which are still in L1 then: 9..16 rows still read W once and widen each weight twice, which
-// for BF16 is cheaper than packing it (measured on AVX-512: m = 16 about 1.15x the panels).
+// which are still in L1 then: 9..12 rows still read W once and widen each weight twice, which
+// for BF16 beats packing it and, below 13 rows, broadcasting it (see linear_rows_typed).
 template <class V, DType D, int M, int M2 = 0>
 void stream_cols_range(const float* x, int64_t ldx, const Weight& w, float* y, int64_t ldy,
                        int64_t n0, int64_t n1) {
@@ -301,7 +303,7 @@ void stream_cols_range(const float* x, int64_t ldx, const Weight& w, float* y, i
   }
 }
 
-// All m rows in one pass over W; m <= 16.
+// All m rows in one pass over W; m <= 12.
 template <class V, DType D>
 void stream_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
                  int64_t n0, int64_t n1) {
@@ -320,12 +322,8 @@ void stream_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float*
       stream_cols_range<V, D, 8, 2>,
       stream_cols_range<V, D, 8, 3>,
       stream_cols_range<V, D, 8, 4>,
-      stream_cols_range<V, D, 8, 5>,
-      stream_cols_range<V, D, 8, 6>,
-      stream_cols_range<V, D, 8, 7>,
-      stream_cols_range<V, D, 8, 8>,
   };
-  static_assert(std::size(kByRows) == 17);
+  static_assert(std::size(kByRows) == 13);
   kByRows[m](x, ldx, w, y, ldy, n0, n1);
 }
 
@@ -483,74 +481,146 @@ void panel_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* 
   }
 }
 
-// ---- broadcast rows (9..16 rows on 16-lane vectors) ----------------------------------------
+// ---- broadcast rows (AVX-512: FP8 from 9 rows, other weights from 13) ---------------------
 
-// X^T [k][16] (rows past m zero) is built once per call. Per block of kBcastCols weight rows
-// (output columns), each kBcastDepth-wide chunk is widened once - FP8 scaled - into an fp32
-// tile wt[c][kk] that stays in L1, and one vector per column, lanes over the rows of X,
-// accumulates X^T[k] * broadcast(wt[c][k]) in k order. Against two 8-row streaming tiles this
-// widens each weight once instead of twice and needs no horizontal sums (a column's vector holds
-// it for every row); for FP8 it replaces the packed panels, whose transposes do not pay off over
-// 16 rows. A column's value depends only on its own weights and X, whatever the split of n.
-constexpr int kBcastCols = 16;
+// G groups of 16 rows of X (rows past m zero) are transposed once per pass over k into
+// X^T [k][16 G]. Per block of C weight rows (output columns), each kBcastDepth-wide chunk is
+// widened once - FP8 scaled - into an fp32 tile wt[c][kk] that stays in L1, and one vector per
+// column and group, lanes over the group's rows, accumulates X^T[k] * broadcast(wt[c][k]) in k
+// order; with G > 1 one broadcast feeds G FMAs. Against two 8-row streaming tiles this widens
+// each weight once instead of twice and needs no horizontal sums (a column's vector holds it for
+// every row); against the packed panels it skips transposing W (only X, O(mk) per call, is
+// transposed). Each pass's sums are added into Y (the first one stores). A column's value
+// depends only on its own weights, X and m, whatever the split of n.
 constexpr int64_t kBcastDepth = 256;  // a multiple of the FP8 block
 
-template <class V, DType D>
+// Columns a block widens for G groups of 16 rows: G * C accumulators (16 or 24) of 32 registers.
+template <int G>
+constexpr int bcast_cols() {
+  return G == 1 ? 16 : 24 / G;
+}
+
+// k per pass: X^T of a pass ([k][16 G] fp32) takes at most 256 KiB, so it stays in L2 while the
+// pass runs over all the columns (a multiple of the chunk depth).
+template <int G>
+constexpr int64_t bcast_pass_depth() {
+  return std::max<int64_t>(kBcastDepth, (int64_t(64) << 10) / (16 * G) / kBcastDepth * kBcastDepth);
+}
+
+template <class V, DType D, int G>
 void bcast_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
                 int64_t n0, int64_t n1) {
   using vec = typename V::vec;
   constexpr int L = V::kLanes;
-  static_assert(L == 16, "one vector holds the 16 rows");
-  float* xt = thread_scratch(0, size_t(w.k) * L);
-  float* wt = thread_scratch(1, size_t(kBcastCols) * kBcastDepth);
-  for (int64_t kk = 0; kk < w.k; ++kk)
-    for (int r = 0; r < L; ++r) xt[kk * L + r] = r < m ? x[r * ldx + kk] : 0.f;
+  constexpr int C = bcast_cols<G>();
+  constexpr int R = G * L;  // rows a k step holds (past m: zero)
+  constexpr int64_t kPass = bcast_pass_depth<G>();
+  static_assert(L == 16, "one vector holds 16 rows");
+  float* xt = thread_scratch(0, size_t(std::min(w.k, kPass)) * R);
+  float* wt = thread_scratch(1, size_t(C) * kBcastDepth);
   const int64_t kb = (w.k + kFp8Block - 1) / kFp8Block;
-  for (int64_t c0 = n0; c0 < n1; c0 += kBcastCols) {
-    const int nc = int(std::min<int64_t>(kBcastCols, n1 - c0));
-    vec acc[kBcastCols];
-#pragma GCC unroll 16
-    for (int c = 0; c < kBcastCols; ++c) acc[c] = V::zero();
-    for (int64_t k0 = 0; k0 < w.k; k0 += kBcastDepth) {
-      const int64_t kc = std::min(kBcastDepth, w.k - k0);
-      // Widen the block's chunk (columns past nc: zeros), prefetching the next chunk.
-      for (int c = 0; c < kBcastCols; ++c) {
-        float* dst = wt + c * kBcastDepth;
-        if (c >= nc) {
-          std::fill(dst, dst + kc, 0.f);
-          continue;
+  for (int64_t p0 = 0; p0 < w.k; p0 += kPass) {
+    const int64_t p1 = std::min(w.k, p0 + kPass);
+    // X^T [k - p0][R] for this pass, 16 x 16 blocks transposed in registers.
+    for (int g = 0; g < G; ++g) {
+      for (int64_t k0 = p0; k0 < p1; k0 += L) {
+        const int t = int(std::min<int64_t>(L, p1 - k0));
+        vec r[L];
+        for (int i = 0; i < L; ++i) {
+          const int64_t row = g * L + i;
+          r[i] = row < m ? V::load_n(x + row * ldx + k0, t) : V::zero();
         }
-        const void* row = weight_row<D>(w, c0 + c);
-        const float* srow =
-            D == DType::F8_E4M3 ? w.scale_inv + ((c0 + c) / kFp8Block) * kb : nullptr;
-        // The next chunk of this row, or after the last one the first chunk of the row the
-        // next block widens in this slot (c0 + kBcastCols + c), so a block starts warm.
-        const char* ahead =
-            k0 + kBcastDepth < w.k
-                ? static_cast<const char*>(row) + (k0 + kBcastDepth) * weight_bytes<D>()
-                : static_cast<const char*>(weight_row<D>(w, c0 + kBcastCols + c));
-        for (int64_t j = 0; j < kc; j += L) {
-          __builtin_prefetch(ahead + j * weight_bytes<D>(), 0, 3);
-          const int t = int(std::min<int64_t>(L, kc - j));
-          vec v =
-              t == L ? V::template load_w<D>(row, k0 + j) : V::template load_w_n<D>(row, k0 + j, t);
-          if constexpr (D == DType::F8_E4M3)
-            v = V::mul(v, V::set1(srow[(k0 + j) / kFp8Block] * kE4m3ViaF16Scale));
-          V::store(dst + j, v);
-        }
-      }
-      const float* xk = xt + k0 * L;
-      for (int64_t kk = 0; kk < kc; ++kk) {
-        const vec xv = V::load(xk + kk * L);
-#pragma GCC unroll 16
-        for (int c = 0; c < kBcastCols; ++c)
-          acc[c] = V::fma(xv, V::set1(wt[c * kBcastDepth + kk]), acc[c]);
+        V::transpose_store(r, xt + (k0 - p0) * R + g * L, R, t);
       }
     }
-    alignas(64) float lanes[L];
-    for (int c = 0; c < nc; ++c) {
-      V::store(lanes, acc[c]);
-      for (int64_t r = 0; r < m; ++r) y[r * ldy + c0 + c] = lanes[r];
+    for (int64_t c0 = n0; c0 < n1; c0 += C) {
+      const int nc = int(std::min<int64_t>(C, n1 - c0));
+      vec acc[G][C];
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g)
+#pragma GCC unroll 16
+        for (int c = 0; c < C; ++c) acc[g][c] = V::zero();
+      for (int64_t k0 = p0; k0 < p1; k0 += kBcastDepth) {
+        const int64_t kc = std::min(kBcastDepth, p1 - k0);
+        // Widen the block's chunk (columns past nc: zeros), prefetching the next chunk.
+        for (int c = 0; c < C; ++c) {
+          float* dst = wt + c * kBcastDepth;
+          if (c >= nc) {
+            std::fill(dst, dst + kc, 0.f);
+            continue;
+          }
+          const void* row = weight_row<D>(w, c0 + c);
+          const float* srow =
+              D == DType::F8_E4M3 ? w.scale_inv + ((c0 + c) / kFp8Block) * kb : nullptr;
+          // The next chunk of this row, or after the pass's last one the pass's first chunk of
+          // the row the next block widens in this slot (c0 + C + c), so a block starts warm.
+          const char* ahead =
+              k0 + kBcastDepth < p1
+                  ? static_cast<const char*>(row) + (k0 + kBcastDepth) * weight_bytes<D>()
+                  : static_cast<const char*>(weight_row<D>(w, c0 + C + c)) + p0 * weight_bytes<D>();
+          for (int64_t j = 0; j < kc; j += L) {
+            __builtin_prefetch(ahead + j * weight_bytes<D>(), 0, 3);
+            const int t = int(std::min<int64_t>(L, kc - j));
+            vec v = t == L ? V::template load_w<D>(row, k0 + j)
+                           : V::template load_w_n<D>(row, k0 + j, t);
+            if constexpr (D == DType::F8_E4M3)
+              v = V::mul(v, V::set1(srow[(k0 + j) / kFp8Block] * kE4m3ViaF16Scale));
+            V::store(dst + j, v);
+          }
+        }
+        const float* xk = xt + (k0 - p0) * R;
+        for (int64_t kk = 0; kk < kc; ++kk) {
+          vec xv[G];
+#pragma GCC unroll 4
+          for (int g = 0; g < G; ++g) xv[g] = V::load(xk + kk * R + g * L);
+#pragma GCC unroll 16
+          for (int c = 0; c < C; ++c) {
+            vec b = V::set1(wt[c * kBcastDepth + kk]);
+            if (G > 1) in_register(b);
+#pragma GCC unroll 4
+            for (int g = 0; g < G; ++g) acc[g][c] = V::fma(xv[g], b, acc[g][c]);
+          }
+        }
+      }
+      // Constant indices only, so the accumulators stay in registers.
+      alignas(64) float lanes[G][C][L];
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g)
+#pragma GCC unroll 16
+        for (int c = 0; c < C; ++c) V::store(lanes[g][c], acc[g][c]);
+      for (int g = 0; g < G; ++g) {
+        const int64_t rows = std::min<int64_t>(L, m - g * L);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* yr = y + (g * L + r) * ldy + c0;
+          for (int c = 0; c < nc; ++c) yr[c] = p0 == 0 ? lanes[g][c][r] : yr[c] + lanes[g][c][r];
+        }
+      }
+    }
+  }
+}
+
+// Rows in blocks of 64 (the last one smaller), each a bcast_rows over the same columns: the
+// weights are read once per block, at 64 rows ~8 bytes per 256 flops, far below the bandwidth.
+template <class V, DType D>
+void bcast_row_blocks(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+                      int64_t ldy, int64_t n0, int64_t n1) {
+  constexpr int64_t kBlock = 4 * V::kLanes;
+  for (int64_t r0 = 0; r0 < m; r0 += kBlock) {
+    const int64_t rows = std::min(kBlock, m - r0);
+    const float* xr = x + r0 * ldx;
+    float* yr = y + r0 * ldy;
+    switch ((rows + V::kLanes - 1) / V::kLanes) {
+      case 1:
+        bcast_rows<V, D, 1>(xr, rows, ldx, w, yr, ldy, n0, n1);
+        break;
+      case 2:
+        bcast_rows<V, D, 2>(xr, rows, ldx, w, yr, ldy, n0, n1);
+        break;
+      case 3:
+        bcast_rows<V, D, 3>(xr, rows, ldx, w, yr, ldy, n0, n1);
+        break;
+      default:
+        bcast_rows<V, D, 4>(xr, rows, ldx, w, yr, ldy, n0, n1);
     }
   }
 }
@@ -563,11 +633,14 @@ void linear_rows_typed(const float* x, int64_t m, int64_t ldx, const Weight& w, 
   // Measured (AVX-512, one thread, weights from DRAM): m = 8 streams ~1.4x faster than the
   // panels. Broadcast rows (2 threads, 512 x 2048, interleaved runs): BF16 m = 16 175 vs 125
   // GFLOP/s for two streaming tiles, m = 12 equal, m = 9 97 vs 117 (7 of 16 lanes idle); FP8
-  // against the panels m = 16 150 vs 114, m = 12 110 vs 96, m = 9 81 vs 78.
+  // against the panels m = 16 150 vs 114, m = 12 110 vs 96, m = 9 81 vs 78. Past 16 rows
+  // (BF16, 2 threads, alternated call by call): 1.1-1.4x the panels at m = 24..64 and
+  // 1.0-1.2x at 72..512 (docs/BENCHMARKS.md).
   if (m <= 8) return stream_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);
   if constexpr (V::kLanes == 16) {
     if (m <= 16 && (D == DType::F8_E4M3 || m > 12))
-      return bcast_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);
+      return bcast_rows<V, D, 1>(x, m, ldx, w, y, ldy, n0, n1);
+    if (m > 16) return bcast_row_blocks<V, D>(x, m, ldx, w, y, ldy, n0, n1);
   }
   if (m <= stream_max_rows(V::kIsa, D)) return stream_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);
   panel_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);

@@ -14,6 +14,7 @@
 #include <limits>
 #include <numeric>
 
+#include "core/thread_pool.h"
 #include "model/model.h"
 #include "model/workspace.h"
 
@@ -22,6 +23,17 @@ namespace ff {
 namespace {
 inline float silu(float x) {
   return x / (1.0f + std::exp(-x));
+}
+
+// g = silu(g) * u over n elements, split across the pool (each element computed alone, so the
+// result does not depend on the split).
+void swiglu(float* g, const float* u, int64_t n) {
+  parallel_for(
+      n,
+      [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) g[i] = silu(g[i]) * u[i];
+      },
+      4096);
 }
 
 // Indices of the k largest values (ties: lower index first), unordered beyond that.
@@ -50,7 +62,7 @@ void Model::mlp(const MlpWeights& w, const float* x, int64_t T, float* out) {
   const gemm::LinearProblem gate_up[2] = {{x, T, w.gate.k, &w.gate, g, inter},
                                           {x, T, w.up.k, &w.up, u, inter}};
   gemm::linear_batch(gate_up);
-  for (int64_t i = 0; i < T * inter; ++i) g[i] = silu(g[i]) * u[i];
+  swiglu(g, u, T * inter);
   gemm::linear(g, T, inter, w.down, out, hid);
 }
 
@@ -170,8 +182,8 @@ void Model::moe(const MoeWeights& w, const float* x, int64_t T, float* out) {
     ps.push_back({x, T, hid, &w.shared.up, su, sinter});
   }
   gemm::linear_batch(ps);
-  for (int64_t i = 0; i < S * inter; ++i) ge[i] = silu(ge[i]) * ue[i];
-  for (int64_t i = 0; i < T * sinter; ++i) sg[i] = silu(sg[i]) * su[i];
+  swiglu(ge, ue, S * inter);
+  if (w.has_shared) swiglu(sg, su, T * sinter);
   prof_gate_up.stop();
 
   profile::Scope prof_down("moe.down");
@@ -184,14 +196,31 @@ void Model::moe(const MoeWeights& w, const float* x, int64_t T, float* out) {
   if (w.has_shared) ps.push_back({sg, T, sinter, &w.shared.down, sd, hid});
   gemm::linear_batch(ps);
 
-  std::fill(out, out + T * hid, 0.0f);
-  for (int64_t i = 0; i < S; ++i) {
-    float* o = out + ws.expert_rows[size_t(i)] * hid;
-    const float wt = ws.expert_w[size_t(i)];
-    for (int64_t j = 0; j < hid; ++j) o[j] += wt * de[i * hid + j];
+  // Each token's weighted sum over its picks in slot order (as the experts ran), then the
+  // shared experts' output; tokens split across the pool.
+  std::vector<int64_t>& slots = ws.token_slots;
+  slots.resize(size_t(S));
+  {
+    std::vector<int64_t>& fill = ws.moe_fill;
+    fill.assign(size_t(T), 0);
+    for (int64_t i = 0; i < S; ++i) {
+      const int64_t t = ws.expert_rows[size_t(i)];
+      slots[size_t(t * K + fill[size_t(t)]++)] = i;
+    }
   }
-  if (w.has_shared)
-    for (int64_t i = 0; i < T * hid; ++i) out[i] += sd[i];
+  parallel_for(T, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* o = out + t * hid;
+      std::fill(o, o + hid, 0.0f);
+      for (int64_t p = 0; p < K; ++p) {
+        const int64_t i = slots[size_t(t * K + p)];
+        const float wt = ws.expert_w[size_t(i)];
+        for (int64_t j = 0; j < hid; ++j) o[j] += wt * de[i * hid + j];
+      }
+      if (w.has_shared)
+        for (int64_t j = 0; j < hid; ++j) o[j] += sd[t * hid + j];
+    }
+  });
 }
 
 }  // namespace ff

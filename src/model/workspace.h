@@ -27,6 +27,7 @@ struct Model::Workspace {
   std::vector<float> router_logits, route_w, xe, ge, ue, de, sg, su, sd;
   std::vector<int32_t> route_idx;
   std::vector<int64_t> expert_rows, expert_begin, moe_fill;  // contiguous layout: slot -> token
+  std::vector<int64_t> token_slots;                          // token t's picks: [t * K, t * K + K)
   std::vector<float> expert_w;
   std::vector<gemm::LinearProblem> moe_problems;
   // logits

@@ -100,10 +100,13 @@ struct Shape {
 };
 
 // Odd sizes of the tiny test models and FP8 blocks cut by n and k. The rows cover m = 0, every
-// streaming tile height (1..8; 9..16 as two tiles for non-FP8 weights on AVX-512) and the packed
-// panels with uneven row tiles, past one 144-row block of X (300).
+// streaming tile height (1..8; 9..16 as two tiles for non-FP8 weights on AVX-512), broadcast
+// rows on AVX-512 with 1..4 groups of 16 rows, full and partial (13..64), and in 64-row blocks
+// with a short last block (65, 100, 130, 300), and AVX2's packed panels with uneven row tiles,
+// past one 144-row block of X (300).
 TEST(Linear, MatchesFloat64OracleOnEveryBackend) {
-  const int64_t rows[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 64, 130, 300};
+  const int64_t rows[] = {0,  1,  2,  3,  4,  5,  6,  7,  8,   9,   12,
+                          16, 17, 31, 33, 48, 63, 64, 65, 100, 130, 300};
   const Shape shapes[] = {{1, 1}, {7, 40}, {64, 96}, {130, 160}, {257, 320}, {33, 192}};
   for (DType dt : kDTypes)
     for (const Shape& s : shapes)
@@ -111,9 +114,9 @@ TEST(Linear, MatchesFloat64OracleOnEveryBackend) {
 }
 
 TEST(Linear, LongRowsMatchOracle) {
-  // k = 7168 (a DeepSeek-V3 projection, 576 x 7168): many panel depths, FP8 blocks and
-  // streaming column chunks; m covers both paths.
-  const int64_t rows[] = {1, 5, 12, 17, 64};
+  // k = 7168 (a DeepSeek-V3 projection, 576 x 7168): many panel depths, broadcast-row passes,
+  // FP8 blocks and streaming column chunks; m covers every path.
+  const int64_t rows[] = {1, 5, 12, 16, 17, 40, 64, 80};
   for (DType dt : kDTypes)
     for (int64_t m : rows) check_case(dt, m, 576, 7168, /*pad=*/0);
 }
@@ -158,7 +161,7 @@ TEST(Linear, Fp8DecodeIsExactForEveryCode) {
 TEST(Linear, ResultDoesNotDependOnTheColumnSplit) {
   for (Isa isa : backends()) {
     for (DType dt : kDTypes) {
-      for (int64_t m : {1, 6, 12, 15, 40}) {  // streaming, broadcast rows (FP8 12), panels
+      for (int64_t m : {1, 6, 12, 15, 40, 70}) {  // streaming, broadcast rows, panels (AVX2)
         TestWeight tw(dt, 1000, 300, 300, 99);
         const auto x = random_floats(size_t(m * 300), 5);
         std::vector<float> split(size_t(m * 1000)), whole(size_t(m * 1000));
