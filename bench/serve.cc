@@ -13,6 +13,8 @@
 //
 // Usage: bench_serve [--model DIR] [--requests N] [--repeat R]   (default: the default model, 96)
 //        bench_serve --synthetic bf16|fp8 [--requests N] [--keep DIR] [--repeat R]
+//        common: [--levels 1,4,16] [--max-batch-tokens N]   (the engine's token budget per step,
+//        for both the batched engine and the baseline; default: the engine's)
 //
 // Each concurrency level runs the baseline and then the batched engine back to back, R times
 // (default 1); the pair with the median ratio is printed, with ratio_min / ratio_max when R > 1.
@@ -26,6 +28,7 @@
 // 32..64 output tokens.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -151,6 +154,8 @@ int run(int argc, char** argv) {
   std::string model_dir = "tests/fixtures/default-model";
   std::string synthetic, keep;
   int num_requests = 0, repeat = 1;
+  int64_t max_batch_tokens = engine::EngineOptions{}.max_batch_tokens;
+  std::vector<int> levels = {1, 4, 16};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--model") model_dir = argv[i + 1];
@@ -158,6 +163,20 @@ int run(int argc, char** argv) {
     if (a == "--synthetic") synthetic = argv[i + 1];
     if (a == "--keep") keep = argv[i + 1];
     if (a == "--repeat") repeat = std::max(1, std::atoi(argv[i + 1]));
+    if (a == "--max-batch-tokens") max_batch_tokens = std::max(1, std::atoi(argv[i + 1]));
+    if (a == "--levels") {
+      levels.clear();
+      for (const char* p = argv[i + 1]; *p;) {
+        char* end = nullptr;
+        const long v = std::strtol(p, &end, 10);
+        if (end == p || v < 1) {
+          std::fprintf(stderr, "error: --levels takes concurrencies like 1,4,16\n");
+          return 2;
+        }
+        levels.push_back(int(v));
+        p = *end == ',' ? end + 1 : end;
+      }
+    }
   }
   // Prompt and output length ranges (inclusive).
   int in_lo = 32, in_hi = 256, out_lo = 32, out_hi = 96;
@@ -215,14 +234,16 @@ int run(int argc, char** argv) {
     }
     jobs.push_back(std::move(j));
   }
-  const std::vector<int> levels = {1, 4, 16};
   engine::EngineOptions batched;
-  engine::EngineOptions serial;
+  batched.max_batch_tokens = max_batch_tokens;
+  engine::EngineOptions serial = batched;
   serial.max_running = 1;
-  std::printf("# model %s%s, %d requests, prompts %d..%d, outputs %d..%d tokens, %d threads\n",
-              model_dir.c_str(),
-              synthetic.empty() ? "" : (" (synthetic " + synthetic + ")").c_str(), num_requests,
-              in_lo, in_hi, out_lo, out_hi, ThreadPool::global().size());
+  std::printf(
+      "# model %s%s, %d requests, prompts %d..%d, outputs %d..%d tokens, %d threads, "
+      "max_batch_tokens %lld\n",
+      model_dir.c_str(), synthetic.empty() ? "" : (" (synthetic " + synthetic + ")").c_str(),
+      num_requests, in_lo, in_hi, out_lo, out_hi, ThreadPool::global().size(),
+      static_cast<long long>(max_batch_tokens));
   std::fflush(stdout);
   // Each level's baseline and batched runs are measured back to back (a shared machine's slow
   // and fast phases last seconds to minutes, so far-apart phases would skew the ratio), `repeat`
