@@ -42,12 +42,4 @@ void linear_avx2_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, f
 void linear_avx512_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                         int64_t ldy, int64_t n0, int64_t n1);
 
-// Rows of X up to which the SIMD backends stream W with every row's accumulators in registers
-// (decode); above it AVX2 packs W into cache-resident panels and AVX-512 broadcasts widened
-// weights over transposed rows of X (prefill). AVX-512 streams up to 12 rows of BF16 / F16 / F32
-// weights (two tiles per weight row; 13..16 rows are broadcast too); see linear_simd.h.
-inline int stream_max_rows(Isa isa, DType dtype) {
-  return isa == Isa::Avx512 && dtype != DType::F8_E4M3 ? 12 : 8;
-}
-
 }  // namespace ff::gemm

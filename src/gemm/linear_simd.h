@@ -16,15 +16,15 @@
 //
 // Three paths, all with fp32 products and fp32 accumulation (X is never rounded):
 //
-// Streaming dot products (m <= stream_max_rows(); decode). Memory-bound: each weight row is read
-//   from memory once for all m rows of X. A tile is M <= 8 rows of X x N weight rows; M*N
-//   vector accumulators run along k, one horizontal sum each at the end (9..12 rows: two tiles
-//   over the same, still cached, weight rows). FP8 accumulates each 128-column block
-//   separately and then adds block_sum * scale into the running sum (DeepGEMM's promotion), so
-//   the scale costs one FMA per block, not one multiply per weight (where the second set of
+// Streaming dot products (m <= 8, AVX-512 BF16 / F16 / F32 m <= 12; decode). Memory-bound:
+//   each weight row is read from memory once for all m rows of X. A tile is M <= 8 rows of X x N
+//   weight rows; M*N vector accumulators run along k, one horizontal sum each at the end (9..12
+//   rows: two tiles over the same, still cached, weight rows). FP8 accumulates each 128-column
+//   block separately and then adds block_sum * scale into the running sum (DeepGEMM's promotion),
+//   so the scale costs one FMA per block, not one multiply per weight (where the second set of
 //   accumulators does not fit - AVX2 past 4 rows - each widened weight vector is multiplied by
-//   its scale instead). Long rows are cut into column chunks so the X they use stays in L1,
-//   and weight rows are prefetched in software (see kStreamXBytes, kPrefetchBytes).
+//   its scale instead). Long rows are cut into column chunks so the X they use stays in cache,
+//   and weight rows are prefetched in software (see kStreamXWholeBytes, kPrefetchBytes).
 //
 // Broadcast rows (AVX-512, 13 rows and up, FP8 9 and up; prefill): X transposed so one vector
 //   holds a k of 16 rows; weights widened once into an L1 tile and broadcast, each broadcast
@@ -645,12 +645,12 @@ void linear_rows_typed(const float* x, int64_t m, int64_t ldx, const Weight& w, 
   // 1.0-1.2x at 72..512 (docs/BENCHMARKS.md).
   if (m <= 8) return stream_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);
   if constexpr (V::kLanes == 16) {
-    if (m <= 16 && (D == DType::F8_E4M3 || m > 12))
-      return bcast_rows<V, D, 1>(x, m, ldx, w, y, ldy, n0, n1);
     if (m > 16) return bcast_row_blocks<V, D>(x, m, ldx, w, y, ldy, n0, n1);
+    if (D == DType::F8_E4M3 || m > 12) return bcast_rows<V, D, 1>(x, m, ldx, w, y, ldy, n0, n1);
+    stream_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);  // BF16 / F16 / F32, 9..12 rows
+  } else {
+    panel_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);
   }
-  if (m <= stream_max_rows(V::kIsa, D)) return stream_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);
-  panel_rows<V, D>(x, m, ldx, w, y, ldy, n0, n1);
 }
 
 template <class V>
