@@ -159,8 +159,14 @@ void Model::moe(const MoeWeights& w, const float* x, int64_t T, float* out) {
   float* ge = Workspace::get(ws.ge, size_t(S * inter));
   float* ue = Workspace::get(ws.ue, size_t(S * inter));
   float* de = Workspace::get(ws.de, size_t(S * hid));
-  for (int64_t i = 0; i < S; ++i)
-    std::memcpy(xe + i * hid, x + ws.expert_rows[size_t(i)] * hid, size_t(hid) * 4);
+  // The picks' rows of X in expert order (S * hid floats: 3.6 MB for 55 tokens of top-8 at
+  // hidden 2048), copied across the pool in chunks of at least 64 KiB (a single token's picks
+  // stay on this thread).
+  const auto gather = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      std::memcpy(xe + i * hid, x + ws.expert_rows[size_t(i)] * hid, size_t(hid) * 4);
+  };
+  parallel_for(S, gather, std::max<int64_t>(1, (int64_t(64) << 10) / 4 / hid));
   const int64_t sinter = w.has_shared ? w.shared.gate.n : 0;
   float* sg = w.has_shared ? Workspace::get(ws.sg, size_t(T * sinter)) : nullptr;
   float* su = w.has_shared ? Workspace::get(ws.su, size_t(T * sinter)) : nullptr;
