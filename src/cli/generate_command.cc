@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "model/generate.h"
+#include "engine/engine.h"
 
 namespace ff::cli {
 
@@ -45,7 +45,7 @@ int run_generate(const GenerateArgs& a) {
   } else {
     prompt = tok.encode(a.prompt, true);
   }
-  GenerateOptions opt;
+  engine::GenerateOptions opt;
   opt.sampling.temperature = a.temperature;
   opt.sampling.top_k = a.top_k;
   opt.sampling.top_p = a.top_p;
@@ -57,14 +57,17 @@ int run_generate(const GenerateArgs& a) {
   opt.ignore_eos = a.ignore_eos;
   if (a.cache_dtype == "f32") opt.cache_dtype = DType::F32;
   if (a.cache_dtype == "bf16") opt.cache_dtype = DType::BF16;
+  // Refuse a bad request (e.g. -n past the context) before echoing the prompt.
+  Generation(tok, prompt, opt, engine::model_limits(*model));
   if (!a.chat) {
     std::fputs(a.prompt.c_str(), stdout);
     std::fflush(stdout);
   }
-  const GenerateResult r = generate(*model, tok, prompt, opt, [](std::string_view piece) {
-    std::fwrite(piece.data(), 1, piece.size(), stdout);
-    std::fflush(stdout);
-  });
+  const engine::GenerateResult r =
+      engine::generate(*model, tok, prompt, opt, [](std::string_view piece) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      });
   std::fputc('\n', stdout);
   std::fflush(stdout);
   if (!a.quiet_stats) {

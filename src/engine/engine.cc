@@ -27,32 +27,20 @@ struct Engine::Pages : PageManager {
 };
 
 struct Engine::Sequence {
-  Sequence(const Tokenizer& tok, std::vector<int32_t> prompt, const GenerationParams& p,
-           int64_t max_new_tokens)
-      : params(p),
-        tokens(std::move(prompt)),
-        prompt_len(tokens.size()),
-        sampler(p.sampling),
-        checker(p.stop),
-        decoder(tok, /*skip_special=*/true),
-        max_new(max_new_tokens) {}
+  Sequence(std::string request_id, Generation g)
+      : id(std::move(request_id)), stream(std::make_shared<Stream>(id)), gen(std::move(g)) {}
 
-  std::shared_ptr<Stream> stream = std::make_shared<Stream>();
-  GenerationParams params;
-  std::vector<int32_t> tokens;  // prompt, then the generated ones
-  size_t prompt_len;
-  KVSequence kv;  // kv.length: tokens whose latents are in the cache
-  Sampler sampler;
-  StopChecker checker;
-  StreamDecoder decoder;
-  int64_t max_new;
-  int64_t generated = 0;
+  std::string id;
+  std::shared_ptr<Stream> stream;
+  Generation gen;     // tokens (prompt, then generated), sampler, stop rules
+  KVSequence kv;      // kv.length: tokens whose latents are in the cache
   bool done = false;  // finish() ran: pages released, final output pushed
   bool admitted_once = false;
   int64_t cached_prompt_tokens = 0;
   Clock::time_point arrival = Clock::now();
   Clock::time_point last_token;
-  std::vector<Sampler::TopLogprob> top_scratch;
+
+  const std::vector<int32_t>& tokens() const { return gen.tokens(); }
 };
 
 // ---- Stream ----
@@ -66,7 +54,18 @@ StreamOutput Stream::take(std::chrono::milliseconds timeout) {
   return out;
 }
 
+void Stream::on_output(std::function<void()> fn) {
+  bool call_now = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    on_output_ = fn;
+    call_now = has_pending_;
+  }
+  if (call_now && fn) fn();
+}
+
 void Stream::push(const StreamOutput& out) {
+  std::function<void()> notify;
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_.text += out.text;
@@ -81,8 +80,10 @@ void Stream::push(const StreamOutput& out) {
       pending_.cached_prompt_tokens = out.cached_prompt_tokens;
     }
     has_pending_ = true;
+    notify = on_output_;
   }
   cv_.notify_all();
+  if (notify) notify();
 }
 
 // ---- Engine ----
@@ -127,46 +128,30 @@ Engine::~Engine() {
   thread_.join();
   StreamOutput stopped;
   stopped.finished = true;
+  stopped.finish = FinishReason::Error;
   stopped.error = "engine stopped";
   for (auto& s : inbox_) s->stream->push(stopped);
   for (auto& s : waiting_) s->stream->push(stopped);
   for (auto& s : running_) s->stream->push(stopped);
 }
 
-std::shared_ptr<Stream> Engine::submit(std::vector<int32_t> prompt, const GenerationParams& p) {
-  const ModelConfig& c = model_.config();
-  const int64_t n = int64_t(prompt.size());
-  const int64_t ctx = c.max_position_embeddings;
-  FF_CHECK(n > 0, "the prompt is empty");
-  for (int32_t t : prompt)
-    FF_CHECK(t >= 0 && t < c.vocab_size, "prompt token id {} is outside the vocabulary [0, {})", t,
-             c.vocab_size);
-  FF_CHECK(n < ctx, "the prompt has {} tokens, which leaves no room in the context of {}", n, ctx);
-  GenerationParams params = p;
-  if (params.stop.max_tokens < 0) params.stop.max_tokens = int(ctx - n);
-  FF_CHECK(params.stop.max_tokens >= 1, "max_tokens must be >= 1, got {}", params.stop.max_tokens);
-  FF_CHECK(n + params.stop.max_tokens <= ctx,
-           "the context is {} tokens, but {} were requested ({} in the prompt, {} max_tokens)", ctx,
-           n + params.stop.max_tokens, n, params.stop.max_tokens);
-  FF_CHECK(params.top_logprobs >= 0 && params.top_logprobs <= 20,
-           "top_logprobs must be in [0, 20], got {}", params.top_logprobs);
-  if (params.ignore_eos) {
-    params.stop.eos_ids.clear();
-  } else if (params.stop.eos_ids.empty()) {
-    params.stop.eos_ids.assign(c.eos_token_ids.begin(), c.eos_token_ids.end());
-    if (std::find(params.stop.eos_ids.begin(), params.stop.eos_ids.end(), tokenizer_.eos_id()) ==
-        params.stop.eos_ids.end())
-      params.stop.eos_ids.push_back(tokenizer_.eos_id());
-  }
-  // Constructing the sequence validates sampling and stop parameters (ff::Error).
-  auto seq =
-      std::make_unique<Sequence>(tokenizer_, std::move(prompt), params, params.stop.max_tokens);
+ModelLimits model_limits(const Model& model) {
+  const ModelConfig& c = model.config();
+  return {c.max_position_embeddings, c.vocab_size,
+          std::vector<int32_t>(c.eos_token_ids.begin(), c.eos_token_ids.end())};
+}
+
+std::shared_ptr<Stream> Engine::submit(std::vector<int32_t> prompt, const GenerationParams& p,
+                                       std::string id) {
+  // Constructing the generation validates the request (ff::Error).
+  Generation gen(tokenizer_, std::move(prompt), p, model_limits(model_));
+  std::lock_guard<std::mutex> lock(mu_);
+  FF_CHECK(!stop_, "the engine is stopping");
+  if (id.empty()) id = "req-" + std::to_string(next_id_);
+  ++next_id_;
+  auto seq = std::make_unique<Sequence>(std::move(id), std::move(gen));
   std::shared_ptr<Stream> stream = seq->stream;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    FF_CHECK(!stop_, "the engine is stopping");
-    inbox_.push_back(std::move(seq));
-  }
+  inbox_.push_back(std::move(seq));
   cv_.notify_all();
   return stream;
 }
@@ -189,14 +174,11 @@ void Engine::loop() {
     try {
       step();
     } catch (const std::exception& e) {
-      // A bug, not bad input (that is refused in submit()): fail what is in flight rather than
-      // take the process down, and keep serving.
-      for (auto& s : running_)
-        if (!s->done) finish(*s, FinishReason::None, std::string("engine error: ") + e.what());
-      for (auto& s : waiting_)
-        finish(*s, FinishReason::None, std::string("engine error: ") + e.what());
-      running_.clear();
-      waiting_.clear();
+      // Failures of one request are confined to it inside step(); reaching here is a bug outside
+      // any request's work. Fail what is in flight rather than take the process down.
+      fail_all(std::string("engine error: ") + e.what());
+    } catch (...) {
+      fail_all("engine error: unknown exception");
     }
     std::lock_guard<std::mutex> lock(mu_);
     stats_.running = int64_t(running_.size());
@@ -206,8 +188,18 @@ void Engine::loop() {
     stats_.pages_cached_idle = pages_->cached_idle();
     stats_.prefix_queried_tokens = pages_->queried_tokens();
     stats_.prefix_hit_tokens = pages_->hit_tokens();
+    stats_.invariant_violations = pages_->invariant_violations();
     ++stats_.steps;
   }
+}
+
+void Engine::fail_all(const std::string& error) noexcept {
+  for (auto& s : running_)
+    if (!s->done) finish(*s, FinishReason::Error, error);
+  for (auto& s : waiting_)
+    if (!s->done) finish(*s, FinishReason::Error, error);
+  running_.clear();
+  waiting_.clear();
 }
 
 void Engine::preempt(Sequence& s) {
@@ -219,19 +211,26 @@ void Engine::preempt(Sequence& s) {
   ++stats_.preemptions;
 }
 
+bool Engine::grow(Sequence& s, int64_t num_tokens) {
+  fault::point("kv.alloc", s.id);
+  return pages_->grow(s.kv, num_tokens);
+}
+
+// Throws when page allocation fails for the request (not when the cache is merely full); the
+// caller fails the request, whose pages finish() releases.
 bool Engine::try_admit(Sequence& s, int64_t budget, int64_t* scheduled_tokens) {
   if (options_.prefix_caching) {
-    const int64_t max_pages = (int64_t(s.tokens.size()) - 1) / kPageSize;
-    pages_->match_prefix(s.tokens, max_pages, s.kv);
+    const int64_t max_pages = (int64_t(s.tokens().size()) - 1) / kPageSize;
+    pages_->match_prefix(s.tokens(), max_pages, s.kv);
   }
-  const int64_t n = std::min<int64_t>(int64_t(s.tokens.size()) - s.kv.length, budget);
-  if (!pages_->grow(s.kv, s.kv.length + n)) {
+  const int64_t n = std::min<int64_t>(int64_t(s.tokens().size()) - s.kv.length, budget);
+  if (!grow(s, s.kv.length + n)) {
     pages_->release(s.kv);
     return false;
   }
   if (!s.admitted_once) {
     s.admitted_once = true;
-    s.cached_prompt_tokens = std::min<int64_t>(s.kv.length, int64_t(s.prompt_len));
+    s.cached_prompt_tokens = std::min<int64_t>(s.kv.length, int64_t(s.gen.prompt_length()));
   }
   *scheduled_tokens = n;
   return true;
@@ -240,11 +239,19 @@ bool Engine::try_admit(Sequence& s, int64_t budget, int64_t* scheduled_tokens) {
 void Engine::schedule(std::vector<Sequence*>& scheduled, std::vector<int64_t>& counts) {
   int64_t budget = options_.max_batch_tokens;
   bool preempted = false;
-  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+  size_t i = 0;
+  while (i < running_.size() && budget > 0) {
     Sequence& s = *running_[i];
-    const int64_t n = std::min<int64_t>(int64_t(s.tokens.size()) - s.kv.length, budget);
-    bool self_preempted = false;
-    while (!pages_->grow(s.kv, s.kv.length + n)) {
+    const int64_t n = std::min<int64_t>(int64_t(s.tokens().size()) - s.kv.length, budget);
+    bool self_preempted = false, failed = false;
+    for (;;) {
+      try {
+        if (grow(s, s.kv.length + n)) break;
+      } catch (const std::exception& e) {
+        finish(s, FinishReason::Error, e.what());
+        failed = true;
+        break;
+      }
       Sequence& victim = *running_.back();
       preempt(victim);
       preempted = true;
@@ -253,16 +260,27 @@ void Engine::schedule(std::vector<Sequence*>& scheduled, std::vector<int64_t>& c
         break;
       }
     }
+    if (failed) {
+      running_.erase(running_.begin() + std::ptrdiff_t(i));
+      continue;
+    }
     if (self_preempted) break;
     scheduled.push_back(&s);
     counts.push_back(n);
     budget -= n;
+    ++i;
   }
   while (!preempted && budget > 0 && !waiting_.empty() &&
          int(running_.size()) < options_.max_running) {
     Sequence& s = *waiting_.front();
     int64_t n = 0;
-    if (!try_admit(s, budget, &n)) break;
+    try {
+      if (!try_admit(s, budget, &n)) break;
+    } catch (const std::exception& e) {
+      finish(s, FinishReason::Error, e.what());
+      waiting_.pop_front();
+      continue;
+    }
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
     scheduled.push_back(&s);
@@ -271,11 +289,45 @@ void Engine::schedule(std::vector<Sequence*>& scheduled, std::vector<int64_t>& c
   }
 }
 
+// Runs the scheduled chunks as one batch. When the batch fails, each request is run alone, so a
+// request whose forward pass fails is failed by itself and the others carry on with the same
+// tokens (a failed pass leaves kv.length unchanged; a rerun rewrites the latents it wrote).
+void Engine::run_forward(std::span<Sequence* const> scheduled, std::span<const int64_t> counts) {
+  std::vector<Model::Request> batch;
+  batch.reserve(scheduled.size());
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    Sequence& s = *scheduled[i];
+    batch.push_back({&s.kv,
+                     std::span<const int32_t>(s.tokens().data() + s.kv.length, size_t(counts[i])),
+                     false, s.id});
+  }
+  try {
+    model_.forward(batch, *cache_, &logits_);
+    return;
+  } catch (const std::exception& e) {
+    if (batch.size() == 1) {
+      finish(*scheduled[0], FinishReason::Error, e.what());
+      return;
+    }
+  }
+  const size_t V = size_t(model_.config().vocab_size);
+  logits_.assign(scheduled.size() * V, 0.f);
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    try {
+      model_.forward(std::span<const Model::Request>(&batch[i], 1), *cache_, &logits_one_);
+      std::copy(logits_one_.begin(), logits_one_.begin() + std::ptrdiff_t(V),
+                logits_.begin() + std::ptrdiff_t(i * V));
+    } catch (const std::exception& e) {
+      finish(*scheduled[i], FinishReason::Error, e.what());
+    }
+  }
+}
+
 void Engine::step() {
   auto drop_cancelled = [&](auto& queue) {
     for (auto it = queue.begin(); it != queue.end();) {
       if ((*it)->stream->cancelled()) {
-        finish(**it, FinishReason::None, "cancelled");
+        finish(**it, FinishReason::Cancelled, "cancelled");
         it = queue.erase(it);
       } else {
         ++it;
@@ -291,101 +343,73 @@ void Engine::step() {
   if (scheduled.empty()) return;
   profile::Scope prof("engine.step");
 
-  std::vector<Model::Request> batch;
-  batch.reserve(scheduled.size());
-  for (size_t i = 0; i < scheduled.size(); ++i) {
-    Sequence& s = *scheduled[i];
-    batch.push_back(
-        {&s.kv, std::span<const int32_t>(s.tokens.data() + s.kv.length, size_t(counts[i])), false});
-  }
-  try {
-    model_.forward(batch, *cache_, &logits_);
-  } catch (const std::exception& e) {
-    for (Sequence* s : scheduled) finish(*s, FinishReason::None, e.what());
-  }
+  run_forward(scheduled, counts);
   const int64_t V = model_.config().vocab_size;
   for (size_t i = 0; i < scheduled.size(); ++i) {
     Sequence& s = *scheduled[i];
     if (s.done) continue;
-    if (options_.prefix_caching && s.kv.length - counts[i] < int64_t(s.prompt_len))
-      pages_->cache_full_pages(std::span<const int32_t>(s.tokens.data(), s.prompt_len), s.kv);
-    if (s.kv.length != int64_t(s.tokens.size())) continue;  // a prefill chunk, not the last
-    std::span<float> row(logits_.data() + int64_t(i) * V, size_t(V));
-    int32_t tok = 0;
     try {
-      tok = s.sampler.sample(row, s.tokens, s.prompt_len);
+      fault::point("engine.step", s.id);
+      const size_t prompt_len = s.gen.prompt_length();
+      if (options_.prefix_caching && s.kv.length - counts[i] < int64_t(prompt_len))
+        pages_->cache_full_pages(std::span<const int32_t>(s.tokens().data(), prompt_len), s.kv);
+      if (s.kv.length != int64_t(s.tokens().size())) continue;  // a prefill chunk, not the last
+      emit(s, std::span<float>(logits_.data() + int64_t(i) * V, size_t(V)));
     } catch (const std::exception& e) {
-      finish(s, FinishReason::None, e.what());
-      continue;
+      finish(s, FinishReason::Error, e.what());
     }
-    emit(s, tok, row);
   }
   // Finished and failed requests leave the batch (their pages were released in finish()); one
   // cancelled during this step leaves at the next.
   std::erase_if(running_, [](const auto& s) { return s->done; });
 }
 
-void Engine::emit(Sequence& s, int32_t tok, std::span<float> logits) {
+void Engine::emit(Sequence& s, std::span<float> logits) {
+  Generation::Token tok = s.gen.next(logits);
   const auto now = Clock::now();
-  StreamOutput out;
-  out.new_tokens = 1;
-  if (s.params.logprobs) {
-    float lse = 0;
-    Sampler::top_logprobs(logits, s.params.top_logprobs, &s.top_scratch, &lse);
-    LogprobEntry e{tok, logits[size_t(tok)] - lse, {}};
-    for (const auto& t : s.top_scratch) e.top.push_back({t.id, t.logprob});
-    out.logprobs.push_back(std::move(e));
-  }
-  if (s.generated == 0) {
+  if (s.gen.generated() == 1) {
     ttft_.observe(std::chrono::duration<double>(now - s.arrival).count());
   } else {
     itl_.observe(std::chrono::duration<double>(now - s.last_token).count());
   }
   s.last_token = now;
-  ++s.generated;
-  s.tokens.push_back(tok);
-  const std::string piece = s.checker.finished() == FinishReason::None ? s.decoder.push(tok) : "";
-  out.text = s.checker.push(tok, piece);
-  const bool done = s.checker.finished() != FinishReason::None || s.generated >= s.max_new;
-  if (!done) {
-    s.stream->push(out);
-    return;
-  }
-  // Held-back text, then an incomplete UTF-8 tail, unless a stop string ended the text (as
-  // model/generate.cc does, so the server's text equals `fireflyer generate`'s).
-  out.text += s.checker.flush();
-  if (s.checker.finished() != FinishReason::Stop) out.text += s.decoder.flush();
+  StreamOutput out;
+  out.new_tokens = 1;
+  out.text = std::move(tok.text);
+  if (tok.logprob) out.logprobs.push_back(std::move(*tok.logprob));
   s.stream->push(out);
-  finish(s,
-         s.checker.finished() == FinishReason::None ? FinishReason::Length : s.checker.finished());
+  if (s.gen.finished()) finish(s, s.gen.finish_reason());
 }
 
-void Engine::finish(Sequence& s, FinishReason reason, const std::string& error) {
+// Ends a request: releases its pages (which cannot throw) and pushes its final output. Runs on
+// every failure path, so it must not throw either.
+void Engine::finish(Sequence& s, FinishReason reason, const std::string& error) noexcept {
+  if (s.done) return;
   s.done = true;
   pages_->release(s.kv);
   StreamOutput out;
   out.finished = true;
   out.finish = reason;
   out.error = error;
-  out.prompt_tokens = int64_t(s.prompt_len);
-  out.completion_tokens = s.generated;
+  out.prompt_tokens = int64_t(s.gen.prompt_length());
+  out.completion_tokens = s.gen.generated();
   out.cached_prompt_tokens = s.cached_prompt_tokens;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!error.empty()) {
-      if (s.stream->cancelled() || error == "cancelled")
-        ++stats_.requests_cancelled;
-      else
-        ++stats_.requests_failed;
-    } else {
+    if (reason == FinishReason::Cancelled)
+      ++stats_.requests_cancelled;
+    else if (reason == FinishReason::Error)
+      ++stats_.requests_failed;
+    else
       ++stats_.requests_finished;
-    }
-    stats_.prompt_tokens += int64_t(s.prompt_len);
-    stats_.generation_tokens += s.generated;
+    stats_.prompt_tokens += out.prompt_tokens;
+    stats_.generation_tokens += out.completion_tokens;
     stats_.pages_used = pages_->used();
     stats_.pages_free = pages_->available();
+    stats_.invariant_violations = pages_->invariant_violations();
   }
-  if (error.empty()) e2e_.observe(seconds_since(s.arrival));
+  if (reason == FinishReason::Stop || reason == FinishReason::Length)
+    e2e_.observe(seconds_since(s.arrival));
   s.stream->push(out);
 }
 

@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "text/text.h"
 
 namespace ff::engine {
 
@@ -43,26 +45,6 @@ struct EngineOptions {
   std::optional<DType> cache_dtype;  // default: Model::default_cache_dtype()
 };
 
-struct TokenLogprob {
-  int32_t id;
-  float logprob;
-};
-
-// One generated token's logprob and, when asked for, the most likely alternatives.
-struct LogprobEntry {
-  int32_t id;
-  float logprob;
-  std::vector<TokenLogprob> top;
-};
-
-struct GenerationParams {
-  SamplingParams sampling;
-  StopConditions stop;  // eos_ids empty: the model's and tokenizer's EOS ids; max_tokens >= 1
-  bool ignore_eos = false;
-  bool logprobs = false;
-  int top_logprobs = 0;  // alternatives per token (with logprobs), <= 20
-};
-
 // What a request has produced since the last take(): text safe to show, one logprob entry per
 // new token (when asked for), and at the end the finish reason and token counts.
 struct StreamOutput {
@@ -70,32 +52,62 @@ struct StreamOutput {
   std::vector<LogprobEntry> logprobs;
   int new_tokens = 0;
   bool finished = false;
+  // Stop / Length: completed; Cancelled: cancel() was called; Error: the engine failed the
+  // request (`error` says why).
   FinishReason finish = FinishReason::None;
-  std::string error;  // set when the engine failed the request
+  std::string error;
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t cached_prompt_tokens = 0;  // prompt tokens found in the prefix cache
 };
 
-// The engine's side of one request, shared with the client thread that waits on it.
+// The engine's side of one request, shared with the client that consumes it.
 class Stream {
  public:
-  // Waits up to `timeout` for output; returns what arrived since the last call (possibly
-  // nothing). After an output with finished = true nothing more arrives.
+  explicit Stream(std::string id) : id_(std::move(id)) {}
+  // The request id (Engine::submit's, or one the engine made up).
+  const std::string& id() const { return id_; }
+  // Waits up to `timeout` for output (0: does not wait); returns what arrived since the last
+  // call (possibly nothing). After an output with finished = true nothing more arrives.
   StreamOutput take(std::chrono::milliseconds timeout);
-  // Asks the engine to stop the request and free its pages (at its next step).
+  // Asks the engine to stop the request and free its pages (at its next step). Harmless after
+  // the request finished.
   void cancel() { cancelled_.store(true); }
   bool cancelled() const { return cancelled_.load(); }
+  // Calls `fn` (on the engine's thread, without locks held: it must be quick) each time output
+  // arrives; if output is already waiting, calls it once now. For an event-driven consumer,
+  // which then take()s with a zero timeout.
+  void on_output(std::function<void()> fn);
 
  private:
   friend class Engine;
   void push(const StreamOutput& out);
 
+  const std::string id_;
   std::mutex mu_;
   std::condition_variable cv_;
   StreamOutput pending_;
   bool has_pending_ = false;
+  std::function<void()> on_output_;
   std::atomic<bool> cancelled_{false};
+};
+
+// Cancels a stream when it goes out of scope, whatever path a request's consumer leaves by
+// (return, exception, client gone), so an abandoned request never keeps generating or holding
+// KV pages. Cancelling a finished request does nothing.
+class CancelOnExit {
+ public:
+  explicit CancelOnExit(std::shared_ptr<Stream> stream) : stream_(std::move(stream)) {}
+  ~CancelOnExit() {
+    if (stream_) stream_->cancel();
+  }
+  CancelOnExit(const CancelOnExit&) = delete;
+  CancelOnExit& operator=(const CancelOnExit&) = delete;
+  Stream& operator*() const { return *stream_; }
+  Stream* operator->() const { return stream_.get(); }
+
+ private:
+  std::shared_ptr<Stream> stream_;
 };
 
 // Fixed bucket bounds, cumulative counts as Prometheus wants them.
@@ -119,7 +131,8 @@ class Histogram {
 struct EngineStats {
   int64_t requests_finished = 0;  // completed (stop or length)
   int64_t requests_cancelled = 0;
-  int64_t requests_failed = 0;
+  int64_t requests_failed = 0;       // FinishReason::Error
+  int64_t invariant_violations = 0;  // internal consistency checks that failed (bugs)
   int64_t prompt_tokens = 0;
   int64_t generation_tokens = 0;
   int64_t prefix_queried_tokens = 0;
@@ -137,13 +150,15 @@ struct EngineStats {
 class Engine {
  public:
   Engine(Model& model, Tokenizer tokenizer, EngineOptions options = {});
-  ~Engine();  // stops the engine thread; unfinished requests end with an error
+  ~Engine();  // stops the engine thread; unfinished requests end with FinishReason::Error
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Validates the request (ff::Error naming the field: empty prompt, a prompt plus max_tokens
-  // beyond the context, bad sampling or stop parameters) and queues it.
-  std::shared_ptr<Stream> submit(std::vector<int32_t> prompt, const GenerationParams& params);
+  // Validates the request (ff::Error naming the field: the rules of text/generation.h) and
+  // queues it. `id` names the request in errors and is the key of its fault-injection points;
+  // empty: the engine numbers it ("req-<n>").
+  std::shared_ptr<Stream> submit(std::vector<int32_t> prompt, const GenerationParams& params,
+                                 std::string id = {});
 
   const Model& model() const { return model_; }
   const Tokenizer& tokenizer() const { return tokenizer_; }
@@ -159,9 +174,12 @@ class Engine {
   void step();
   void schedule(std::vector<Sequence*>& scheduled, std::vector<int64_t>& counts);
   bool try_admit(Sequence& s, int64_t budget, int64_t* scheduled_tokens);
+  bool grow(Sequence& s, int64_t num_tokens);
   void preempt(Sequence& s);
-  void finish(Sequence& s, FinishReason reason, const std::string& error = {});
-  void emit(Sequence& s, int32_t token, std::span<float> logits);
+  void run_forward(std::span<Sequence* const> scheduled, std::span<const int64_t> counts);
+  void finish(Sequence& s, FinishReason reason, const std::string& error = {}) noexcept;
+  void fail_all(const std::string& error) noexcept;
+  void emit(Sequence& s, std::span<float> logits);
 
   Model& model_;
   Tokenizer tokenizer_;
@@ -174,14 +192,42 @@ class Engine {
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Sequence>> inbox_;
   bool stop_ = false;
+  uint64_t next_id_ = 1;
   EngineStats stats_;
 
   // Engine thread only.
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
-  std::vector<float> logits_;
+  std::vector<float> logits_, logits_one_;
   Histogram ttft_, itl_, e2e_;
   std::thread thread_;
 };
+
+// The limits a generation on `model` is checked against: its context, vocabulary and EOS ids.
+ModelLimits model_limits(const Model& model);
+
+// ---- One sequence without the serving engine (the `fireflyer generate` path) ----
+
+struct GenerateOptions : GenerationParams {
+  std::optional<DType> cache_dtype;  // default: Model::default_cache_dtype()
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids (including a final EOS if one was sampled)
+  std::string text;             // emitted text (stop string removed)
+  FinishReason finish = FinishReason::None;
+  int64_t prompt_tokens = 0;
+  double prefill_seconds = 0;  // prompt forward pass, up to the first sampled token
+  double decode_seconds = 0;   // every later token
+  double prefill_tokens_per_second() const;
+  double decode_tokens_per_second() const;
+};
+
+// Generates from `prompt` with a KV cache of its own, by the rules of text/generation.h (the
+// same checks and messages as Engine::submit); calls on_text with each piece of text that is
+// safe to show (no partial stop string, no broken UTF-8).
+GenerateResult generate(Model& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
+                        const GenerateOptions& options,
+                        const std::function<void(std::string_view)>& on_text = {});
 
 }  // namespace ff::engine

@@ -39,10 +39,10 @@ void PageManager::add_ref(int32_t page) {
   }
 }
 
-void PageManager::drop_ref(int32_t page) {
+bool PageManager::drop_ref(int32_t page) noexcept {
+  if (page < 0 || page >= int32_t(pages_.size()) || pages_[size_t(page)].refs <= 0) return false;
   PageInfo& p = pages_[size_t(page)];
-  FF_CHECK(p.refs > 0, "page manager: page {} released more often than referenced", page);
-  if (--p.refs > 0) return;
+  if (--p.refs > 0) return true;
   --used_;
   if (p.entry_id != 0) {
     lru_.push_back(page);
@@ -51,6 +51,7 @@ void PageManager::drop_ref(int32_t page) {
   } else {
     cache_.free_page(page);
   }
+  return true;
 }
 
 void PageManager::uncache(int32_t page) {
@@ -82,7 +83,7 @@ int32_t PageManager::allocate() {
 
 int64_t PageManager::match_prefix(std::span<const int32_t> tokens, int64_t max_pages,
                                   KVSequence& seq) {
-  FF_CHECK(seq.block_table.empty(), "page manager: prefix match into a non-empty sequence");
+  FF_INVARIANT(seq.block_table.empty(), "page manager: prefix match into a non-empty sequence");
   const int64_t full = std::min<int64_t>(max_pages, int64_t(tokens.size()) / kPageSize);
   uint64_t parent = 0;
   int64_t n = 0;
@@ -134,8 +135,9 @@ void PageManager::cache_full_pages(std::span<const int32_t> tokens, const KVSequ
   }
 }
 
-void PageManager::release(KVSequence& seq) {
-  for (int32_t p : seq.block_table) drop_ref(p);
+void PageManager::release(KVSequence& seq) noexcept {
+  for (int32_t p : seq.block_table)
+    if (!drop_ref(p)) ++invariant_violations_;
   seq.block_table.clear();
   seq.length = 0;
 }

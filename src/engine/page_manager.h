@@ -48,8 +48,11 @@ class PageManager {
   // or another sequence with the same prefix) is left as it is.
   void cache_full_pages(std::span<const int32_t> tokens, const KVSequence& seq);
 
-  // Drops the sequence's references and resets it.
-  void release(KVSequence& seq);
+  // Drops the sequence's references and resets it. Never throws: it runs on every failure path.
+  // A page the sequence does not hold a reference to (a bug) is skipped and counted in
+  // invariant_violations() instead.
+  void release(KVSequence& seq) noexcept;
+  int64_t invariant_violations() const { return invariant_violations_; }
 
   // Prefix-cache lookups: tokens asked for and tokens found, over the engine's lifetime.
   int64_t queried_tokens() const { return queried_tokens_; }
@@ -72,7 +75,7 @@ class PageManager {
   const Entry* find(uint64_t parent_id, std::span<const int32_t> tokens) const;
   int32_t allocate();
   void add_ref(int32_t page);
-  void drop_ref(int32_t page);
+  bool drop_ref(int32_t page) noexcept;  // false: the page had no reference to drop
   void uncache(int32_t page);
 
   KVCache& cache_;
@@ -84,6 +87,7 @@ class PageManager {
   int64_t used_ = 0;
   int64_t queried_tokens_ = 0;
   int64_t hit_tokens_ = 0;
+  int64_t invariant_violations_ = 0;
 };
 
 }  // namespace ff::engine

@@ -81,6 +81,9 @@ void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<
     else
       mlp(L.mlp, h, T, tmp);
     for (int64_t i = 0; i < T * hid; ++i) x[i] += tmp[i];
+    // Mid-pass, after latents were written: where a kernel failure would surface.
+    if (l == 0)
+      for (const Request& r : batch) fault::point("model.forward", r.id);
   }
   for (const Request& r : batch) r.seq->length += int64_t(r.tokens.size());
 

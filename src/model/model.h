@@ -8,17 +8,14 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/core.h"
-#include "model/chat_template.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/rope.h"
 #include "model/safetensors.h"
-#include "model/sampler.h"
-#include "model/stop.h"
-#include "model/tokenizer.h"
 #include "model/weights.h"
 
 namespace ff {
@@ -38,10 +35,13 @@ class Model {
     KVSequence* seq = nullptr;
     std::span<const int32_t> tokens;  // new tokens, appended at positions seq->length...
     bool all_logits = false;          // logits for every new token, else for the last one
+    std::string_view id = {};         // the caller's request id: the model.forward fault key
   };
   // Runs the batch, appends the new tokens' latents to the cache (reserving pages) and writes the
   // logits rows (per request: all_logits ? tokens.size() : 1; in request order) to `logits`.
   // A request with one token uses the absorbed decode form, one with more the prefill form.
+  // When it throws, no request's seq->length has changed (latents already written for the new
+  // positions are rewritten by a retry).
   void forward(std::span<const Request> batch, KVCache& cache, std::vector<float>* logits);
 
  private:

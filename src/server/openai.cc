@@ -256,7 +256,7 @@ json ResponseBuilder::usage(const engine::StreamOutput& f) {
           {"prompt_cache_miss_tokens", f.prompt_tokens - f.cached_prompt_tokens}};
 }
 
-json ResponseBuilder::logprobs_json(const std::vector<engine::LogprobEntry>& entries,
+json ResponseBuilder::logprobs_json(const std::vector<LogprobEntry>& entries,
                                     size_t text_offset) const {
   if (!req_.params.logprobs) return nullptr;
   if (req_.endpoint == Endpoint::Chat) {
@@ -292,8 +292,7 @@ json ResponseBuilder::logprobs_json(const std::vector<engine::LogprobEntry>& ent
           {"text_offset", offsets}};
 }
 
-json ResponseBuilder::full(const std::string& text,
-                           const std::vector<engine::LogprobEntry>& logprobs,
+json ResponseBuilder::full(const std::string& text, const std::vector<LogprobEntry>& logprobs,
                            const engine::StreamOutput& f) const {
   json choice = {{"index", 0},
                  {"logprobs", logprobs_json(logprobs, 0)},
@@ -311,8 +310,7 @@ json ResponseBuilder::full(const std::string& text,
   return r;
 }
 
-json ResponseBuilder::chunk(const std::string& text,
-                            const std::vector<engine::LogprobEntry>& logprobs) {
+json ResponseBuilder::chunk(const std::string& text, const std::vector<LogprobEntry>& logprobs) {
   json choice = {{"index", 0},
                  {"logprobs", logprobs_json(logprobs, text_offset_)},
                  {"finish_reason", nullptr}};

@@ -39,7 +39,7 @@ enum class Endpoint { Completions, Chat };
 struct ApiRequest {
   Endpoint endpoint = Endpoint::Completions;
   std::vector<int32_t> prompt;
-  engine::GenerationParams params;
+  GenerationParams params;
   bool stream = false;
   bool include_usage = false;
 };
@@ -54,17 +54,17 @@ class ResponseBuilder {
   ResponseBuilder(const ApiRequest& req, const Tokenizer& tokenizer, std::string model_name);
 
   // The complete non-streamed response.
-  json full(const std::string& text, const std::vector<engine::LogprobEntry>& logprobs,
+  json full(const std::string& text, const std::vector<LogprobEntry>& logprobs,
             const engine::StreamOutput& final) const;
   // One stream chunk with text (chat: the first one also carries the role).
-  json chunk(const std::string& text, const std::vector<engine::LogprobEntry>& logprobs);
+  json chunk(const std::string& text, const std::vector<LogprobEntry>& logprobs);
   // The chunk with finish_reason, and the usage-only chunk (stream_options.include_usage).
   json finish_chunk(const engine::StreamOutput& final) const;
   json usage_chunk(const engine::StreamOutput& final) const;
 
  private:
   json base(const char* object) const;
-  json logprobs_json(const std::vector<engine::LogprobEntry>& entries, size_t text_offset) const;
+  json logprobs_json(const std::vector<LogprobEntry>& entries, size_t text_offset) const;
   static json usage(const engine::StreamOutput& final);
 
   const ApiRequest& req_;

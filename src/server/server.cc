@@ -120,7 +120,7 @@ void Server::Impl::generate(Endpoint endpoint, const HttpRequest& http, HttpConn
     }
   }
   std::string text;
-  std::vector<engine::LogprobEntry> logprobs;
+  std::vector<LogprobEntry> logprobs;
   for (;;) {
     engine::StreamOutput out = stream->take(kPoll);
     if (stopping || conn.peer_closed()) {

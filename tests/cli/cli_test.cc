@@ -47,4 +47,19 @@ TEST(Cli, GeneratesWithTheFixtureModel) {
   EXPECT_NE(r.out.find("decode"), std::string::npos) << r.out;
 }
 
+// `generate` applies the engine's context rule, with the engine's message, before echoing the
+// prompt (the default model's context is 1024 tokens).
+TEST(Cli, GenerateRefusesMaxTokensPastTheContext) {
+  const std::string dir = std::string(FF_FIXTURES_DIR) + "/default-model";
+  const CliRun r = run_cli("generate --model " + dir + " --prompt 'It is a truth' -n 1100");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.out,
+            "error: the context is 1024 tokens, but 1105 were requested (5 in the prompt, 1100 "
+            "max_tokens)\n");
+  const CliRun ok = run_cli("generate --model " + dir +
+                            " --prompt 'It is a truth' -n 1019 "
+                            "--ignore-eos --no-stats");
+  EXPECT_EQ(ok.status, 0) << ok.out;
+}
+
 }  // namespace

@@ -7,7 +7,6 @@
 #include <thread>
 
 #include "engine/engine.h"
-#include "model/generate.h"
 
 namespace ff::engine {
 namespace {

@@ -14,6 +14,7 @@
 
 #include "model/model.h"
 #include "model_test_util.h"
+#include "text/text.h"
 
 namespace ff {
 namespace {

@@ -1,6 +1,6 @@
 // DeepSeek-V3's chat format vs transformers' apply_chat_template with the real Jinja template
 // (goldens from tools/make_tokenizer_goldens.py).
-#include "model/chat_template.h"
+#include "text/chat_template.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace ff {
 namespace {

@@ -1,4 +1,4 @@
-#include "model/stop.h"
+#include "text/stop.h"
 
 #include <algorithm>
 #include <utility>
@@ -46,6 +46,10 @@ const char* finish_reason_name(FinishReason reason) {
       return "stop";
     case FinishReason::Length:
       return "length";
+    case FinishReason::Cancelled:
+      return "cancelled";
+    case FinishReason::Error:
+      return "error";
     case FinishReason::None:
       break;
   }

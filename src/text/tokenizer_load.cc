@@ -15,9 +15,9 @@
 
 #include "core/error.h"
 #include "core/mmap_file.h"
-#include "model/tokenizer_impl.h"
-#include "model/unicode.h"
-#include "model/unicode_regex.h"
+#include "text/tokenizer_impl.h"
+#include "text/unicode.h"
+#include "text/unicode_regex.h"
 
 namespace ff::tok {
 namespace {

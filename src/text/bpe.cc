@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "model/tokenizer_impl.h"
-#include "model/unicode.h"
+#include "text/tokenizer_impl.h"
+#include "text/unicode.h"
 
 namespace ff::tok {
 

@@ -1,4 +1,4 @@
-#include "model/stop.h"
+#include "text/stop.h"
 
 #include <gtest/gtest.h>
 

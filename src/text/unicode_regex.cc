@@ -1,4 +1,4 @@
-#include "model/unicode_regex.h"
+#include "text/unicode_regex.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

@@ -1,7 +1,7 @@
 // Tokenizer vs HF tokenizers / transformers, through goldens written by
 // tools/make_tokenizer_goldens.py: DeepSeek-V3's real tokenizer and a small trained BPE with
 // pipeline variants. Then the edges (streaming, broken UTF-8) and the failures.
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -15,8 +15,8 @@
 #include <thread>
 
 #include "core/error.h"
-#include "model/unicode.h"
-#include "model/unicode_regex.h"
+#include "text/unicode.h"
+#include "text/unicode_regex.h"
 
 namespace ff {
 namespace {

@@ -1,15 +1,15 @@
 // The tokenizer's public API and encode / decode: added tokens, normalizer and pre-tokenizer
 // around the BPE model, the post-processor, the token lookups, and StreamDecoder. See tokenizer.h
 // for the pipeline; tokenizer_load.cc loads the tables, bpe.cc runs the BPE model.
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <algorithm>
 #include <filesystem>
 
 #include "core/error.h"
-#include "model/tokenizer_impl.h"
-#include "model/unicode.h"
-#include "model/unicode_regex.h"
+#include "text/tokenizer_impl.h"
+#include "text/unicode.h"
+#include "text/unicode_regex.h"
 
 namespace ff {
 

@@ -37,9 +37,11 @@ struct StopConditions {
   void validate() const;
 };
 
-enum class FinishReason { None, Stop /* eos or stop string */, Length };
+// Stop and Length end a generation normally; Cancelled (the client went away or asked) and Error
+// (the engine failed the request) are set by the serving engine, never by the checker.
+enum class FinishReason { None, Stop /* eos or stop string */, Length, Cancelled, Error };
 
-// "stop", "length", or "" for None: the OpenAI finish_reason strings.
+// "stop", "length" (the OpenAI finish_reason strings), "cancelled", "error", or "" for None.
 const char* finish_reason_name(FinishReason reason);
 
 class StopChecker {

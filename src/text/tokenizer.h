@@ -27,7 +27,7 @@
 #include <string_view>
 #include <vector>
 
-#include "model/chat_template.h"  // the chat format goes with the tokenizer (render_chat)
+#include "text/chat_template.h"  // the chat format goes with the tokenizer (render_chat)
 
 namespace ff {
 

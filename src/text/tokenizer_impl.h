@@ -16,9 +16,9 @@
 #include <utility>
 #include <vector>
 
-#include "model/tokenizer.h"
-#include "model/unicode.h"
-#include "model/unicode_regex.h"
+#include "text/tokenizer.h"
+#include "text/unicode.h"
+#include "text/unicode_regex.h"
 
 namespace ff::tok {
 
