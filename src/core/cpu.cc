@@ -21,6 +21,17 @@ const CpuFeatures& cpu_features() {
                __builtin_cpu_supports("avx512vl");
     c.avx512_bf16 = c.avx512 && __builtin_cpu_supports("avx512bf16");
     c.avx512_fp16 = c.avx512_bf16 && __builtin_cpu_supports("avx512fp16");
+    unsigned max_leaf = 0, v[3] = {0, 0, 0};
+    if (__get_cpuid(0, &max_leaf, &v[0], &v[2], &v[1])) {  // the name is in EBX, EDX, ECX
+      char name[13] = {};
+      std::memcpy(name, v, 12);
+      if (!std::strcmp(name, "GenuineIntel")) c.vendor = CpuVendor::Intel;
+      if (!std::strcmp(name, "AuthenticAMD")) c.vendor = CpuVendor::Amd;
+    }
+    if (max_leaf >= 1 && __get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+      const int base = int((eax >> 8) & 0xf), extended = int((eax >> 20) & 0xff);
+      c.family = base == 0xf ? base + extended : base;
+    }
     return c;
   }();
   return f;

@@ -15,6 +15,20 @@
 namespace ff {
 namespace {
 
+// The value of the first "key<tabs>: value" line of /proc/cpuinfo, or "" without one.
+std::string proc_cpuinfo_field(const std::string& key) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || line.compare(0, key.size(), key) != 0) continue;
+    if (line.find_first_not_of(" \t", key.size()) != colon) continue;
+    const size_t start = line.find_first_not_of(' ', colon + 1);
+    return start == std::string::npos ? "" : line.substr(start);
+  }
+  return "";
+}
+
 std::set<std::string> proc_cpuinfo_flags() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
@@ -76,6 +90,20 @@ TEST(Cpu, FeaturesAreConsistent) {
                        flags.count("avx512dq") && flags.count("avx512vl");
   EXPECT_EQ(f.avx512, has_512);
   EXPECT_EQ(f.avx512_bf16, has_512 && flags.count("avx512_bf16") > 0);
+}
+
+TEST(Cpu, VendorAndFamilyMatchTheKernelsView) {
+  const CpuFeatures& f = cpu_features();
+  const std::string vendor = proc_cpuinfo_field("vendor_id");
+  const std::string family = proc_cpuinfo_field("cpu family");
+  if (vendor.empty() || family.empty())
+    GTEST_SKIP() << "no vendor_id / cpu family in /proc/cpuinfo";
+  const CpuVendor want = vendor == "GenuineIntel"   ? CpuVendor::Intel
+                         : vendor == "AuthenticAMD" ? CpuVendor::Amd
+                                                    : CpuVendor::Other;
+  EXPECT_EQ(f.vendor, want) << vendor;
+  EXPECT_EQ(f.family, std::stoi(family)) << family;
+  std::printf("vendor %s, family 0x%x\n", vendor.c_str(), f.family);
 }
 
 TEST(Cpu, ActiveIsaFollowsFfIsa) {
