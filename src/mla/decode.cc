@@ -263,20 +263,25 @@ Kernel kernel_of(KernelId id) {
   return kernel_ref();
 }
 
-bool prefer_dot_kernel() {
-  static const bool dot = [] {
-    const char* env = std::getenv("FF_MLA_BF16_KERNEL");
-    if (env && *env) {
-      const std::string v(env);
-      FF_CHECK(v == "dot" || v == "fma", "FF_MLA_BF16_KERNEL={}: expected dot or fma", v);
-      return v == "dot";
-    }
-    return avx512_dot_over_fma_speed() > 1.0;
-  }();
-  return dot;
+KernelId bf16_kernel() {
+  static const KernelId id = resolve_bf16_kernel(cpu_features(), std::getenv("FF_MLA_BF16_KERNEL"));
+  return id;
 }
 
 }  // namespace
+
+KernelId resolve_bf16_kernel(const CpuFeatures& cpu, const char* env) {
+  if (env && *env) {
+    const std::string v(env);
+    FF_CHECK(v == "dot" || v == "fma", "FF_MLA_BF16_KERNEL={}: expected dot or fma", v);
+    FF_CHECK(v == "fma" || cpu.avx512_bf16, "FF_MLA_BF16_KERNEL=dot: this CPU lacks AVX512-BF16");
+    return v == "dot" ? KernelId::Avx512Bf16 : KernelId::Avx512F32;
+  }
+  // Zen 4 and Zen 5 (Zen 3, also family 0x19, lacks AVX512-BF16). Intel parts measured so far run
+  // vdpbf16ps at half rate; there and on unknown CPUs the FMA kernel, which rounds nothing to bf16.
+  const bool full_rate_dot = cpu.vendor == CpuVendor::Amd && cpu.family >= 0x19;
+  return cpu.avx512_bf16 && full_rate_dot ? KernelId::Avx512Bf16 : KernelId::Avx512F32;
+}
 
 const char* kernel_name(KernelId id) {
   switch (id) {
@@ -300,9 +305,8 @@ KernelId default_kernel(Isa isa, DType q_dtype, int64_t d, int64_t dv, int64_t r
       return KernelId::Avx2;
     case Isa::Avx512:
       if (rows <= 8 && cpu_features().avx2_fma) return KernelId::Avx2;
-      if (cpu_features().avx512_bf16 && q_dtype == DType::BF16 && d % 2 == 0 && dv % 2 == 0 &&
-          prefer_dot_kernel())
-        return KernelId::Avx512Bf16;
+      if (cpu_features().avx512_bf16 && q_dtype == DType::BF16 && d % 2 == 0 && dv % 2 == 0)
+        return bf16_kernel();
       return KernelId::Avx512F32;
   }
   return KernelId::Ref;

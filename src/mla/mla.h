@@ -34,9 +34,10 @@
 // The schedule owns every buffer the decode needs, so a decode call does not allocate; one decode
 // at a time may use a schedule. Results are deterministic for a fixed schedule (thread count).
 //
-// Backends (src/mla/cpu/): AVX-512 (a vdpbf16ps kernel and an fp32-FMA kernel; for BF16 the
-// faster on this CPU is used, FF_MLA_BF16_KERNEL=dot|fma forces one), AVX2, and a plain reference;
-// active_isa() picks (FF_ISA=scalar|avx2|avx512 forces). See docs/mla.md.
+// Backends (src/mla/cpu/): AVX-512 (a vdpbf16ps kernel and an fp32-FMA kernel; for BF16 the dot
+// kernel where vdpbf16ps is full-rate (AMD Zen 4 / Zen 5), else FMA, and FF_MLA_BF16_KERNEL=dot|fma
+// forces one), AVX2, and a plain reference; active_isa() picks (FF_ISA=scalar|avx2|avx512 forces).
+// See docs/mla.md.
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -15,8 +15,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
-#include <algorithm>
-#include <chrono>
+#include <cstring>
 
 #include "mla/cpu/kernel_simd.h"
 
@@ -253,61 +252,7 @@ void fp8_row_f32(const uint8_t* src, void* dst) {
   _mm512_storeu_si512(out + kFp8NopeDim + 48, _mm512_slli_epi32(rope3, 16));
 }
 
-// Register-only loops for the calibration: 12 independent chains each (distinct start values, or
-// the compiler merges them into one).
-__attribute__((noinline)) __m512 dot_loop(int64_t iters, __m512i a, __m512i b) {
-  __m512 acc[12];
-#pragma GCC unroll 12
-  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(0.001f * float(i + 1));
-  for (int64_t it = 0; it < iters; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], as_bh(a), as_bh(b));
-  }
-#pragma GCC unroll 12
-  for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-  return acc[0];
-}
-
-__attribute__((noinline)) __m512 fma_loop(int64_t iters, __m512 a, __m512 b) {
-  __m512 acc[12];
-#pragma GCC unroll 12
-  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(0.001f * float(i + 1));
-  for (int64_t it = 0; it < iters; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-  }
-#pragma GCC unroll 12
-  for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-  return acc[0];
-}
-
-template <typename Fn>
-double best_seconds(Fn&& fn) {
-  double best = 1e30;
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(best,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
 }  // namespace
-
-double avx512_dot_over_fma_speed() {
-  constexpr int64_t kIters = 20000;
-  volatile float sink = 0.f;
-  const double t_dot = best_seconds([&] {
-    sink = sink +
-           _mm512_cvtss_f32(dot_loop(kIters, _mm512_set1_epi16(0x3f80), _mm512_set1_epi16(0x3c00)));
-  });
-  const double t_fma = best_seconds([&] {
-    sink = sink + _mm512_cvtss_f32(fma_loop(kIters, _mm512_set1_ps(0.999f), _mm512_set1_ps(1e-4f)));
-  });
-  // 64 FLOPs per vdpbf16ps, 32 per FMA, the same number of instructions.
-  return (64.0 / t_dot) / (32.0 / t_fma);
-}
 
 Kernel kernel_avx512_f32() {
   Kernel k;

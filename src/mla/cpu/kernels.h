@@ -47,20 +47,23 @@ Kernel kernel_avx2();
 Kernel kernel_avx512_f32();
 Kernel kernel_avx512_bf16();  // needs AVX512-BF16, even d and dv
 
-// vdpbf16ps GFLOP/s over fp32 FMA GFLOP/s on this core, measured once (a few hundred microseconds
-// of register-only loops). Sapphire Rapids issues one vdpbf16ps (64 FLOPs) per two cycles but two
-// FMAs (32 FLOPs each) per cycle, so there the f32 kernel on bf16 values widened exactly to f32
-// is the faster one; CPUs with full-rate vdpbf16ps (Zen 4) favour the dot-product kernel.
-double avx512_dot_over_fma_speed();
-
 enum class KernelId { Ref, Avx2, Avx512F32, Avx512Bf16 };
 const char* kernel_name(KernelId id);
 
+// The AVX-512 kernel for BF16 q with even dims: Avx512Bf16 (vdpbf16ps) or Avx512F32 (fp32 FMAs on
+// bf16 values widened exactly). The two round differently (the dot kernel rounds P to bf16), so
+// the choice is a pure function of the CPU's identity and never of a timing. Sapphire Rapids
+// issues one vdpbf16ps (64 FLOPs) per two cycles but two FMAs (32 FLOPs each) per cycle, so FMA is
+// faster there; AMD Zen 4 / Zen 5 run vdpbf16ps at full rate. Hence the dot kernel only on AMD
+// family >= 0x19 with AVX512-BF16, FMA everywhere else (Intel and unknown CPUs included).
+// ff_mla_bf16_kernel (the FF_MLA_BF16_KERNEL value; null or "" for none) "dot" or "fma" forces
+// one; another value, or "dot" on a CPU without AVX512-BF16, throws ff::Error naming it.
+KernelId resolve_bf16_kernel(const CpuFeatures& cpu, const char* ff_mla_bf16_kernel);
+
 // The kernel mla_decode_with_isa runs on `isa` for BF16 / F16 / F32 q and these dims. With at
 // most 8 query rows per KV head (a model with few heads) on AVX-512, the 8-lane AVX2 kernel: the
-// 16-lane ones would leave at least half of every vector empty. For BF16 q
-// on AVX512-BF16 CPUs: FF_MLA_BF16_KERNEL=dot|fma if set, else the faster by
-// avx512_dot_over_fma_speed() (decided once per process).
+// 16-lane ones would leave at least half of every vector empty. For BF16 q on AVX512-BF16 CPUs,
+// resolve_bf16_kernel(cpu_features(), getenv("FF_MLA_BF16_KERNEL")), read once per process.
 KernelId default_kernel(Isa isa, DType q_dtype, int64_t d, int64_t dv, int64_t rows = kRowPad);
 
 // mla_decode_with_kvcache on a given kernel (the CPU must support it); for tests and benchmarks.
