@@ -38,6 +38,9 @@ struct ServeArgs {
   int max_running = 64;
   bool no_prefix_caching = false;
   std::string cache_dtype;  // "", "f32", "bf16"
+  int max_connections = 0;  // 0: from the open-file limit
+  double header_timeout = 10;
+  double keep_alive = 5;
 };
 
 void add_serve_command(CLI::App& app, ServeArgs& args);

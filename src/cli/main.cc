@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    ff::fault::arm_from_env();  // FF_FAULTS: for failure-path tests (docs/server.md)
     if (app.got_subcommand("generate")) return ff::cli::run_generate(gen);
     if (app.got_subcommand("serve")) return ff::cli::run_serve(serve);
   } catch (const ff::Error& e) {

@@ -31,9 +31,21 @@ void add_serve_command(CLI::App& app, ServeArgs& a) {
   s->add_flag("--no-prefix-caching", a.no_prefix_caching, "Do not reuse cached prompt pages");
   s->add_option("--cache-dtype", a.cache_dtype, "KV cache type: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  s->add_option("--max-connections", a.max_connections,
+                "HTTP connections open at once; more get 503 (0: from the open-file limit)")
+      ->check(CLI::NonNegativeNumber);
+  s->add_option("--header-timeout", a.header_timeout,
+                "Seconds a client has to send a request's headers")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  s->add_option("--keep-alive", a.keep_alive, "Seconds an idle kept connection stays open")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 }
 
 int run_serve(const ServeArgs& a) {
+  // Every idle client costs a descriptor, not a thread: take all the descriptors we may.
+  const int64_t fd_limit = server::raise_open_file_limit();
   auto model = Model::load(a.model);
   Tokenizer tok = Tokenizer::from_dir(a.model);
   engine::EngineOptions eo;
@@ -50,6 +62,9 @@ int run_serve(const ServeArgs& a) {
   so.host = a.host;
   so.port = a.port;
   so.model_name = a.served_model_name;
+  so.max_connections = a.max_connections;
+  so.header_timeout_s = a.header_timeout;
+  so.keep_alive_s = a.keep_alive;
   if (so.model_name.empty())
     so.model_name = std::filesystem::path(a.model).lexically_normal().filename().string();
   if (so.model_name.empty())
@@ -67,7 +82,8 @@ int run_serve(const ServeArgs& a) {
   const std::string url = "http://" + host + ":" + std::to_string(server.port());
   const engine::EngineStats st = engine.stats();
   std::printf(
-      "fireflyer: serving '%s' at %s (context %lld tokens, %lld KV pages, %d threads)\n"
+      "fireflyer: serving '%s' at %s (context %lld tokens, %lld KV pages, %d threads; "
+      "open-file limit %lld, up to %d connections)\n"
       "  chat page: %s/\n"
       "  try: curl %s/v1/chat/completions -H 'Content-Type: application/json' \\\n"
       "         -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], "
@@ -76,7 +92,8 @@ int run_serve(const ServeArgs& a) {
       "         -d '{\"prompt\": \"It is a truth universally acknowledged\", \"max_tokens\": 64, "
       "\"temperature\": 0}'\n",
       so.model_name.c_str(), url.c_str(), static_cast<long long>(engine.context_length()),
-      static_cast<long long>(st.pages_total), ThreadPool::global().size(), url.c_str(), url.c_str(),
+      static_cast<long long>(st.pages_total), ThreadPool::global().size(),
+      static_cast<long long>(fd_limit), server.max_connections(), url.c_str(), url.c_str(),
       url.c_str());
   std::fflush(stdout);
   int sig = 0;

@@ -71,10 +71,90 @@ std::string new_id(const char* prefix) {
   return fmt::format("{}-{:x}{:04x}", prefix, t, counter.fetch_add(1) & 0xffff);
 }
 
+int32_t token_id(const json& t, const Tokenizer& tokenizer, const char* param) {
+  if (!t.is_number_integer()) bad(param, fmt::format("'{}' must hold integer token ids", param));
+  const int64_t id = t.is_number_unsigned() && t.get<uint64_t>() > uint64_t(INT64_MAX)
+                         ? INT64_MAX
+                         : t.get<int64_t>();
+  if (id < 0 || id >= int64_t(tokenizer.vocab_size()))
+    bad(param,
+        fmt::format("token id {} is outside the vocabulary [0, {})", id, tokenizer.vocab_size()));
+  return int32_t(id);
+}
+
 json token_bytes(const std::string& s) {
   json b = json::array();
   for (unsigned char c : s) b.push_back(int(c));
   return b;
+}
+
+std::vector<int32_t> completion_prompt(const json& prompt, const Tokenizer& tokenizer,
+                                       bool add_special) {
+  const json* p = &prompt;
+  if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
+  std::vector<int32_t> ids;
+  if (p->is_string()) {
+    try {
+      ids = tokenizer.encode(p->get<std::string>(), add_special);
+    } catch (const Error& e) {
+      bad("prompt", e.what());
+    }
+  } else if (p->is_array() && !p->empty() && std::all_of(p->begin(), p->end(), [](const json& t) {
+               return t.is_number_integer();
+             })) {
+    for (const json& t : *p) ids.push_back(token_id(t, tokenizer, "prompt"));
+  } else {
+    bad("prompt", "'prompt' must be a string, an array of one string, or an array of token ids");
+  }
+  return ids;
+}
+
+std::vector<int32_t> chat_prompt(const json& msgs, const Tokenizer& tokenizer,
+                                 bool add_generation_prompt) {
+  if (!msgs.is_array() || msgs.empty()) bad("messages", "'messages' must be a non-empty array");
+  std::vector<ChatMessage> chat;
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    const json& m = msgs[i];
+    const std::string param = fmt::format("messages[{}]", i);
+    if (!m.is_object()) bad(param, "'" + param + "' must be an object");
+    if (!m.contains("role") || !m["role"].is_string())
+      bad(param + ".role", "'" + param + ".role' must be a string");
+    const std::string role = m["role"].get<std::string>();
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool" &&
+        role != "developer")
+      bad(param + ".role", fmt::format("unknown role '{}'", role));
+    const json content = m.contains("content") ? m["content"] : json(nullptr);
+    chat.push_back({role == "developer" ? "system" : role,
+                    content.is_null() ? std::string() : message_text(content, i)});
+  }
+  try {
+    return tokenizer.encode(render_chat(tokenizer, chat, add_generation_prompt),
+                            /*add_special=*/false);
+  } catch (const Error& e) {
+    bad("messages", e.what());
+  }
+}
+
+json parse_body(const std::string& text) {
+  json body;
+  try {
+    body = json::parse(text);
+  } catch (const json::parse_error& e) {
+    bad("", std::string("the body is not valid JSON: ") + e.what());
+  }
+  if (!body.is_object()) bad("", "the body must be a JSON object");
+  return body;
+}
+
+void check_model(const json& body, const std::string& model_name) {
+  if (const json* m = field(body, "model")) {
+    if (!m->is_string()) bad("model", "'model' must be a string");
+    if (m->get<std::string>() != model_name)
+      bad("model",
+          fmt::format("the model '{}' does not exist; this server serves '{}'",
+                      m->get<std::string>(), model_name),
+          "model_not_found");
+  }
 }
 
 }  // namespace
@@ -93,44 +173,16 @@ json error_body(const ApiError& e) {
 
 ApiRequest parse_request(Endpoint endpoint, const std::string& text, const std::string& model_name,
                          const Tokenizer& tokenizer, int64_t context_length) {
-  json body;
-  try {
-    body = json::parse(text);
-  } catch (const json::parse_error& e) {
-    bad("", std::string("the body is not valid JSON: ") + e.what());
-  }
-  if (!body.is_object()) bad("", "the body must be a JSON object");
+  const json body = parse_body(text);
   ApiRequest req;
   req.endpoint = endpoint;
-
-  if (const json* m = field(body, "model")) {
-    if (!m->is_string()) bad("model", "'model' must be a string");
-    if (m->get<std::string>() != model_name)
-      bad("model",
-          fmt::format("the model '{}' does not exist; this server serves '{}'",
-                      m->get<std::string>(), model_name),
-          "model_not_found");
-  }
+  check_model(body, model_name);
   if (integer_in(body, "n", 1, 1, 1) != 1) bad("n", "'n' must be 1");
 
   if (endpoint == Endpoint::Completions) {
     const json* p = field(body, "prompt");
     if (p == nullptr) bad("prompt", "'prompt' is required");
-    if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
-    if (p->is_string()) {
-      req.prompt = tokenizer.encode(p->get<std::string>(), /*add_special=*/true);
-    } else if (p->is_array() && !p->empty() && std::all_of(p->begin(), p->end(), [](const json& t) {
-                 return t.is_number_integer();
-               })) {
-      for (const json& t : *p) {
-        const int64_t id = t.get<int64_t>();
-        if (id < 0 || id >= int64_t(tokenizer.vocab_size()))
-          bad("prompt", fmt::format("token id {} is outside the vocabulary", id));
-        req.prompt.push_back(int32_t(id));
-      }
-    } else {
-      bad("prompt", "'prompt' must be a string, an array of one string, or an array of token ids");
-    }
+    req.prompt = completion_prompt(*p, tokenizer, /*add_special=*/true);
     if (boolean(body, "echo", false)) bad("echo", "'echo' is not supported");
     const int64_t lp = integer_in(body, "logprobs", 0, 20, -1);
     req.params.logprobs = lp >= 0;
@@ -138,27 +190,7 @@ ApiRequest parse_request(Endpoint endpoint, const std::string& text, const std::
   } else {
     const json* msgs = field(body, "messages");
     if (msgs == nullptr) bad("messages", "'messages' is required");
-    if (!msgs->is_array() || msgs->empty()) bad("messages", "'messages' must be a non-empty array");
-    std::vector<ChatMessage> chat;
-    for (size_t i = 0; i < msgs->size(); ++i) {
-      const json& m = (*msgs)[i];
-      const std::string param = fmt::format("messages[{}]", i);
-      if (!m.is_object()) bad(param, "'" + param + "' must be an object");
-      if (!m.contains("role") || !m["role"].is_string())
-        bad(param + ".role", "'" + param + ".role' must be a string");
-      const std::string role = m["role"].get<std::string>();
-      if (role != "system" && role != "user" && role != "assistant" && role != "tool" &&
-          role != "developer")
-        bad(param + ".role", fmt::format("unknown role '{}'", role));
-      const json content = m.contains("content") ? m["content"] : json(nullptr);
-      chat.push_back({role == "developer" ? "system" : role,
-                      content.is_null() ? std::string() : message_text(content, i)});
-    }
-    try {
-      req.prompt = tokenizer.encode(render_chat(tokenizer, chat, true), /*add_special=*/false);
-    } catch (const Error& e) {
-      bad("messages", e.what());
-    }
+    req.prompt = chat_prompt(*msgs, tokenizer, /*add_generation_prompt=*/true);
     req.params.logprobs = boolean(body, "logprobs", false);
     req.params.top_logprobs = int(integer_in(body, "top_logprobs", 0, 20, 0));
     if (field(body, "top_logprobs") != nullptr && !req.params.logprobs)
@@ -233,12 +265,16 @@ ApiRequest parse_request(Endpoint endpoint, const std::string& text, const std::
 
 // ---- responses ----
 
+std::string new_response_id(Endpoint endpoint) {
+  return new_id(endpoint == Endpoint::Chat ? "chatcmpl" : "cmpl");
+}
+
 ResponseBuilder::ResponseBuilder(const ApiRequest& req, const Tokenizer& tokenizer,
-                                 std::string model_name)
+                                 std::string model_name, std::string id)
     : req_(req),
       tokenizer_(tokenizer),
       model_name_(std::move(model_name)),
-      id_(new_id(req.endpoint == Endpoint::Chat ? "chatcmpl" : "cmpl")),
+      id_(id.empty() ? new_response_id(req.endpoint) : std::move(id)),
       created_(int64_t(std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())
                            .count())) {}
@@ -352,6 +388,42 @@ json ResponseBuilder::usage_chunk(const engine::StreamOutput& f) const {
   r["choices"] = json::array();
   r["usage"] = usage(f);
   return r;
+}
+
+json tokenize(const std::string& text, const Tokenizer& tokenizer, const std::string& model_name,
+              int64_t context_length) {
+  const json body = parse_body(text);
+  check_model(body, model_name);
+  const json* prompt = field(body, "prompt");
+  const json* messages = field(body, "messages");
+  if ((prompt == nullptr) == (messages == nullptr))
+    bad(prompt ? "messages" : "prompt", "give exactly one of 'prompt' and 'messages'");
+  std::vector<int32_t> ids;
+  if (prompt != nullptr) {
+    ids = completion_prompt(*prompt, tokenizer, boolean(body, "add_special_tokens", true));
+  } else {
+    ids = chat_prompt(*messages, tokenizer, boolean(body, "add_generation_prompt", true));
+    // The rendered conversation starts with BOS already; asking for more adds another, as
+    // transformers does.
+    if (boolean(body, "add_special_tokens", false) && tokenizer.bos_id() >= 0)
+      ids.insert(ids.begin(), tokenizer.bos_id());
+  }
+  return {{"tokens", ids},
+          {"count", ids.size()},
+          {"max_model_len", context_length},
+          {"token_strs", nullptr}};
+}
+
+json detokenize(const std::string& text, const Tokenizer& tokenizer,
+                const std::string& model_name) {
+  const json body = parse_body(text);
+  check_model(body, model_name);
+  const json* tokens = field(body, "tokens");
+  if (tokens == nullptr) bad("tokens", "'tokens' is required");
+  if (!tokens->is_array()) bad("tokens", "'tokens' must be an array of token ids");
+  std::vector<int32_t> ids;
+  for (const json& t : *tokens) ids.push_back(token_id(t, tokenizer, "tokens"));
+  return {{"prompt", tokenizer.decode(ids, /*skip_special=*/false)}};
 }
 
 }  // namespace ff::server

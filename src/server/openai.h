@@ -48,10 +48,25 @@ struct ApiRequest {
 ApiRequest parse_request(Endpoint endpoint, const std::string& body, const std::string& model_name,
                          const Tokenizer& tokenizer, int64_t context_length);
 
+// POST /tokenize (vLLM's and SGLang's shape): {"prompt": string | [string] | [ids],
+// "add_special_tokens": bool = true} or {"messages": [...], "add_generation_prompt": bool = true,
+// "add_special_tokens": bool = false} -> {"tokens": [...], "count": n, "max_model_len": ctx,
+// "token_strs": null}. Throws ApiError.
+json tokenize(const std::string& body, const Tokenizer& tokenizer, const std::string& model_name,
+              int64_t context_length);
+// POST /detokenize: {"tokens": [ids]} -> {"prompt": text} (special tokens kept). Throws ApiError.
+json detokenize(const std::string& body, const Tokenizer& tokenizer, const std::string& model_name);
+
+// A new response id: "cmpl-<hex>" or "chatcmpl-<hex>".
+std::string new_response_id(Endpoint endpoint);
+
 // Builds responses. `id` is the response id, `created` a unix time.
 class ResponseBuilder {
  public:
-  ResponseBuilder(const ApiRequest& req, const Tokenizer& tokenizer, std::string model_name);
+  // id: the response id ("cmpl-..." / "chatcmpl-..."); empty: a new one.
+  ResponseBuilder(const ApiRequest& req, const Tokenizer& tokenizer, std::string model_name,
+                  std::string id = {});
+  const std::string& id() const { return id_; }
 
   // The complete non-streamed response.
   json full(const std::string& text, const std::vector<LogprobEntry>& logprobs,

@@ -213,6 +213,7 @@ TEST(Engine, CancelFreesPages) {
   EXPECT_FALSE(o.finished);
   s->cancel();
   Result r = drain(*s);
+  EXPECT_EQ(r.finish, FinishReason::Cancelled);
   EXPECT_EQ(r.error, "cancelled");
   EXPECT_LT(r.tokens, 900);
   for (int i = 0; i < 100 && engine.stats().pages_used != 0; ++i)
@@ -248,6 +249,141 @@ TEST(Engine, SeededSamplingReproducible) {
   std::vector<std::shared_ptr<Stream>> streams;
   for (int i = 0; i < 4; ++i) streams.push_back(engine.submit(ids, p));
   for (auto& s : streams) EXPECT_EQ(drain(*s).text, alone.text);
+}
+
+// The engine's failure paths: each fault-injection point, armed for one request of a batch, fails
+// that request alone (FinishReason::Error with the fault named); the others give the tokens they
+// give without the fault, every page comes back, and the engine keeps serving.
+class EngineFaults : public ::testing::Test {
+ protected:
+  void TearDown() override { fault::disarm_all(); }
+};
+
+// Runs prompts() concurrently with ids "r0".."rN" (one of them the victim) and checks the rest.
+void run_with_fault(const char* point, const std::string& victim, EngineOptions o = {}) {
+  Loaded& m = default_model();
+  std::vector<Result> alone;
+  {
+    Engine engine(*m.model, m.tok, o);
+    for (const auto& p : prompts())
+      alone.push_back(drain(*engine.submit(m.tok.encode(p, true), greedy_traced(24))));
+  }
+  fault::arm(point, {victim, -1});
+  Engine engine(*m.model, m.tok, o);
+  std::vector<std::shared_ptr<Stream>> streams;
+  for (size_t i = 0; i < prompts().size(); ++i)
+    streams.push_back(engine.submit(m.tok.encode(prompts()[i], true), greedy_traced(24),
+                                    "r" + std::to_string(i)));
+  int failed = 0;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    EXPECT_EQ(streams[i]->id(), "r" + std::to_string(i));
+    Result r = drain(*streams[i]);
+    if (streams[i]->id() == victim) {
+      ++failed;
+      EXPECT_EQ(r.finish, FinishReason::Error) << point;
+      EXPECT_NE(r.error.find(std::string("fault injected at ") + point + " (" + victim + ")"),
+                std::string::npos)
+          << r.error;
+    } else {
+      EXPECT_EQ(r.error, "") << point << " " << i;
+      EXPECT_EQ(r.finish, FinishReason::Length) << point << " " << i;
+      expect_same_greedy(r, alone[i], std::string(point) + " request " + std::to_string(i));
+    }
+  }
+  EXPECT_EQ(failed, 1);
+  EXPECT_GE(fault::fired(point), 1);
+  fault::disarm_all();
+  // Still serving, and nothing leaked.
+  EXPECT_EQ(drain(*engine.submit(m.tok.encode(prompts()[0], true), greedy(4))).error, "");
+  for (int i = 0; i < 100 && engine.stats().pages_used != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const EngineStats st = engine.stats();
+  EXPECT_EQ(st.pages_used, 0) << point;
+  EXPECT_EQ(st.requests_failed, 1) << point;
+  EXPECT_EQ(st.invariant_violations, 0) << point;
+}
+
+TEST_F(EngineFaults, ForwardPassFailsOneRequestOfTheBatch) {
+  run_with_fault("model.forward", "r2");
+}
+
+TEST_F(EngineFaults, StepFailsOneRequestOfTheBatch) {
+  run_with_fault("engine.step", "r1");
+}
+
+TEST_F(EngineFaults, PageAllocationFailsOneRequest) {
+  run_with_fault("kv.alloc", "r3");
+}
+
+// With small chunks the victim fails in the middle of its prefill, holding pages.
+TEST_F(EngineFaults, FailureInAChunkedPrefill) {
+  EngineOptions o;
+  o.max_batch_tokens = 7;
+  run_with_fault("model.forward", "r3", o);
+}
+
+// A fault that fires once, for whichever request: the batch is rerun request by request and
+// every request completes with its usual tokens.
+TEST_F(EngineFaults, TransientForwardFaultIsRetried) {
+  Loaded& m = default_model();
+  std::vector<Result> alone;
+  {
+    Engine engine(*m.model, m.tok);
+    for (const auto& p : prompts())
+      alone.push_back(drain(*engine.submit(m.tok.encode(p, true), greedy_traced(16))));
+  }
+  Engine engine(*m.model, m.tok);
+  // Armed once the batch is running, so the fault hits a batched pass.
+  std::vector<std::shared_ptr<Stream>> streams;
+  for (const auto& p : prompts())
+    streams.push_back(engine.submit(m.tok.encode(p, true), greedy_traced(16)));
+  for (int i = 0; i < 1000 && engine.stats().steps < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  fault::arm("model.forward", {"", 1});
+  for (size_t i = 0; i < streams.size(); ++i) {
+    Result r = drain(*streams[i]);
+    EXPECT_EQ(r.error, "");
+    expect_same_greedy(r, alone[i], "request " + std::to_string(i));
+  }
+  EXPECT_EQ(fault::fired("model.forward"), 1);
+  EXPECT_EQ(engine.stats().requests_failed, 0);
+}
+
+TEST_F(EngineFaults, EngineStopEndsUnfinishedRequestsWithAnError) {
+  Loaded& m = default_model();
+  std::shared_ptr<Stream> s;
+  {
+    Engine engine(*m.model, m.tok);
+    GenerationParams p = greedy(900);
+    p.ignore_eos = true;
+    s = engine.submit(m.tok.encode(prompts()[0], true), p);
+    s->take(std::chrono::milliseconds(2000));
+  }
+  Result r = drain(*s);
+  EXPECT_EQ(r.finish, FinishReason::Error);
+  EXPECT_EQ(r.error, "engine stopped");
+}
+
+TEST(FaultPoints, ArmingParsingAndCounts) {
+  fault::disarm_all();
+  EXPECT_NO_THROW(fault::point("x.y", "k"));
+  fault::arm_from_string("x.y=k*2,z");
+  EXPECT_NO_THROW(fault::point("x.y", "other"));
+  EXPECT_THROW(fault::point("x.y", "k"), InternalError);
+  EXPECT_THROW(fault::point("x.y", "k"), InternalError);
+  EXPECT_NO_THROW(fault::point("x.y", "k"));  // its two firings are spent
+  EXPECT_EQ(fault::fired("x.y"), 2);
+  try {
+    fault::point("z", "any");
+    ADD_FAILURE() << "z did not fire";
+  } catch (const InternalError& e) {
+    EXPECT_STREQ(e.what(), "fault injected at z (any)");
+  }
+  EXPECT_THROW(fault::arm_from_string("a*0"), Error);
+  EXPECT_THROW(fault::arm_from_string("a*x"), Error);
+  EXPECT_THROW(fault::arm_from_string("=k"), Error);
+  fault::disarm_all();
+  EXPECT_NO_THROW(fault::point("z"));
 }
 
 }  // namespace
