@@ -46,4 +46,13 @@ struct ServeArgs {
 void add_serve_command(CLI::App& app, ServeArgs& args);
 int run_serve(const ServeArgs& args);
 
+struct TokenizeArgs {
+  std::string model;  // a directory with tokenizer.json (and tokenizer_config.json)
+  std::string text;   // "-": standard input
+  bool no_special = false;
+};
+
+void add_tokenize_command(CLI::App& app, TokenizeArgs& args);
+int run_tokenize(const TokenizeArgs& args);
+
 }  // namespace ff::cli

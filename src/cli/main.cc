@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
   ff::cli::add_generate_command(app, gen);
   ff::cli::ServeArgs serve;
   ff::cli::add_serve_command(app, serve);
+  ff::cli::TokenizeArgs tokenize;
+  ff::cli::add_tokenize_command(app, tokenize);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -21,6 +23,7 @@ int main(int argc, char** argv) {
     ff::fault::arm_from_env();  // FF_FAULTS: for failure-path tests (docs/server.md)
     if (app.got_subcommand("generate")) return ff::cli::run_generate(gen);
     if (app.got_subcommand("serve")) return ff::cli::run_serve(serve);
+    if (app.got_subcommand("tokenize")) return ff::cli::run_tokenize(tokenize);
   } catch (const ff::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -290,8 +290,8 @@ void Engine::schedule(std::vector<Sequence*>& scheduled, std::vector<int64_t>& c
 }
 
 // Runs the scheduled chunks as one batch. When the batch fails, each request is run alone, so a
-// request whose forward pass fails is failed by itself and the others carry on with the same
-// tokens (a failed pass leaves kv.length unchanged; a rerun rewrites the latents it wrote).
+// request whose forward pass fails again is failed by itself and the others carry on with the
+// same tokens (a failed pass leaves kv.length unchanged; a rerun rewrites the latents it wrote).
 void Engine::run_forward(std::span<Sequence* const> scheduled, std::span<const int64_t> counts) {
   std::vector<Model::Request> batch;
   batch.reserve(scheduled.size());
@@ -304,11 +304,8 @@ void Engine::run_forward(std::span<Sequence* const> scheduled, std::span<const i
   try {
     model_.forward(batch, *cache_, &logits_);
     return;
-  } catch (const std::exception& e) {
-    if (batch.size() == 1) {
-      finish(*scheduled[0], FinishReason::Error, e.what());
-      return;
-    }
+  } catch (const std::exception&) {
+    // Rerun below, one request at a time (a lone request too: a transient fault is absorbed).
   }
   const size_t V = size_t(model_.config().vocab_size);
   logits_.assign(scheduled.size() * V, 0.f);

@@ -1,10 +1,16 @@
 // The fireflyer command: exit codes and one-line errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <vector>
+
+#include "text/text.h"
 
 namespace {
 
@@ -60,6 +66,59 @@ TEST(Cli, GenerateRefusesMaxTokensPastTheContext) {
                             " --prompt 'It is a truth' -n 1019 "
                             "--ignore-eos --no-stats");
   EXPECT_EQ(ok.status, 0) << ok.out;
+}
+
+// `tokenize` prints the ids as one JSON array, BOS as the tokenizer config says, and needs only
+// tokenizer.json and tokenizer_config.json.
+TEST(Cli, TokenizePrintsIdsAsJson) {
+  namespace fs = std::filesystem;
+  const std::string model = std::string(FF_FIXTURES_DIR) + "/default-model";
+  const fs::path dir = fs::temp_directory_path() / "ff_cli_tokenize";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(model + "/" + f, dir / f);
+  const ff::Tokenizer tok = ff::Tokenizer::from_dir(model);
+  const std::string text = "It is a truth universally acknowledged, 42 times.";
+  const auto json_of = [](const std::vector<int32_t>& ids) {
+    std::string s = "[";
+    for (size_t i = 0; i < ids.size(); ++i) s += (i ? ", " : "") + std::to_string(ids[i]);
+    return s + "]\n";
+  };
+  CliRun r = run_cli("tokenize --model " + dir.string() + " '" + text + "'");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, json_of(tok.encode(text, true)));
+  ASSERT_EQ(tok.encode(text, true).front(), tok.bos_id());
+  r = run_cli("tokenize --model " + dir.string() + " --no-special '" + text + "'");
+  EXPECT_EQ(r.out, json_of(tok.encode(text, false)));
+  r = run_cli("tokenize -m " + dir.string() + " - < " + model + "/README.md");
+  std::ifstream readme(model + "/README.md");
+  const std::string all((std::istreambuf_iterator<char>(readme)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(r.out, json_of(tok.encode(all, true)));
+  r = run_cli("tokenize --model " + dir.string() + " ''");
+  EXPECT_EQ(r.out, json_of(tok.encode("", true)));
+  fs::remove(dir / "tokenizer.json");
+  r = run_cli("tokenize --model " + dir.string() + " hi");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.out.rfind("error: ", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("tokenizer.json"), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  fs::remove_all(dir);
+}
+
+// DeepSeek-V3's tokenizer (when ../shared has it) gives the HF tokenizers ids of the goldens.
+TEST(Cli, TokenizeMatchesTokenizersOnDeepSeekV3) {
+  const std::string dir = std::string(FF_SHARED_DIR) + "/data/deepseek-v3-tokenizer";
+  if (!std::filesystem::exists(dir + "/tokenizer.json"))
+    GTEST_SKIP() << "DeepSeek-V3 tokenizer not found at " << dir << "; skipping";
+  const ff::Tokenizer tok = ff::Tokenizer::from_dir(dir);
+  const CliRun r = run_cli("tokenize --model " + dir + " 'Hello, DeepSeek-V3 tokenizer!'");
+  EXPECT_EQ(r.status, 0) << r.out;
+  const std::vector<int32_t> ids = tok.encode("Hello, DeepSeek-V3 tokenizer!", true);
+  EXPECT_EQ(ids.front(), 0);
+  std::string want = "[";
+  for (size_t i = 0; i < ids.size(); ++i) want += (i ? ", " : "") + std::to_string(ids[i]);
+  EXPECT_EQ(r.out, want + "]\n");
 }
 
 }  // namespace

@@ -42,11 +42,10 @@ struct TestServer {
   std::unique_ptr<engine::Engine> engine;
   std::unique_ptr<Server> server;
 
-  explicit TestServer(engine::EngineOptions eo = {}) {
+  explicit TestServer(engine::EngineOptions eo = {}, ServerOptions so = {}) {
     model = Model::load(fixture("default-model"));
     engine =
         std::make_unique<engine::Engine>(*model, Tokenizer::from_dir(fixture("default-model")), eo);
-    ServerOptions so;
     so.host = "127.0.0.1";
     so.port = 0;
     so.model_name = "default-model";
@@ -63,8 +62,9 @@ struct TestServer {
   HttpResult get(const std::string& path) const {
     return http_request("127.0.0.1", port(), "GET", path, {}, {}, 60);
   }
-  HttpResult post(const std::string& path, const json& body) const {
-    return http_request("127.0.0.1", port(), "POST", path, body.dump(), {}, 60);
+  HttpResult post(const std::string& path, const json& body,
+                  const std::vector<std::string>& headers = {}) const {
+    return http_request("127.0.0.1", port(), "POST", path, body.dump(), {}, 60, headers);
   }
   HttpResult post_raw(const std::string& path, const std::string& body) const {
     return http_request("127.0.0.1", port(), "POST", path, body, {}, 60);
@@ -152,6 +152,100 @@ inline Streamed parse_stream(const std::string& body) {
     if (!c["finish_reason"].is_null()) s.finish_reason = c["finish_reason"].get<std::string>();
   }
   return s;
+}
+
+}  // namespace ff::server::testing
+
+namespace ff::server::testing {
+
+// A streamed chat completion's tokens (with logprobs and top_logprobs 2), its text, and how it
+// ended: a finish chunk, or an error event; then [DONE].
+struct ChatStream {
+  int status = 0;
+  std::string text;
+  std::vector<std::string> tokens;
+  std::vector<double> margins;  // top-1 minus top-2 logprob per token
+  std::string finish_reason;
+  json error;  // the error event's "error" object, or null
+  bool done = false;
+  bool events_only = true;  // every piece of the body is a `data: ` event
+};
+
+inline ChatStream parse_chat_stream(const HttpResult& r) {
+  ChatStream s;
+  s.status = r.status;
+  size_t pos = 0;
+  while (pos < r.body.size()) {
+    size_t end = r.body.find("\n\n", pos);
+    if (end == std::string::npos) end = r.body.size();
+    const std::string ev = r.body.substr(pos, end - pos);
+    pos = end + 2;
+    if (ev.rfind("data: ", 0) != 0) {
+      s.events_only = false;
+      continue;
+    }
+    const std::string data = ev.substr(6);
+    if (data == "[DONE]") {
+      s.done = true;
+      continue;
+    }
+    const json j = json::parse(data);
+    if (j.contains("error")) {
+      s.error = j["error"];
+      continue;
+    }
+    if (!j.contains("choices") || j["choices"].empty()) continue;
+    const json& c = j["choices"][0];
+    if (c.contains("delta") && c["delta"].contains("content"))
+      s.text += c["delta"]["content"].get<std::string>();
+    if (c.contains("logprobs") && c["logprobs"].is_object())
+      for (const json& t : c["logprobs"]["content"]) {
+        s.tokens.push_back(t["token"]);
+        const json& top = t["top_logprobs"];
+        s.margins.push_back(top.size() >= 2
+                                ? top[0]["logprob"].get<double>() - top[1]["logprob"].get<double>()
+                                : 1e9);
+      }
+    if (!c["finish_reason"].is_null()) s.finish_reason = c["finish_reason"];
+  }
+  return s;
+}
+
+// An engine whose batched and lone decode steps agree token for token. With the default BF16 KV
+// cache, a latent that rounds to the other neighbouring bf16 value in a batched step (its GEMM
+// sums in another order) can tip a near tie in the MoE router, and the other expert moves a logit
+// by as much as 0.5 (seen at 6, 13 and 16 sequences on an AVX-512 CPU): correct behaviour, but
+// not "the same tokens". An F32 cache keeps latents exact, so these tests can compare tokens.
+inline engine::EngineOptions exact_engine() {
+  engine::EngineOptions eo;
+  eo.cache_dtype = DType::F32;
+  return eo;
+}
+
+// A greedy streamed chat request with the two most likely tokens reported per step.
+inline json traced_chat(const std::string& prompt, int max_tokens) {
+  return {{"messages", json::array({{{"role", "user"}, {"content", prompt}}})},
+          {"max_tokens", max_tokens},
+          {"temperature", 0},
+          {"ignore_eos", true},
+          {"stream", true},
+          {"logprobs", true},
+          {"top_logprobs", 2}};
+}
+
+// Greedy tokens equal the reference's until the reference itself was a near tie (batched and
+// lone steps may differ in the last bits of a logit).
+inline void expect_same_tokens(const ChatStream& got, const ChatStream& ref,
+                               const std::string& what) {
+  ASSERT_EQ(got.tokens.size(), ref.tokens.size()) << what;
+  for (size_t i = 0; i < ref.tokens.size(); ++i) {
+    if (got.tokens[i] == ref.tokens[i]) continue;
+    EXPECT_LT(ref.margins[i], 0.02) << what << ": token " << i << " differs ('" << got.tokens[i]
+                                    << "' vs '" << ref.tokens[i] << "') where the reference's "
+                                    << "top two were " << ref.margins[i] << " apart";
+    return;
+  }
+  EXPECT_EQ(got.text, ref.text) << what;
 }
 
 }  // namespace ff::server::testing
