@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/tokenizer/{goldens.json,small-bpe.json} for tests/model/tokenizer_test.cc
-and tests/model/chat_template_test.cc.
+"""Writes tests/fixtures/tokenizer/{goldens.json,small-bpe.json} for tests/text/tokenizer_test.cc
+and tests/text/chat_template_test.cc.
 
 References (PyPI): `tokenizers` for the raw pipeline, `transformers` for AutoTokenizer and
 apply_chat_template with the real DeepSeek-V3 template.
