@@ -1,10 +1,5 @@
-// The event loop behind HttpServer (see http.h for the behaviour and docs/server.md for why epoll
-// on a thread of our own rather than a library).
-//
-// Threads: the loop thread owns every socket and all of a Connection's "loop side" fields; any
-// thread may call an HttpResponse, which appends to the connection's output under its mutex and
-// wakes the loop through an eventfd. Only the loop reads, writes or closes a socket, so a closed
-// connection's fd number, reused by a later accept, is never touched through a stale Connection.
+// The event loop behind HttpServer (see http.h for the behaviour, http_connection.h for the
+// threading, docs/server.md for why epoll on a thread of our own rather than a library).
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -22,6 +17,7 @@
 
 #include "core/core.h"
 #include "server/http.h"
+#include "server/http_connection.h"
 #include "server/http_wire.h"
 
 namespace ff::server {
@@ -51,195 +47,7 @@ std::string error_response(int status, const std::string& message, const char* t
 
 }  // namespace
 
-namespace detail {
-
-struct Connection;
-
-// What the loop shares with responders: the connections that have output to write.
-struct Waker {
-  int efd = -1;
-  std::mutex mu;
-  std::vector<std::shared_ptr<Connection>> dirty;
-  bool stopped = false;  // the loop is gone: nothing is queued (which would keep connections)
-
-  Waker() : efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-    FF_CHECK(efd >= 0, "http server: eventfd: {}", std::strerror(errno));
-  }
-  ~Waker() { ::close(efd); }
-  void wake(std::shared_ptr<Connection> c) {
-    bool first = false;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (stopped) return;
-      first = dirty.empty();
-      dirty.push_back(std::move(c));
-    }
-    if (first) {
-      const uint64_t one = 1;
-      [[maybe_unused]] const ssize_t n = ::write(efd, &one, sizeof one);
-    }
-  }
-};
-
-struct Connection {
-  enum class Phase { Idle, Head, Body, Busy, Draining };
-
-  Connection(int f, std::shared_ptr<Waker> w, const HttpOptions& o)
-      : fd(f), waker(std::move(w)), max_queued(o.max_queued_output), keep_alive_s(o.keep_alive_s) {}
-
-  const int fd;
-  const std::shared_ptr<Waker> waker;
-  const size_t max_queued;
-  const double keep_alive_s;
-
-  // The response side, guarded by mu (any thread).
-  std::mutex mu;
-  std::string out;  // queued bytes, written from out_off
-  size_t out_off = 0;
-  uint64_t seq = 0;      // the request the current response answers
-  bool started = false;  // a status line was queued
-  bool ended = false;    // the response is complete (whole, or its stream ended)
-  bool streaming = false;
-  bool keep_alive = false;
-  bool closed = false;
-  bool overflow = false;  // the client fell max_queued bytes behind
-  std::function<void()> on_close;
-
-  // The loop side (loop thread only).
-  Phase phase = Phase::Idle;
-  bool kept = false;    // between requests of a kept connection
-  bool counted = true;  // counts towards max_connections (not a 503'd one)
-  bool peer_eof = false;
-  bool was_pending = false;  // output was waiting at the end of the last flush
-  Clock::time_point deadline;
-  Clock::time_point last_progress;  // of the output, while some is waiting
-  std::string in;
-  HttpRequest req;
-  size_t body_len = 0;
-  uint32_t interest = 0;
-
-  // Queues bytes for the current response; false when they cannot be sent any more.
-  bool queue_locked(std::string_view bytes) {
-    if (closed) return false;
-    out.append(bytes);
-    if (out.size() - out_off > max_queued) overflow = true;
-    return !overflow;
-  }
-};
-
-}  // namespace detail
-
 using detail::Connection;
-
-// ---- HttpResponse ----
-
-namespace {
-
-std::string response_head(int status, std::string_view content_type, const std::string& length,
-                          bool keep_alive, double keep_alive_s) {
-  std::string h = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) +
-                  "\r\nContent-Type: " + std::string(content_type);
-  if (!length.empty()) h += "\r\nContent-Length: " + length;
-  if (length.empty()) h += "\r\nCache-Control: no-cache";
-  h += keep_alive ? "\r\nConnection: keep-alive\r\nKeep-Alive: timeout=" +
-                        std::to_string(int(keep_alive_s))
-                  : std::string("\r\nConnection: close");
-  return h + "\r\n\r\n";
-}
-
-}  // namespace
-
-// The request a response answers is fixed when it is made, so a response that outlives its
-// request on a kept connection can never write into the next request's answer.
-HttpResponse::HttpResponse(std::shared_ptr<Connection> conn) : conn_(std::move(conn)) {
-  std::lock_guard<std::mutex> lock(conn_->mu);
-  seq_ = conn_->seq;
-}
-
-HttpResponse::~HttpResponse() {
-  if (!started()) {
-    respond(500, "application/json",
-            "{\"error\":{\"message\":\"internal error: the request got no response\",\"type\":"
-            "\"server_error\",\"param\":null,\"code\":null}}");
-  } else {
-    end();
-  }
-}
-
-bool HttpResponse::respond(int status, std::string_view content_type, std::string_view body) {
-  Connection& c = *conn_;
-  {
-    std::lock_guard<std::mutex> lock(c.mu);
-    if (c.seq != seq_ || c.started || c.closed) return false;
-    c.started = c.ended = true;
-    if (!c.queue_locked(response_head(status, content_type, std::to_string(body.size()),
-                                      c.keep_alive, c.keep_alive_s)) ||
-        !c.queue_locked(body)) {
-      c.waker->wake(conn_);
-      return false;
-    }
-  }
-  c.waker->wake(conn_);
-  return true;
-}
-
-bool HttpResponse::begin_stream(int status, std::string_view content_type) {
-  Connection& c = *conn_;
-  {
-    std::lock_guard<std::mutex> lock(c.mu);
-    if (c.seq != seq_ || c.started || c.closed) return false;
-    c.started = c.streaming = true;
-    c.keep_alive = false;
-    c.queue_locked(response_head(status, content_type, "", false, 0));
-  }
-  c.waker->wake(conn_);
-  return true;
-}
-
-bool HttpResponse::write(std::string_view data) {
-  Connection& c = *conn_;
-  bool ok = false;
-  {
-    std::lock_guard<std::mutex> lock(c.mu);
-    if (c.seq != seq_ || !c.streaming || c.ended || c.closed) return false;
-    ok = c.queue_locked(data);
-  }
-  c.waker->wake(conn_);
-  return ok;
-}
-
-void HttpResponse::end() {
-  Connection& c = *conn_;
-  {
-    std::lock_guard<std::mutex> lock(c.mu);
-    if (c.seq != seq_ || !c.streaming || c.ended) return;
-    c.ended = true;
-  }
-  c.waker->wake(conn_);
-}
-
-bool HttpResponse::started() const {
-  std::lock_guard<std::mutex> lock(conn_->mu);
-  return conn_->seq != seq_ || conn_->started;
-}
-
-bool HttpResponse::closed() const {
-  std::lock_guard<std::mutex> lock(conn_->mu);
-  return conn_->closed || conn_->overflow;
-}
-
-void HttpResponse::on_close(std::function<void()> fn) {
-  {
-    std::lock_guard<std::mutex> lock(conn_->mu);
-    if (conn_->seq != seq_) return;  // that request was answered in full
-    if (!conn_->closed) {
-      conn_->on_close = std::move(fn);
-      return;
-    }
-  }
-  if (fn) fn();
-}
-
 // ---- the loop ----
 
 struct HttpServer::Loop {

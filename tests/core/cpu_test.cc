@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "../child_process.h"
 #include "core/core.h"
 
 namespace ff {
@@ -155,19 +156,7 @@ TEST(Cpu, DISABLED_PrintActiveIsa) {
 }
 
 std::string run_child(const std::string& ff_isa) {
-  std::array<char, 4096> self{};
-  const ssize_t n = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
-  if (n <= 0) return "";
-  const std::string cmd = "FF_ISA='" + ff_isa + "' '" + std::string(self.data(), size_t(n)) +
-                          "' --gtest_also_run_disabled_tests"
-                          " --gtest_filter=Cpu.DISABLED_PrintActiveIsa 2>&1";
-  std::string out;
-  if (FILE* p = ::popen(cmd.c_str(), "r")) {
-    char buf[512];
-    while (std::fgets(buf, sizeof buf, p)) out += buf;
-    ::pclose(p);
-  }
-  return out;
+  return ff::testing::run_self_with_env("FF_ISA", ff_isa, "Cpu.DISABLED_PrintActiveIsa");
 }
 
 TEST(Cpu, FfIsaForcesTheBackendInANewProcess) {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "../child_process.h"
 #include "mla/cpu/kernels.h"
 #include "mla_test_util.h"
 
@@ -96,20 +97,8 @@ TEST(MlaKernelChoice, DISABLED_PrintDefaultBf16Kernel) {
 }
 
 std::string run_child(const std::string& value) {
-  std::array<char, 4096> self{};
-  const ssize_t n = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
-  if (n <= 0) return "";
-  const std::string cmd = "FF_MLA_BF16_KERNEL='" + value + "' '" +
-                          std::string(self.data(), size_t(n)) +
-                          "' --gtest_also_run_disabled_tests"
-                          " --gtest_filter=MlaKernelChoice.DISABLED_PrintDefaultBf16Kernel 2>&1";
-  std::string out;
-  if (FILE* p = ::popen(cmd.c_str(), "r")) {
-    char buf[512];
-    while (std::fgets(buf, sizeof buf, p)) out += buf;
-    ::pclose(p);
-  }
-  return out;
+  return ff::testing::run_self_with_env("FF_MLA_BF16_KERNEL", value,
+                                        "MlaKernelChoice.DISABLED_PrintDefaultBf16Kernel");
 }
 
 TEST(MlaKernelChoice, FfMlaBf16KernelForcesTheKernelInANewProcess) {
