@@ -57,14 +57,14 @@ int run_generate(const GenerateArgs& a) {
   opt.ignore_eos = a.ignore_eos;
   if (a.cache_dtype == "f32") opt.cache_dtype = DType::F32;
   if (a.cache_dtype == "bf16") opt.cache_dtype = DType::BF16;
-  // Refuse a bad request (e.g. -n past the context) before echoing the prompt.
-  Generation(tok, prompt, opt, engine::model_limits(*model));
+  // Built (and so checked: -n past the context is refused here) before the prompt is echoed.
+  Generation gen(tok, std::move(prompt), opt, engine::model_limits(*model));
   if (!a.chat) {
     std::fputs(a.prompt.c_str(), stdout);
     std::fflush(stdout);
   }
   const engine::GenerateResult r =
-      engine::generate(*model, tok, prompt, opt, [](std::string_view piece) {
+      engine::generate(*model, gen, opt.cache_dtype, [](std::string_view piece) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);
         std::fflush(stdout);
       });

@@ -28,19 +28,19 @@ struct Engine::Pages : PageManager {
 
 struct Engine::Sequence {
   Sequence(std::string request_id, Generation g)
-      : id(std::move(request_id)), stream(std::make_shared<Stream>(id)), gen(std::move(g)) {}
+      : stream(std::make_shared<Stream>(std::move(request_id))), gen(std::move(g)) {}
 
-  std::string id;
-  std::shared_ptr<Stream> stream;
-  Generation gen;     // tokens (prompt, then generated), sampler, stop rules
-  KVSequence kv;      // kv.length: tokens whose latents are in the cache
-  bool done = false;  // finish() ran: pages released, final output pushed
+  std::shared_ptr<Stream> stream;  // also holds the request id
+  Generation gen;                  // tokens (prompt, then generated), sampler, stop rules
+  KVSequence kv;                   // kv.length: tokens whose latents are in the cache
+  bool done = false;               // finish() ran: pages released, final output pushed
   bool admitted_once = false;
   int64_t cached_prompt_tokens = 0;
   Clock::time_point arrival = Clock::now();
   Clock::time_point last_token;
 
   const std::vector<int32_t>& tokens() const { return gen.tokens(); }
+  const std::string& id() const { return stream->id(); }
 };
 
 // ---- Stream ----
@@ -212,7 +212,7 @@ void Engine::preempt(Sequence& s) {
 }
 
 bool Engine::grow(Sequence& s, int64_t num_tokens) {
-  fault::point("kv.alloc", s.id);
+  fault::point("kv.alloc", s.id());
   return pages_->grow(s.kv, num_tokens);
 }
 
@@ -299,7 +299,7 @@ void Engine::run_forward(std::span<Sequence* const> scheduled, std::span<const i
     Sequence& s = *scheduled[i];
     batch.push_back({&s.kv,
                      std::span<const int32_t>(s.tokens().data() + s.kv.length, size_t(counts[i])),
-                     false, s.id});
+                     false, s.id()});
   }
   try {
     model_.forward(batch, *cache_, &logits_);
@@ -346,7 +346,7 @@ void Engine::step() {
     Sequence& s = *scheduled[i];
     if (s.done) continue;
     try {
-      fault::point("engine.step", s.id);
+      fault::point("engine.step", s.id());
       const size_t prompt_len = s.gen.prompt_length();
       if (options_.prefix_caching && s.kv.length - counts[i] < int64_t(prompt_len))
         pages_->cache_full_pages(std::span<const int32_t>(s.tokens().data(), prompt_len), s.kv);

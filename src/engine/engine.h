@@ -103,7 +103,6 @@ class CancelOnExit {
   }
   CancelOnExit(const CancelOnExit&) = delete;
   CancelOnExit& operator=(const CancelOnExit&) = delete;
-  Stream& operator*() const { return *stream_; }
   Stream* operator->() const { return stream_.get(); }
 
  private:
@@ -228,6 +227,9 @@ struct GenerateResult {
 // safe to show (no partial stop string, no broken UTF-8).
 GenerateResult generate(Model& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                         const GenerateOptions& options,
+                        const std::function<void(std::string_view)>& on_text = {});
+// The same over a Generation the caller built (and so already checked), on its next tokens.
+GenerateResult generate(Model& model, Generation& gen, std::optional<DType> cache_dtype,
                         const std::function<void(std::string_view)>& on_text = {});
 
 }  // namespace ff::engine

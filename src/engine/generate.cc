@@ -13,22 +13,21 @@ double GenerateResult::decode_tokens_per_second() const {
   return decode_seconds > 0 ? n / decode_seconds : 0;
 }
 
-GenerateResult generate(Model& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
-                        const GenerateOptions& options,
+GenerateResult generate(Model& model, Generation& gen, std::optional<DType> cache_dtype,
                         const std::function<void(std::string_view)>& on_text) {
   using clock = std::chrono::steady_clock;
   const ModelConfig& c = model.config();
-  Generation gen(tokenizer, std::vector<int32_t>(prompt.begin(), prompt.end()), options,
-                 model_limits(model));
+  const std::span<const int32_t> prompt(gen.tokens().data(), gen.prompt_length());
   const int64_t total = int64_t(prompt.size()) + gen.params().stop.max_tokens;
   KVCache cache(c, (total + kPageSize - 1) / kPageSize,
-                options.cache_dtype.value_or(model.default_cache_dtype()));
+                cache_dtype.value_or(model.default_cache_dtype()));
   KVSequence seq;
   GenerateResult res;
   res.prompt_tokens = int64_t(prompt.size());
   std::vector<float> logits;
 
   auto t0 = clock::now();
+  // The prompt's view stays valid for this call: forward() does not keep it.
   Model::Request req{&seq, prompt, false};
   model.forward(std::span<const Model::Request>(&req, 1), cache, &logits);
   for (;;) {
@@ -46,6 +45,14 @@ GenerateResult generate(Model& model, const Tokenizer& tokenizer, std::span<cons
   }
   res.finish = gen.finish_reason();
   return res;
+}
+
+GenerateResult generate(Model& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
+                        const GenerateOptions& options,
+                        const std::function<void(std::string_view)>& on_text) {
+  Generation gen(tokenizer, std::vector<int32_t>(prompt.begin(), prompt.end()), options,
+                 model_limits(model));
+  return generate(model, gen, options.cache_dtype, on_text);
 }
 
 }  // namespace ff::engine

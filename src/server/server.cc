@@ -25,9 +25,8 @@ bool usable_request_id(const std::string& s) {
 
 // Server-wide counters, shared with the requests in flight (which may outlive a stopped Server).
 struct Counters {
-  std::atomic<int64_t> rejected{0};     // HTTP 4xx
-  std::atomic<int64_t> disconnects{0};  // clients that left before their response ended
-  std::atomic<int64_t> http_requests{0};
+  std::atomic<int64_t> rejected{0};       // HTTP 4xx
+  std::atomic<int64_t> disconnects{0};    // clients that left before their response ended
   std::atomic<int64_t> server_errors{0};  // requests answered with a 5xx or an error event
 };
 
@@ -81,15 +80,12 @@ class ActiveRequest : public std::enable_shared_from_this<ActiveRequest> {
 
   void start() {
     std::weak_ptr<ActiveRequest> weak = weak_from_this();
-    engine::Stream* stream = &*stream_;
-    res_->on_close([weak, stream_ref = stream, tasks = tasks_] {
+    res_->on_close([weak] {
       // On the HTTP loop's thread: stop the engine's work at once, account for it in a task.
       if (auto self = weak.lock()) {
-        stream_ref->cancel();
+        self->stream_->cancel();
         self->client_gone_.store(true);
-        tasks->post([weak] {
-          if (auto s = weak.lock()) s->pump();
-        });
+        self->schedule_pump();
       }
     });
     {
@@ -102,12 +98,8 @@ class ActiveRequest : public std::enable_shared_from_this<ActiveRequest> {
         }
       }
     }
-    stream->on_output([weak, tasks = tasks_] {
-      auto self = weak.lock();
-      if (self && !self->pump_queued_.exchange(true))
-        tasks->post([weak] {
-          if (auto s = weak.lock()) s->pump();
-        });
+    stream_->on_output([weak] {
+      if (auto self = weak.lock()) self->schedule_pump();
     });
   }
 
@@ -124,10 +116,16 @@ class ActiveRequest : public std::enable_shared_from_this<ActiveRequest> {
         engine::StreamOutput out = stream_->take(std::chrono::milliseconds(0));
         if (out.text.empty() && out.logprobs.empty() && !out.finished) return;
         if (req_.stream)
-          forward_events(out);
+          forward_text(out);
         else
-          collect(out);
-        if (done_) return;
+          collect_text(out);
+        if (out.finished) {
+          if (out.finish == FinishReason::Error || out.finish == FinishReason::Cancelled)
+            fail(out.finish == FinishReason::Error ? out.error : "the request was cancelled");
+          else
+            send_final(out);
+          return;
+        }
         if (res_->closed()) {
           gone();
           return;
@@ -139,31 +137,36 @@ class ActiveRequest : public std::enable_shared_from_this<ActiveRequest> {
   }
 
  private:
-  void forward_events(const engine::StreamOutput& out) {
+  // Posts pump() to the task pool unless one is queued and not yet started (it will see
+  // whatever arrived or changed meanwhile).
+  void schedule_pump() {
+    if (pump_queued_.exchange(true)) return;
+    tasks_->post([weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->pump();
+    });
+  }
+
+  void forward_text(const engine::StreamOutput& out) {
     fault::point("server.stream", stream_->id());
     if (!out.text.empty() || !out.logprobs.empty())
       res_->write(sse(rb_.chunk(out.text, out.logprobs)));
-    if (!out.finished) return;
-    if (out.finish == FinishReason::Error || out.finish == FinishReason::Cancelled) {
-      fail(out.finish == FinishReason::Error ? out.error : "the request was cancelled");
-      return;
-    }
-    res_->write(sse(rb_.finish_chunk(out)));
-    if (req_.include_usage) res_->write(sse(rb_.usage_chunk(out)));
-    res_->write("data: [DONE]\n\n");
-    res_->end();
-    complete();
   }
 
-  void collect(const engine::StreamOutput& out) {
+  void collect_text(const engine::StreamOutput& out) {
     text_ += out.text;
     logprobs_.insert(logprobs_.end(), out.logprobs.begin(), out.logprobs.end());
-    if (!out.finished) return;
-    if (out.finish == FinishReason::Error || out.finish == FinishReason::Cancelled) {
-      fail(out.finish == FinishReason::Error ? out.error : "the request was cancelled");
-      return;
+  }
+
+  // A completed request: the finish chunk (and usage) then [DONE], or the whole response.
+  void send_final(const engine::StreamOutput& out) {
+    if (req_.stream) {
+      res_->write(sse(rb_.finish_chunk(out)));
+      if (req_.include_usage) res_->write(sse(rb_.usage_chunk(out)));
+      res_->write("data: [DONE]\n\n");
+      res_->end();
+    } else {
+      res_->respond(200, "application/json", dump(rb_.full(text_, logprobs_, out)));
     }
-    res_->respond(200, "application/json", dump(rb_.full(text_, logprobs_, out)));
     complete();
   }
 
@@ -231,7 +234,6 @@ struct Server::Impl {
 };
 
 void Server::Impl::handle(const HttpRequest& req, const std::shared_ptr<HttpResponse>& res) {
-  counters->http_requests.fetch_add(1);
   const auto want = [&](const char* method) {
     if (req.method == method) return true;
     reply_error(*res,
