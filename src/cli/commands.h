@@ -55,4 +55,17 @@ struct TokenizeArgs {
 void add_tokenize_command(CLI::App& app, TokenizeArgs& args);
 int run_tokenize(const TokenizeArgs& args);
 
+struct DualPipeArgs {
+  std::string method = "dualpipe";
+  int pp = 8;
+  int chunks = 20;
+  double f = 1, b = 2, w = 1, fb = 3, p2p = 0;
+  bool overlap_middle_pair = false;
+  std::string svg;
+  bool json = false;
+};
+
+void add_dualpipe_command(CLI::App& app, DualPipeArgs& args);
+int run_dualpipe(const DualPipeArgs& args);
+
 }  // namespace ff::cli

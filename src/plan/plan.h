@@ -7,3 +7,4 @@
 // docs/plan.md has commands to try and the rules (tie-breaking, bubble formulas).
 #pragma once
 #include "plan/pipeline_schedule.h"
+#include "plan/pipeline_sim.h"
