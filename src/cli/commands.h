@@ -1,6 +1,7 @@
 // Private to the CLI: one function pair per subcommand.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,8 @@ struct DualPipeArgs {
   std::string method = "dualpipe";
   int pp = 8;
   int chunks = 20;
-  double f = 1, b = 2, w = 1, fb = 3, p2p = 0;
+  double f = 1, b = 2, w = 1, p2p = 0;
+  std::optional<double> fb;  // default F + B (no overlap benefit)
   bool overlap_middle_pair = false;
   std::string svg;
   bool json = false;

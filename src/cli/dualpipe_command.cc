@@ -25,8 +25,8 @@ void add_dualpipe_command(CLI::App& app, DualPipeArgs& a) {
   c->add_option("--b", a.b, "Duration of a full backward chunk (input + weight grads)")
       ->capture_default_str();
   c->add_option("--w", a.w, "Duration of the weight-grad part of B")->capture_default_str();
-  c->add_option("--fb", a.fb, "Duration of an overlapped forward + backward pair (F&B)")
-      ->capture_default_str();
+  c->add_option("--fb", a.fb,
+                "Duration of an overlapped forward + backward pair (F&B); default F + B");
   c->add_option("--p2p", a.p2p, "Latency added to every transfer between ranks")
       ->capture_default_str();
   c->add_flag("--overlap-middle-pair", a.overlap_middle_pair,
@@ -42,7 +42,7 @@ int run_dualpipe(const DualPipeArgs& a) {
   plan::ScheduleOptions options;
   options.split_middle_pair = !a.overlap_middle_pair;
   const plan::Schedule s = plan::make_schedule(method, a.pp, a.chunks, options);
-  const plan::OpDurations d{a.f, a.b, a.w, a.fb, a.p2p};
+  const plan::OpDurations d{a.f, a.b, a.w, a.fb.value_or(a.f + a.b), a.p2p};
   const plan::SimResult r = plan::simulate(s, d);
   const double formula = plan::readme_bubble(method, a.pp, d);
 

@@ -66,6 +66,8 @@ TEST(DualPipeCli, BadInputIsOneLineErrorAndExitOne) {
        "error: unknown pipeline method 'gpipe' (expected 1f1b, zb1p, dualpipe or dualpipev)\n"},
       {"dualpipe --method 1f1b --pp 4 --chunks 8 --w 5",
        "error: duration W (5) cannot exceed B (2): W is part of a full backward\n"},
+      {"dualpipe --method 1f1b --pp 4 --chunks 8 --fb -3",
+       "error: duration F&B must be finite and >= 0, got -3\n"},
       {"dualpipe --method 1f1b --pp 4 --chunks 8 --svg /nonexistent/dir/x.svg",
        "error: cannot write --svg file '/nonexistent/dir/x.svg'\n"},
   };
