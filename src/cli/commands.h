@@ -1,6 +1,7 @@
 // Private to the CLI: one function pair per subcommand.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,5 +55,19 @@ struct TokenizeArgs {
 
 void add_tokenize_command(CLI::App& app, TokenizeArgs& args);
 int run_tokenize(const TokenizeArgs& args);
+
+struct DualPipeArgs {
+  std::string method = "dualpipe";
+  int pp = 8;
+  int chunks = 20;
+  double f = 1, b = 2, w = 1, p2p = 0;
+  std::optional<double> fb;  // default F + B (no overlap benefit)
+  bool overlap_middle_pair = false;
+  std::string svg;
+  bool json = false;
+};
+
+void add_dualpipe_command(CLI::App& app, DualPipeArgs& args);
+int run_dualpipe(const DualPipeArgs& args);
 
 }  // namespace ff::cli

@@ -81,11 +81,19 @@ struct Schedule {
   int rank_of(int stage, int dir) const;
 };
 
+struct ScheduleOptions {
+  // DualPipe / DualPipeV: the middle ranks (DualPipeV: the last rank) run their first main-step
+  // pair as a plain F then B instead of an overlapped F&B. Upstream's code does this "to further
+  // reduce bubble size"; with it off the schedule is the one the DeepSeek-V3 report describes, whose
+  // bubble is exactly the README formula (docs/plan.md).
+  bool split_middle_pair = true;
+};
+
 // Generates the schedule. Throws ff::Error (one line, naming the argument) when pp or num_chunks
 // do not suit the method: pp < 2 (DualPipe, DualPipeV: pp < 2 or odd), num_chunks < 1 (1F1B,
 // ZB1P), num_chunks < 2*pp or odd num_chunks (DualPipe), num_chunks < pp (DualPipeV; upstream's
 // num_chunks >= 2 * ranks with ranks = pp/2).
-Schedule make_schedule(Method method, int pp, int num_chunks);
+Schedule make_schedule(Method method, int pp, int num_chunks, const ScheduleOptions& options = {});
 
 // Checks a schedule's consistency: every (stage, chunk) gets exactly one F and one B (and one W
 // per zero-bubble B) on the rank holding it, after its inputs, and every send has its matching

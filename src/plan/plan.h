@@ -8,3 +8,4 @@
 #pragma once
 #include "plan/pipeline_model.h"
 #include "plan/pipeline_schedule.h"
+#include "plan/pipeline_sim.h"
