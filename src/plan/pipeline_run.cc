@@ -25,7 +25,8 @@ std::vector<std::pair<std::string, std::string>> config_fields(const PipelineRun
           {"--seed", std::to_string(o.model.seed)},
           {"--steps", std::to_string(o.steps)},
           {"--forward-only", o.forward_only ? "on" : "off"},
-          {"--check", o.check ? "on" : "off"}};
+          {"--check", o.check ? "on" : "off"},
+          {"--overlap-middle-pair", o.schedule.split_middle_pair ? "off" : "on"}};
 }
 
 void check_ranks_agree(const PipelineRunOptions& opt, Transport& t) {
@@ -90,9 +91,9 @@ double grad_tolerance(DType dtype) { return dtype == DType::F64 ? 1e-12 : 1e-5; 
 Schedule prepare_pipeline_run(const PipelineRunOptions& opt, Transport& t) {
   check_ranks_agree(opt, t);
   check_model(opt);
-  Schedule s = make_schedule(opt.method, opt.pp, opt.chunks);
+  Schedule s = make_schedule(opt.method, opt.pp, opt.chunks, opt.schedule);
   FF_CHECK(t.size() == s.num_ranks,
-           "{} with --pp {} runs on {} ranks, but {} were started (mpirun -np {})",
+           "{} with --pp {} needs {} ranks, but the job has {} (start it with mpirun -np {})",
            method_name(opt.method), opt.pp, s.num_ranks, t.size(), s.num_ranks);
   const int64_t last_tag = message_tag(MessageKind::Grad,
                                        {s.num_stages - 1, s.num_chunks - 1, s.num_dirs - 1},

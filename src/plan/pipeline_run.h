@@ -23,6 +23,7 @@ struct PipelineRunOptions {
   Method method = Method::DualPipe;
   int pp = 4;  // as DualPipe's table counts: stages for DualPipeV, ranks for the others
   int chunks = 8;
+  ScheduleOptions schedule;
   PipelineModelConfig model;
   DType dtype = DType::F32;  // F32 or F64
   int steps = 1;

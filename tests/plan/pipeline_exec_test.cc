@@ -1,42 +1,20 @@
 // The pipeline executor on in-process ranks (one thread each, ThreadHub) against the sequential
-// reference: every method, several (pp, chunks), training and inference, float64 and float32; and
-// the driver's checks that must fail alike on every rank before any message is sent.
+// reference: every method, several (pp, chunks), training and inference, float64 and float32.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/error.h"
 #include "plan/plan.h"
+#include "thread_ranks.h"
 
 namespace ff::plan {
 namespace {
-
-// Runs fn(rank, transport) on `ranks` threads; an exception on one aborts the hub so the others
-// cannot wait forever, and is returned (what()) per rank, "" where none was thrown.
-std::vector<std::string> run_ranks(int ranks, const std::function<void(int, Transport&)>& fn) {
-  ThreadHub hub(ranks, /*timeout_s=*/60);
-  std::vector<std::string> errors(static_cast<size_t>(ranks));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < ranks; ++r)
-    threads.emplace_back([&, r] {
-      auto t = hub.transport(r);
-      try {
-        fn(r, *t);
-      } catch (const std::exception& e) {
-        errors[size_t(r)] = e.what();
-        hub.abort();
-      }
-    });
-  for (std::thread& th : threads) th.join();
-  return errors;
-}
 
 template <typename T>
 struct RankRun {
@@ -194,89 +172,6 @@ TEST(PipelineExec, AScheduleTheRankCannotFollowIsAnInternalError) {
     run_rank_step(s, kTiny, stages, t, {});
   });
   EXPECT_NE(errors[0].find("but the oldest deferred B is"), std::string::npos) << errors[0];
-}
-
-PipelineRunOptions small_run(Method m, int pp, int chunks) {
-  PipelineRunOptions o;
-  o.method = m;
-  o.pp = pp;
-  o.chunks = chunks;
-  o.model = {.hidden = 8, .seq = 2, .micro_batch = 2, .seed = 233};
-  o.dtype = DType::F64;
-  o.check = true;
-  return o;
-}
-
-// The driver end to end on threads: --check passes, the report has every chunk's loss.
-TEST(PipelineRun, CheckPassesForEveryMethod) {
-  for (Method m : {Method::OneF1B, Method::ZB1P, Method::DualPipe, Method::DualPipeV})
-    for (bool forward_only : {false, true}) {
-      PipelineRunOptions o = small_run(m, 4, 8);
-      o.forward_only = forward_only;
-      o.steps = 2;
-      const Schedule s0 = make_schedule(m, 4, 8);
-      PipelineRunReport report;
-      const auto errors = run_ranks(s0.num_ranks, [&](int r, Transport& t) {
-        const Schedule s = prepare_pipeline_run(o, t);
-        PipelineRunReport mine = run_pipeline(o, s, t);
-        if (r == 0) report = mine;
-      });
-      for (const std::string& e : errors) EXPECT_EQ(e, "");
-      SCOPED_TRACE(std::string(method_name(m)) + (forward_only ? " forward-only" : ""));
-      EXPECT_EQ(report.ranks, s0.num_ranks);
-      EXPECT_EQ(report.losses.size(), 8u);
-      EXPECT_EQ(report.step_seconds.size(), 2u);
-      ASSERT_TRUE(report.check.has_value());
-      EXPECT_TRUE(report.check->passed) << report.check->failure;
-      EXPECT_TRUE(report.check->losses_bit_exact);
-      EXPECT_EQ(report.check->outputs_identical, forward_only);
-      EXPECT_LE(report.check->max_grad_rel_error, 1e-12);
-      const auto ref = reference_step<double>(o.model, s0.num_stages, 8, true);
-      for (int c = 0; c < 8; ++c) EXPECT_EQ(report.losses[size_t(c)], ref.losses[size_t(c)]);
-    }
-}
-
-// What must fail on every rank with the same line, before any point-to-point message.
-std::vector<std::string> prepare_errors(int ranks,
-                                        const std::function<PipelineRunOptions(int)>& options) {
-  return run_ranks(ranks, [&](int r, Transport& t) { prepare_pipeline_run(options(r), t); });
-}
-
-void expect_all(const std::vector<std::string>& errors, const std::string& want) {
-  for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], want) << "rank " << r;
-}
-
-TEST(PipelineRun, BadArgumentsFailOnEveryRank) {
-  expect_all(prepare_errors(4, [](int) { return small_run(Method::DualPipe, 4, 6); }),
-             "dualpipe: chunks must be even and at least 2*pp = 8, got 6");
-  expect_all(prepare_errors(3, [](int) { return small_run(Method::DualPipe, 3, 6); }),
-             "dualpipe: pp must be even (rank r pairs with rank pp-1-r), got 3");
-  expect_all(prepare_errors(2, [](int) { return small_run(Method::DualPipeV, 4, 3); }),
-             "dualpipev: chunks must be at least 2 * ranks = pp = 4, got 3");
-  expect_all(prepare_errors(3, [](int) { return small_run(Method::DualPipe, 4, 8); }),
-             "dualpipe with --pp 4 runs on 4 ranks, but 3 were started (mpirun -np 4)");
-  expect_all(prepare_errors(4, [](int) { return small_run(Method::DualPipeV, 4, 8); }),
-             "dualpipev with --pp 4 runs on 2 ranks, but 4 were started (mpirun -np 2)");
-  expect_all(prepare_errors(2,
-                            [](int r) {
-                              PipelineRunOptions o = small_run(Method::OneF1B, 2, 4);
-                              if (r == 1) o.model.hidden = 16;
-                              return o;
-                            }),
-             "ranks disagree on --hidden: rank 0 has 8, rank 1 has 16");
-  // A disagreement wins over an error only some ranks would see.
-  expect_all(prepare_errors(2,
-                            [](int r) {
-                              return small_run(Method::DualPipe, 2, r == 0 ? 4 : 3);
-                            }),
-             "ranks disagree on --chunks: rank 0 has 4, rank 1 has 3");
-  expect_all(prepare_errors(2,
-                            [](int r) {
-                              PipelineRunOptions o = small_run(Method::OneF1B, 2, 4);
-                              o.dtype = r == 0 ? DType::F64 : DType::F32;
-                              return o;
-                            }),
-             "ranks disagree on --dtype: rank 0 has f64, rank 1 has f32");
 }
 
 TEST(PipelineTransport, TagsNeverCollide) {
