@@ -1,6 +1,7 @@
 // Private to the CLI: one function pair per subcommand.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,5 +55,19 @@ struct TokenizeArgs {
 
 void add_tokenize_command(CLI::App& app, TokenizeArgs& args);
 int run_tokenize(const TokenizeArgs& args);
+
+struct EplbArgs {
+  std::string load;             // JSON or CSV file of expert loads, [layers][experts]
+  std::optional<int> replicas;  // default: the number of experts (no copies)
+  int groups = 1;
+  int nodes = 1;
+  int gpus = 1;
+  std::string policy = "auto";  // "auto", "hierarchical", "global"
+  bool spread = false;
+  bool json = false;
+};
+
+void add_eplb_command(CLI::App& app, EplbArgs& args);
+int run_eplb(const EplbArgs& args);
 
 }  // namespace ff::cli

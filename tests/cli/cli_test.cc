@@ -10,26 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "cli_run.h"
 #include "text/text.h"
 
 namespace {
 
-struct CliRun {
-  int status;
-  std::string out;
-};
-
-// Runs the CLI with `args`, capturing stdout+stderr.
-CliRun run_cli(const std::string& args) {
-  const std::string cmd = std::string(FF_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using ff::testing::CliRun;
+using ff::testing::run_cli;
 
 TEST(Cli, MissingModelIsOneLineErrorAndNonZeroExit) {
   const CliRun r = run_cli("generate --model /nonexistent/model --prompt hi");
