@@ -7,14 +7,20 @@ namespace ff::plan::eplb_detail {
 
 namespace {
 
-// The first lightest pack with room, skipping those `avoid` rejects; -1 when every pack with room
-// is rejected. A linear scan: packs are GPUs of one node (a handful), where it beats a heap.
+// The first lightest pack among `open` (the packs with room, in index order) that `avoid` does
+// not reject; -1 if it rejects them all. A linear scan: the packs are one node's GPUs, a
+// handful, where a heap only adds overhead; selects rather than branches on the loads, which
+// are in no predictable order.
 template <typename Avoid>
-int lightest_open_pack(const PackScratch& s, int num_packs, int capacity, Avoid&& avoid) {
+int lightest_open_pack(const PackScratch& s, Avoid&& avoid) {
   int best = -1;
-  for (int p = 0; p < num_packs; ++p) {
-    if (s.pack_items[size_t(p)] >= capacity || avoid(p)) continue;
-    if (best < 0 || s.pack_load[size_t(p)] < s.pack_load[size_t(best)]) best = p;
+  double best_load = 0;
+  for (const int32_t p : s.open) {
+    if (avoid(p)) continue;
+    const double load = s.pack_load[size_t(p)];
+    const bool lighter = best < 0 || load < best_load;
+    best = lighter ? p : best;
+    best_load = lighter ? load : best_load;
   }
   return best;
 }
@@ -31,33 +37,35 @@ void balanced_packing(std::span<const double> weights, int num_packs,
     std::fill(rank_in_pack.begin(), rank_in_pack.end(), 0);
     return;
   }
-  // A descending sort made total by the index: the same order as a stable sort, without the
-  // temporary buffer std::stable_sort allocates.
+  // Descending, made total by the index: the order of a stable sort, without the buffer
+  // std::stable_sort allocates.
   s.order.resize(size_t(n));
-  std::iota(s.order.begin(), s.order.end(), 0);
-  std::sort(s.order.begin(), s.order.end(), [&](int32_t a, int32_t b) {
-    const double wa = weights[size_t(a)], wb = weights[size_t(b)];
-    return wa > wb || (wa == wb && a < b);
+  for (int i = 0; i < n; ++i) s.order[size_t(i)] = {weights[size_t(i)], i};
+  std::sort(s.order.begin(), s.order.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
   });
   s.pack_load.assign(size_t(num_packs), 0.0);
   s.pack_items.assign(size_t(num_packs), 0);
+  s.open.resize(size_t(num_packs));
+  std::iota(s.open.begin(), s.open.end(), 0);
   const bool spread = !spread_keys.empty();
   if (spread) s.holds.assign(size_t(num_packs) * size_t(num_keys), 0);
-  for (const int32_t item : s.order) {
+  for (const auto& [weight, item] : s.order) {
     int p = -1;
     if (spread) {
       const size_t key = size_t(spread_keys[size_t(item)]);
-      p = lightest_open_pack(s, num_packs, capacity, [&](int q) {
-        return s.holds[size_t(q) * size_t(num_keys) + key] != 0;
-      });
-      if (p < 0) p = lightest_open_pack(s, num_packs, capacity, [](int) { return false; });
+      p = lightest_open_pack(
+          s, [&](int q) { return s.holds[size_t(q) * size_t(num_keys) + key] != 0; });
+      if (p < 0) p = lightest_open_pack(s, [](int) { return false; });
       s.holds[size_t(p) * size_t(num_keys) + key] = 1;
     } else {
-      p = lightest_open_pack(s, num_packs, capacity, [](int) { return false; });
+      p = lightest_open_pack(s, [](int) { return false; });
     }
     pack[size_t(item)] = p;
     rank_in_pack[size_t(item)] = s.pack_items[size_t(p)]++;
-    s.pack_load[size_t(p)] += weights[size_t(item)];
+    s.pack_load[size_t(p)] += weight;
+    if (s.pack_items[size_t(p)] == capacity)
+      s.open.erase(std::find(s.open.begin(), s.open.end(), p));
   }
 }
 

@@ -10,9 +10,10 @@
 namespace ff::plan::eplb_detail {
 
 struct PackScratch {
-  std::vector<int32_t> order;
+  std::vector<std::pair<double, int32_t>> order;  // (weight, item), in packing order
   std::vector<double> pack_load;
   std::vector<int32_t> pack_items;
+  std::vector<int32_t> open;   // packs with room, ascending
   std::vector<uint8_t> holds;  // [pack][key]: spread_keys only
 };
 
