@@ -6,5 +6,6 @@
 //              that runs one training step of a small model across MPI ranks (plan/pipeline_exec.h).
 // docs/plan.md has commands to try and the rules (tie-breaking, bubble formulas).
 #pragma once
+#include "plan/eplb.h"
 #include "plan/pipeline_schedule.h"
 #include "plan/pipeline_sim.h"
