@@ -90,4 +90,18 @@ struct TrainPipelineArgs {
 void add_train_pipeline_command(CLI::App& app, TrainPipelineArgs& args);
 int run_train_pipeline(const TrainPipelineArgs& args);
 
+struct EplbArgs {
+  std::string load;             // JSON or CSV file of expert loads, [layers][experts]
+  std::optional<int> replicas;  // default: the number of experts (no copies)
+  int groups = 1;
+  int nodes = 1;
+  int gpus = 1;
+  std::string policy = "auto";  // "auto", "hierarchical", "global"
+  bool spread = false;
+  bool json = false;
+};
+
+void add_eplb_command(CLI::App& app, EplbArgs& args);
+int run_eplb(const EplbArgs& args);
+
 }  // namespace ff::cli

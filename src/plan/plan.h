@@ -6,6 +6,7 @@
 //              that runs one training step of a small model across MPI ranks (plan/pipeline_exec.h).
 // docs/plan.md has commands to try and the rules (tie-breaking, bubble formulas).
 #pragma once
+#include "plan/eplb.h"
 #include "plan/pipeline_exec.h"
 #include "plan/pipeline_model.h"
 #include "plan/pipeline_run.h"

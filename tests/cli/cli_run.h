@@ -10,12 +10,14 @@ namespace ff::testing {
 
 struct CliRun {
   int status;       // the exit status, -1 if killed by a signal
-  std::string out;  // stdout and stderr together
+  std::string out;  // what reached the pipe (see run_cli)
 };
 
-// Runs `fireflyer <args>` through the shell, so args may hold quotes and redirections.
-inline CliRun run_cli(const std::string& args) {
-  const std::string cmd = std::string(FF_CLI_PATH) + " " + args + " 2>&1";
+// Runs `fireflyer <args> <redirect>` through the shell and captures what reaches the pipe: by
+// default stdout and stderr together; "2>/dev/null" keeps stdout only, "2>&1 >/dev/null" stderr
+// only.
+inline CliRun run_cli(const std::string& args, const std::string& redirect = "2>&1") {
+  const std::string cmd = std::string(FF_CLI_PATH) + " " + args + " " + redirect;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return {-1, "popen failed"};
   std::string out;
