@@ -70,6 +70,26 @@ struct DualPipeArgs {
 void add_dualpipe_command(CLI::App& app, DualPipeArgs& args);
 int run_dualpipe(const DualPipeArgs& args);
 
+struct TrainPipelineArgs {
+  std::string method = "dualpipe";
+  int pp = 4;
+  int chunks = 8;
+  int hidden = 512;
+  int seq = 256;
+  int micro_batch = 3;
+  std::string dtype = "f32";  // "f32", "f64"
+  uint64_t seed = 233;
+  int steps = 1;
+  bool forward_only = false;
+  bool check = false;
+  bool overlap_middle_pair = false;
+  bool json = false;
+};
+
+// Initialises MPI itself: run it under mpirun.
+void add_train_pipeline_command(CLI::App& app, TrainPipelineArgs& args);
+int run_train_pipeline(const TrainPipelineArgs& args);
+
 struct EplbArgs {
   std::string load;             // JSON or CSV file of expert loads, [layers][experts]
   std::optional<int> replicas;  // default: the number of experts (no copies)

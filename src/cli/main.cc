@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   ff::cli::add_tokenize_command(app, tokenize);
   ff::cli::DualPipeArgs dualpipe;
   ff::cli::add_dualpipe_command(app, dualpipe);
+  ff::cli::TrainPipelineArgs train_pipeline;
+  ff::cli::add_train_pipeline_command(app, train_pipeline);
   ff::cli::EplbArgs eplb;
   ff::cli::add_eplb_command(app, eplb);
   try {
@@ -29,6 +31,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("serve")) return ff::cli::run_serve(serve);
     if (app.got_subcommand("tokenize")) return ff::cli::run_tokenize(tokenize);
     if (app.got_subcommand("dualpipe")) return ff::cli::run_dualpipe(dualpipe);
+    if (app.got_subcommand("train-pipeline")) return ff::cli::run_train_pipeline(train_pipeline);
     if (app.got_subcommand("eplb")) return ff::cli::run_eplb(eplb);
   } catch (const ff::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

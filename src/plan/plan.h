@@ -7,5 +7,9 @@
 // docs/plan.md has commands to try and the rules (tie-breaking, bubble formulas).
 #pragma once
 #include "plan/eplb.h"
+#include "plan/pipeline_exec.h"
+#include "plan/pipeline_model.h"
+#include "plan/pipeline_run.h"
 #include "plan/pipeline_schedule.h"
 #include "plan/pipeline_sim.h"
+#include "plan/pipeline_transport.h"
