@@ -5,9 +5,17 @@
 //                4 nodes, 32 GPUs), timed next to the straightforward implementation the tests
 //                compare with (tests/plan/eplb_reference.h); and what spread_replicas costs in
 //                balance, on that shape and on random ones.
+//   bench_pipeline  one DualPipe training step of the executor's toy model on 4 and on 2 MPI
+//                ranks (`mpirun -np 4 fireflyer train-pipeline ... --json`), next to the
+//                simulator's prediction for the per-op durations the run measured.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
 #include <random>
 #include <set>
 #include <vector>
@@ -126,6 +134,73 @@ void bench_eplb(bool quick) {
   std::fflush(stdout);
 }
 
+// Runs `cmd` through the shell and returns its standard output; throws if it fails.
+std::string run_command(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  FF_CHECK(p, "cannot run: {}", cmd);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  FF_CHECK(status == 0, "failed (status {}): {}\n{}", status, cmd, out);
+  return out;
+}
+
+// The executor's DualPipe step on `pp` ranks against the simulator fed the per-op times the run
+// measured. With more ranks than cores each op's time includes the contention for them, and the
+// ratio shows what the real run loses beyond the schedule (transfers, polling, ranks slowed
+// unevenly); with a core per rank it is the executor's own overhead.
+//
+// The bound: with `uncontended` op times (from a run with a core per rank, same shapes) the
+// ranks' compute -- the simulator's busy time summed over ranks -- shared by the cores. Printed
+// when `uncontended` is given. Returns the measured op durations.
+plan::OpDurations bench_pipeline(bool quick, int pp, int chunks,
+                                 const plan::OpDurations* uncontended = nullptr) {
+  const int ranks = pp, steps = quick ? 1 : 3;
+  const int hidden = quick ? 128 : 256, seq = quick ? 32 : 128, micro_batch = 3;
+  // Open MPI refuses root and more ranks than cores unless told; the tests set the same.
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+  setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
+  setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
+  setenv("OMPI_MCA_btl", "self,vader", 0);
+  setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);
+  const std::string cmd = fmt::format(
+      "{} --timeout 600 -np {} {} train-pipeline --method dualpipe --pp {} --chunks {} "
+      "--hidden {} --seq {} --micro-batch {} --dtype f32 --steps {} --json",
+      FF_MPIEXEC, ranks, FF_CLI_PATH, pp, chunks, hidden, seq, micro_batch, steps);
+  const nlohmann::json j = nlohmann::json::parse(run_command(cmd));
+  const auto& t = j.at("op_time_s");
+  plan::OpDurations d;
+  d.f = t.at("F").get<double>();
+  d.b = t.at("B").get<double>();
+  d.w = t.at("W").get<double>();
+  d.fb = t.at("FB").get<double>();
+  const plan::Schedule schedule = plan::make_schedule(plan::Method::DualPipe, pp, chunks);
+  const plan::SimResult sim = plan::simulate(schedule, d);
+  const double measured = j.at("step_time_s").get<double>();
+  const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  std::string bound;
+  if (uncontended) {
+    const plan::SimResult work = plan::simulate(schedule, *uncontended);
+    double busy = 0;
+    for (const double b : work.busy) busy += b;
+    const double cpu_bound = busy / double(std::min<long>(cores, ranks));
+    bound = fmt::format(" cpu_bound_ms={:.1f} vs_cpu_bound={:.3f}", cpu_bound * 1e3,
+                        measured / cpu_bound);
+  }
+  std::printf(
+      "BENCH plan pipeline_dualpipe_pp%d_chunks%d step_ms=%.1f ranks=%d hidden=%d seq=%d "
+      "micro_batch=%d f_ms=%.2f b_ms=%.2f bzb_ms=%.2f w_ms=%.2f fb_ms=%.2f cores=%ld%s "
+      "baseline=simulator baseline_ms=%.1f ratio=%.3f\n",
+      pp, chunks, measured * 1e3, ranks, hidden, seq, micro_batch, d.f * 1e3, d.b * 1e3,
+      t.at("Bzb").get<double>() * 1e3, d.w * 1e3, d.fb * 1e3, cores, bound.c_str(),
+      sim.step_time * 1e3, measured / sim.step_time);
+  std::fflush(stdout);
+  return d;
+}
+
 }  // namespace
 }  // namespace ff::bench
 
@@ -141,7 +216,9 @@ int main(int argc, char** argv) {
   }
   try {
     ff::bench::bench_eplb(quick);
-    // Further cases (the pipeline schedules) go here, one function each.
+    // A core per rank first (on a 2-core machine); its op times give the 4-rank case its bound.
+    const ff::plan::OpDurations one_core_each = ff::bench::bench_pipeline(quick, 2, 4);
+    ff::bench::bench_pipeline(quick, 4, 8, &one_core_each);
   } catch (const ff::Error& e) {
     std::fprintf(stderr, "bench_plan: %s\n", e.what());
     return 1;
