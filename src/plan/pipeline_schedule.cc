@@ -13,6 +13,9 @@ namespace {
 
 constexpr int kMaxPp = 1024;
 constexpr int kMaxChunks = 1 << 20;
+// pp x chunks (stage-chunk pairs, a handful of ops each): keeps a schedule's op lists and the
+// simulator's tables within a few hundred MB.
+constexpr int64_t kMaxStageChunks = int64_t{1} << 20;
 
 // Builds one rank's op list for 1F1B (zb = false) or ZB1P (zb = true). Rank r warms up with
 // pp-1-r forwards. ZB1P splits every B and lets rank r keep up to r weight grads pending, so the
@@ -280,6 +283,9 @@ Schedule make_schedule(Method method, int pp, int num_chunks, const ScheduleOpti
   FF_CHECK(pp >= 2 && pp <= kMaxPp, "{}: pp must be in [2, {}], got {}", name, kMaxPp, pp);
   FF_CHECK(num_chunks >= 1 && num_chunks <= kMaxChunks, "{}: chunks must be in [1, {}], got {}",
            name, kMaxChunks, num_chunks);
+  FF_CHECK(int64_t{pp} * num_chunks <= kMaxStageChunks,
+           "{}: pp x chunks = {} x {} is more than {} stage-chunk pairs", name, pp, num_chunks,
+           kMaxStageChunks);
   Schedule s;
   s.method = method;
   s.pp = pp;

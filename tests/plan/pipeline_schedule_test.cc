@@ -203,6 +203,8 @@ TEST(PipelineSchedule, BadArgumentsAreClearErrors) {
             "1f1b: pp must be in [2, 1024], got 1");
   EXPECT_EQ(message([] { make_schedule(Method::ZB1P, 4, 0); }),
             "zb1p: chunks must be in [1, 1048576], got 0");
+  EXPECT_EQ(message([] { make_schedule(Method::OneF1B, 1024, 2048); }),
+            "1f1b: pp x chunks = 1024 x 2048 is more than 1048576 stage-chunk pairs");
   EXPECT_EQ(message([] { parse_method("gpipe"); }),
             "unknown pipeline method 'gpipe' (expected 1f1b, zb1p, dualpipe or dualpipev)");
   EXPECT_EQ(message([] { check_durations({1, -2, 1, 3, 0}); }),
