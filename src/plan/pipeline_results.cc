@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <tuple>
 
@@ -20,8 +21,12 @@ bool same_bits(const T& a, const T& b) {
 // max|got - want| / max|want| (absolute when want is all zero), in double.
 template <typename T>
 double relative_error(const std::vector<T>& got, const std::vector<T>& want) {
+  // A value that is not finite, on either side, is as wrong as can be: std::max would drop a NaN.
+  if (got.size() != want.size()) return std::numeric_limits<double>::infinity();
   double diff = 0, scale = 0;
   for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(double(got[i])) || !std::isfinite(double(want[i])))
+      return std::numeric_limits<double>::infinity();
     diff = std::max(diff, std::fabs(double(got[i]) - double(want[i])));
     scale = std::max(scale, std::fabs(double(want[i])));
   }

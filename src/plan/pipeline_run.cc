@@ -1,5 +1,7 @@
 #include "plan/pipeline_run.h"
 
+#include <unistd.h>
+
 #include <climits>
 #include <cstring>
 #include <string>
@@ -60,6 +62,33 @@ void check_model(const PipelineRunOptions& o) {
            o.model.micro_batch, o.model.seq, o.model.hidden);
 }
 
+// Bytes one rank needs, roughly, and the bytes --check gathers at rank 0; refused up front so a
+// too-large model fails on every rank alike with a message instead of bad_alloc or the OOM killer
+// in the middle of a step. The toy model's ranks are taken to share this host.
+void check_sizes(const PipelineRunOptions& o, const Schedule& s, int ranks) {
+  const double elem = o.dtype == DType::F64 ? 8 : 4;
+  const double h = o.model.hidden;
+  const double stage = 7 * 4 * h * h * elem;  // w1, w2, their transposes, two grads, a scratch
+  const double act = double(o.model.activation_size()) * elem;
+  // In flight per rank: at most ~pp+1 chunks, each keeping its input, its 4H hidden layer twice
+  // (before and after GELU) and its output; the data of every chunk for stage 0 / the loss.
+  const double per_rank = 2 * stage + (s.pp + 2) * 10 * act + 2 * s.num_chunks * act;
+  const double reference = o.check ? s.num_stages * stage + 2 * s.num_chunks * act : 0;
+  const double gathered =
+      !o.check ? 0
+      : o.forward_only ? s.num_chunks * act
+                       : double(ranks) * double(s.rank_stages[0].size()) * 2 * 4 * h * h * elem;
+  const double total = ranks * per_rank + reference + gathered;
+  const double host = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  FF_CHECK(host <= 0 || total <= 0.8 * host,
+           "--hidden {} with {} ranks{} needs about {:.1f} GiB, more than this host's {:.1f} GiB "
+           "allows", o.model.hidden, ranks, o.check ? " and --check" : "", total / (1 << 30),
+           host / (1 << 30));
+  FF_CHECK(gathered < double(INT_MAX),
+           "--check gathers about {:.1f} GiB at rank 0, more than one MPI gather carries (2 GiB); "
+           "use a smaller --hidden", gathered / (1 << 30));
+}
+
 template <typename T>
 PipelineRunReport run_typed(const PipelineRunOptions& opt, const Schedule& s, Transport& t) {
   std::vector<MlpStage<T>> stages = build_rank_stages<T>(s, t.rank(), opt.model);
@@ -91,10 +120,19 @@ double grad_tolerance(DType dtype) { return dtype == DType::F64 ? 1e-12 : 1e-5; 
 Schedule prepare_pipeline_run(const PipelineRunOptions& opt, Transport& t) {
   check_ranks_agree(opt, t);
   check_model(opt);
+  // The world size first when pp itself is fine (cheap; make_schedule builds every rank's list).
+  const int ranks = opt.method == Method::DualPipeV ? opt.pp / 2 : opt.pp;
+  const bool pp_ok = opt.pp >= 2 && (opt.pp % 2 == 0 || (opt.method != Method::DualPipe &&
+                                                          opt.method != Method::DualPipeV));
+  auto check_world = [&](int need) {
+    FF_CHECK(t.size() == need,
+             "{} with --pp {} needs {} ranks, but the job has {} (start it with mpirun -np {})",
+             method_name(opt.method), opt.pp, need, t.size(), need);
+  };
+  if (pp_ok) check_world(ranks);
   Schedule s = make_schedule(opt.method, opt.pp, opt.chunks, opt.schedule);
-  FF_CHECK(t.size() == s.num_ranks,
-           "{} with --pp {} needs {} ranks, but the job has {} (start it with mpirun -np {})",
-           method_name(opt.method), opt.pp, s.num_ranks, t.size(), s.num_ranks);
+  check_world(s.num_ranks);
+  check_sizes(opt, s, s.num_ranks);
   const int64_t last_tag = message_tag(MessageKind::Grad,
                                        {s.num_stages - 1, s.num_chunks - 1, s.num_dirs - 1},
                                        s.num_stages, s.num_dirs);

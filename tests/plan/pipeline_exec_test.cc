@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -37,12 +38,15 @@ std::vector<RankRun<T>> run_step(const Schedule& s, const PipelineModelConfig& c
 
 template <typename T>
 double max_relative_error(const std::vector<T>& got, const std::vector<T>& want) {
+  if (got.size() != want.size()) return std::numeric_limits<double>::infinity();
   double diff = 0, scale = 0;
   for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(double(got[i])) || !std::isfinite(double(want[i])))
+      return std::numeric_limits<double>::infinity();  // std::max would drop a NaN
     diff = std::max(diff, std::fabs(double(got[i]) - double(want[i])));
     scale = std::max(scale, std::fabs(double(want[i])));
   }
-  return diff / scale;
+  return scale > 0 ? diff / scale : diff;
 }
 
 // One step of `s`: every chunk's loss exactly once and bit-exact; every stage's grad (its

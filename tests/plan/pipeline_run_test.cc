@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -107,6 +108,10 @@ TEST(PipelineRun, CheckReportsTheFirstMismatch) {
       EXPECT_TRUE(c.losses_bit_exact);
       EXPECT_GT(c.max_grad_rel_error, 1e-12);
       EXPECT_EQ(c.failure.rfind("the grad of stage 0 w2 is off by ", 0), 0u) << c.failure;
+      stages[0][0].g_w2[5] = std::numeric_limits<double>::quiet_NaN();  // a NaN is not "close"
+      c = check();
+      EXPECT_FALSE(c.passed);
+      EXPECT_EQ(c.failure.rfind("the grad of stage 0 w2 is off by inf", 0), 0u) << c.failure;
     }
   }
 }
@@ -152,6 +157,15 @@ TEST(PipelineRun, BadArgumentsFailOnEveryRank) {
                               return o;
                             }),
              "ranks disagree on --dtype: rank 0 has f64, rank 1 has f32");
+  // Too large for memory: refused before anything is allocated (each stage is 28 H^2 elements).
+  const auto huge = prepare_errors(2, [](int) {
+    PipelineRunOptions o = small_run(Method::OneF1B, 2, 4);
+    o.model.hidden = 1 << 20;
+    return o;
+  });
+  for (const std::string& e : huge) {
+    EXPECT_EQ(e.rfind("--hidden 1048576 with 2 ranks and --check needs about ", 0), 0u) << e;
+  }
 }
 
 }  // namespace
