@@ -1,11 +1,23 @@
-# A failure test of `fireflyer train-pipeline` under mpirun (CMakeLists.txt, PipelineMpi.*):
-# passes when the job exits non-zero and every rank printed the expected error, i.e. the line
-# "error: ${EXPECT}" appears exactly ${RANKS} times, and fails when the job hangs past TIMEOUT.
-#   cmake -DCOMMAND=<argv joined with |> -DEXPECT=<message> -DRANKS=<n> -DTIMEOUT=<s> -P this
+# A test of `fireflyer train-pipeline` under mpirun (CMakeLists.txt, PipelineMpi.*); fails when
+# the job hangs past TIMEOUT.
+#   success test (-DPASS=<regex>): passes when the job exits 0 and its output matches the regex.
+#   failure test (-DEXPECT=<message> -DRANKS=<n>): passes when the job exits non-zero and every
+#   rank printed the error, i.e. the line "error: ${EXPECT}" appears exactly ${RANKS} times.
+#   cmake -DCOMMAND=<argv joined with |> (-DPASS=... | -DEXPECT=... -DRANKS=...) -DTIMEOUT=<s> -P this
 cmake_minimum_required(VERSION 3.25)
 string(REPLACE "|" ";" argv "${COMMAND}")
 execute_process(COMMAND ${argv} OUTPUT_VARIABLE out ERROR_VARIABLE out RESULT_VARIABLE rc
                 TIMEOUT ${TIMEOUT})
+if(DEFINED PASS)
+  if(NOT rc STREQUAL "0")
+    message(FATAL_ERROR "the job exited with ${rc}; its output:\n${out}")
+  endif()
+  if(NOT out MATCHES "${PASS}")
+    message(FATAL_ERROR "the output does not match \"${PASS}\":\n${out}")
+  endif()
+  message(STATUS "${out}")
+  return()
+endif()
 if(rc STREQUAL "0")
   message(FATAL_ERROR "the job succeeded but should have failed; its output:\n${out}")
 endif()
