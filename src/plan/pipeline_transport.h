@@ -34,7 +34,8 @@ class Transport {
   virtual void wait(Request r) = 0;
   // Releases the owners of sends that have completed, without blocking.
   virtual void progress() = 0;
-  // Blocks until every posted send has completed.
+  // Blocks until every posted send has completed: the end of a step. Receive requests posted so
+  // far are forgotten once all have landed (request numbers start again from 0).
   virtual void wait_sends() = 0;
 
   // Collectives: every rank calls them in the same order. all_gather returns every rank's bytes

@@ -86,6 +86,10 @@ class MpiTransport final : public Transport {
     MPI_Waitall(int(sends_.size()), sends_.data(), MPI_STATUSES_IGNORE);
     sends_.clear();
     owners_.clear();
+    // The step's receives are all waited for by now; forget them so --steps does not pile up.
+    if (std::all_of(recvs_.begin(), recvs_.end(),
+                    [](const MPI_Request& r) { return r == MPI_REQUEST_NULL; }))
+      recvs_.clear();
   }
 
   std::vector<std::vector<std::byte>> all_gather(std::span<const std::byte> mine) override {
