@@ -47,9 +47,10 @@ int run_dualpipe(const DualPipeArgs& a) {
   const double formula = plan::readme_bubble(method, a.pp, d);
 
   if (!a.svg.empty()) {
+    const std::string svg = plan::render_svg(s, r, d);  // first: an error leaves no file behind
     std::ofstream out(a.svg, std::ios::binary);
     FF_CHECK(out, "cannot write --svg file '{}'", a.svg);
-    out << plan::render_svg(s, r, d);
+    out << svg;
     out.close();
     FF_CHECK(out, "cannot write --svg file '{}'", a.svg);
   }

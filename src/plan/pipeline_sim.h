@@ -54,7 +54,8 @@ double readme_bubble(Method m, int pp, const OpDurations& d);
 
 // The timeline as an SVG picture drawn like upstream's figure: one row per rank, F orange,
 // full B green, input-only B light green, W blue, F&B half orange / half green inside one black
-// border, each block labelled with its chunk's number within its direction.
+// border, each block labelled with its chunk's number within its direction. Throws ff::Error for
+// a timeline of more than 50000 blocks.
 std::string render_svg(const Schedule& s, const SimResult& r, const OpDurations& d);
 
 }  // namespace ff::plan

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "plan/pipeline_sim.h"
 
 namespace ff::plan {
@@ -15,6 +16,8 @@ constexpr double kTop = 30;
 constexpr double kMinPlotWidth = 600;
 constexpr double kPixelsPerUnitHint = 14;  // one F of unit length is this wide, when it fits
 constexpr double kMaxPlotWidth = 2400;
+// A picture past this many blocks is unreadable and tens of megabytes long.
+constexpr size_t kMaxBlocks = 50000;
 
 constexpr const char* kForward = "#f4b13f";
 constexpr const char* kBackward = "#5fc34f";
@@ -42,6 +45,11 @@ void block(std::string& svg, const char* cls, double x, double y, double w, doub
 }  // namespace
 
 std::string render_svg(const Schedule& s, const SimResult& r, const OpDurations& d) {
+  size_t blocks = 0;
+  for (const auto& row : r.timeline) blocks += row.size();
+  FF_CHECK(blocks <= kMaxBlocks,
+           "the timeline has {} blocks, more than an SVG picture draws ({}); use fewer chunks or "
+           "stages", blocks, kMaxBlocks);
   const double unit = std::max(d.f, 1e-12);
   const double span = std::max(r.step_time, 1e-12);
   const double plot_width =

@@ -68,6 +68,9 @@ TEST(DualPipeCli, BadInputIsOneLineErrorAndExitOne) {
        "error: duration W (5) cannot exceed B (2): W is part of a full backward\n"},
       {"dualpipe --method 1f1b --pp 4 --chunks 8 --fb -3",
        "error: duration F&B must be finite and >= 0, got -3\n"},
+      {"dualpipe --method 1f1b --pp 8 --chunks 10000 --svg /tmp/ff_never_written.svg",
+       "error: the timeline has 160000 blocks, more than an SVG picture draws (50000); use fewer "
+       "chunks or stages\n"},
       {"dualpipe --method 1f1b --pp 4 --chunks 8 --svg /nonexistent/dir/x.svg",
        "error: cannot write --svg file '/nonexistent/dir/x.svg'\n"},
   };
