@@ -9,6 +9,10 @@
 
 namespace ff::plan {
 
+constexpr int kMaxReplicas = 1 << 16;
+constexpr int kMaxGpus = 1 << 13;
+constexpr int64_t kMaxPackingWork = int64_t{1} << 24;
+
 using eplb_detail::balanced_packing;
 using eplb_detail::replicate_experts;
 
@@ -41,6 +45,15 @@ void check_inputs(const LoadMatrix& loads, int num_replicas, int num_groups, int
   FF_CHECK(num_groups > 0, "num_groups must be positive (got {})", num_groups);
   FF_CHECK(num_nodes > 0, "num_nodes must be positive (got {})", num_nodes);
   FF_CHECK(num_gpus > 0, "num_gpus must be positive (got {})", num_gpus);
+  // Far past any real deployment (DeepSeek-V3: 256 experts, 288 slots, 32 to 320 GPUs); keeps a
+  // plan's time and memory bounded (the packing scans a node's GPUs for every copy).
+  FF_CHECK(num_replicas <= kMaxReplicas, "num_replicas must be at most {} (got {})", kMaxReplicas,
+           num_replicas);
+  FF_CHECK(num_gpus <= kMaxGpus, "num_gpus must be at most {} (got {})", kMaxGpus, num_gpus);
+  FF_CHECK(num_gpus % num_nodes != 0 ||
+               int64_t{num_replicas} * (num_gpus / num_nodes) <= kMaxPackingWork,
+           "num_replicas x GPUs per node = {} x {} is more than {} (the packing weighs every GPU "
+           "of a node for every copy)", num_replicas, num_gpus / num_nodes, kMaxPackingWork);
   const int E = loads.num_experts;
   FF_CHECK(E % num_groups == 0, "num_experts ({}) is not a multiple of num_groups ({})", E,
            num_groups);
@@ -55,11 +68,15 @@ void check_inputs(const LoadMatrix& loads, int num_replicas, int num_groups, int
            "num_replicas ({}) is less than num_experts ({}): every expert needs a slot",
            num_replicas, E);
   for (int l = 0; l < loads.num_layers; ++l) {
+    double sum = 0;
     for (int e = 0; e < E; ++e) {
       const double w = loads.at(l, e);
       FF_CHECK(std::isfinite(w), "expert load at layer {}, expert {} is not finite ({})", l, e, w);
       FF_CHECK(w >= 0, "expert load at layer {}, expert {} is negative ({})", l, e, w);
+      sum += w;
     }
+    FF_CHECK(std::isfinite(sum), "expert loads of layer {} sum past the largest double; scale "
+             "them down", l);
   }
 }
 

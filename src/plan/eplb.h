@@ -101,7 +101,9 @@ struct EplbPlan {
 };
 
 // Plans every layer. Throws ff::Error (one line, naming the argument, or the layer and expert)
-// when a count is not positive, num_experts % num_groups, num_gpus % num_nodes or
+// when a count is not positive, num_replicas > 65536, num_gpus > 8192 or num_replicas x GPUs per
+// node > 2^24, a layer's loads sum past
+// the largest double, num_experts % num_groups, num_gpus % num_nodes or
 // num_replicas % num_gpus is not 0, num_replicas < num_experts, a load is negative or not finite,
 // or the hierarchical policy is asked for with num_groups % num_nodes != 0.
 EplbPlan rebalance_experts(const LoadMatrix& loads, int num_replicas, int num_groups, int num_nodes,

@@ -49,15 +49,20 @@ void balanced_packing(std::span<const double> weights, int num_packs,
   s.open.resize(size_t(num_packs));
   std::iota(s.open.begin(), s.open.end(), 0);
   const bool spread = !spread_keys.empty();
-  if (spread) s.holds.assign(size_t(num_packs) * size_t(num_keys), 0);
+  if (spread) {
+    // Per key, the few packs that hold it: memory follows the items, not packs x keys.
+    s.key_packs.resize(size_t(num_keys));
+    for (auto& packs : s.key_packs) packs.clear();
+    s.marked.assign(size_t(num_packs), -1);
+  }
   for (const auto& [weight, item] : s.order) {
     int p = -1;
     if (spread) {
-      const size_t key = size_t(spread_keys[size_t(item)]);
-      p = lightest_open_pack(
-          s, [&](int q) { return s.holds[size_t(q) * size_t(num_keys) + key] != 0; });
+      std::vector<int32_t>& holders = s.key_packs[size_t(spread_keys[size_t(item)])];
+      for (const int32_t q : holders) s.marked[size_t(q)] = item;  // O(1) tests in the scan
+      p = lightest_open_pack(s, [&](int q) { return s.marked[size_t(q)] == item; });
       if (p < 0) p = lightest_open_pack(s, [](int) { return false; });
-      s.holds[size_t(p) * size_t(num_keys) + key] = 1;
+      holders.push_back(p);
     } else {
       p = lightest_open_pack(s, [](int) { return false; });
     }

@@ -14,7 +14,8 @@ struct PackScratch {
   std::vector<double> pack_load;
   std::vector<int32_t> pack_items;
   std::vector<int32_t> open;   // packs with room, ascending
-  std::vector<uint8_t> holds;  // [pack][key]: spread_keys only
+  std::vector<std::vector<int32_t>> key_packs;  // [key]: the packs holding it (spread_keys only)
+  std::vector<int32_t> marked;                  // [pack]: the item whose key it holds, if any
 };
 
 // Splits n = weights.size() items into num_packs packs of exactly n / num_packs items each (n %

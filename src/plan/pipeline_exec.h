@@ -2,7 +2,10 @@
 // step of the toy model (plan/pipeline_model.h), exchanging activations and grads over a
 // Transport (plan/pipeline_transport.h).
 //
-// Op semantics, as upstream DualPipe posts them:
+// Op semantics. Transfers are posted where upstream DualPipe posts them, but waited for
+// differently: upstream's batch_isend_irecv waits for every posted transfer, sends included,
+// before each compute op; here a compute op waits only for the receive it needs and sends never
+// block. That is the simulator's model (pipeline_sim.h).
 //   RecvForward / RecvBackward   post a receive and return; the compute op that needs the data
 //                                waits for it, and only for it.
 //   F                            forward of one (stage, chunk); the last stage also computes the

@@ -297,6 +297,20 @@ TEST(EplbBadInput, NonFiniteLoad) {
   rows[1][0] = std::numeric_limits<double>::infinity();
   EXPECT_EQ(error_of(LoadMatrix::from_rows(rows), 16, 4, 2, 8),
             "expert load at layer 1, expert 0 is not finite (inf)");
+  rows[1][0] = 1e308;
+  rows[1][1] = 1e308;
+  EXPECT_EQ(error_of(LoadMatrix::from_rows(rows), 16, 4, 2, 8),
+            "expert loads of layer 1 sum past the largest double; scale them down");
+}
+
+// Sizes far past any deployment are refused before any work: a plan's time and memory stay bounded.
+TEST(EplbBadInput, TooLarge) {
+  EXPECT_EQ(error_of(kTwelve, 2000000000, 4, 2, 8),
+            "num_replicas must be at most 65536 (got 2000000000)");
+  EXPECT_EQ(error_of(kTwelve, 16384, 4, 2, 16384), "num_gpus must be at most 8192 (got 16384)");
+  EXPECT_EQ(error_of(kTwelve, 65536, 1, 1, 8192),
+            "num_replicas x GPUs per node = 65536 x 8192 is more than 16777216 (the packing "
+            "weighs every GPU of a node for every copy)");
 }
 
 }  // namespace
