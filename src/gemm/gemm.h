@@ -10,6 +10,7 @@
 #include <span>
 
 #include "core/core.h"
+#include "gemm/gguf_quant.h"  // GGUF (llama.cpp) block formats: sizes, names, dequantisation
 
 namespace ff::gemm {
 
