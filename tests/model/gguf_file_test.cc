@@ -192,6 +192,17 @@ TEST_F(GgufCorrupt, IntactCopyOpens) {
   EXPECT_EQ(open_error(), "");
 }
 
+TEST_F(GgufCorrupt, EmptyFileOfNoKeysOrTensorsOpens) {
+  bytes_.resize(24);
+  put<uint64_t>(8, 0);
+  put<uint64_t>(16, 0);
+  EXPECT_EQ(open_error(), "");
+  const GgufFile f(path_);
+  EXPECT_EQ(f.alignment(), 32u);
+  EXPECT_TRUE(f.metadata().empty());
+  EXPECT_TRUE(f.tensors().empty());
+}
+
 TEST_F(GgufCorrupt, TruncatedAnywhereFails) {
   const size_t size = bytes_.size();
   for (size_t n : {size_t(0), size_t(3), size_t(4), size_t(7), size_t(8), size_t(15), size_t(23),
