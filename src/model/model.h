@@ -13,6 +13,7 @@
 
 #include "core/core.h"
 #include "model/config.h"
+#include "model/gguf_file.h"
 #include "model/kv_cache.h"
 #include "model/rope.h"
 #include "model/safetensors.h"
