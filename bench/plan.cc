@@ -15,9 +15,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <string>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "../tests/plan/eplb_reference.h"

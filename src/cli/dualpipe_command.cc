@@ -13,9 +13,10 @@
 namespace ff::cli {
 
 void add_dualpipe_command(CLI::App& app, DualPipeArgs& a) {
-  CLI::App* c = app.add_subcommand(
-      "dualpipe", "Simulate a pipeline schedule (DualPipe, DualPipeV, 1F1B, ZB1P): bubbles, "
-                  "peak activations, step time, timeline SVG");
+  CLI::App* c =
+      app.add_subcommand("dualpipe",
+                         "Simulate a pipeline schedule (DualPipe, DualPipeV, 1F1B, ZB1P): bubbles, "
+                         "peak activations, step time, timeline SVG");
   c->add_option("--method", a.method, "dualpipe | dualpipev | 1f1b | zb1p")->capture_default_str();
   c->add_option("--pp", a.pp,
                 "Pipeline stages, as in DualPipe's table (DualPipeV runs them on pp/2 ranks)")

@@ -31,7 +31,9 @@ void add_train_pipeline_command(CLI::App& app, TrainPipelineArgs& a) {
   c->add_option("--hidden", a.hidden, "Hidden size H (stages are H -> 4H -> H)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  c->add_option("--seq", a.seq, "Sequence length")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--seq", a.seq, "Sequence length")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   c->add_option("--micro-batch", a.micro_batch, "Sequences per micro-batch")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -114,11 +116,11 @@ void print_json(const plan::PipelineRunOptions& o, const plan::PipelineRunReport
 }
 
 void print_text(const plan::PipelineRunOptions& o, const plan::PipelineRunReport& r) {
-  std::string text = fmt::format(
-      "{} pp={} ranks={} chunks={} hidden={} seq={} micro-batch={} {}{}\n",
-      plan::method_name(o.method), o.pp, r.ranks, o.chunks, o.model.hidden, o.model.seq,
-      o.model.micro_batch, o.dtype == DType::F64 ? "f64" : "f32",
-      o.forward_only ? " forward-only" : "");
+  std::string text =
+      fmt::format("{} pp={} ranks={} chunks={} hidden={} seq={} micro-batch={} {}{}\n",
+                  plan::method_name(o.method), o.pp, r.ranks, o.chunks, o.model.hidden, o.model.seq,
+                  o.model.micro_batch, o.dtype == DType::F64 ? "f64" : "f32",
+                  o.forward_only ? " forward-only" : "");
   for (size_t c = 0; c < r.losses.size(); ++c)
     text += fmt::format("loss[{}] {}\n", c, loss_text(r.losses[c], o.dtype));
   text += fmt::format("step time {:.4f} s (the slowest rank; mean of {} step{})\n",

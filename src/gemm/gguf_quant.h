@@ -87,7 +87,8 @@ int64_t row_bytes(GgufType t, int64_t n);
 
 // Dequantizes n elements (row_bytes(t, n) bytes at src, any alignment) into out[n] as float32,
 // bit-exact with the reference (above). ff::Error: "GGUF type <name> is not supported" for a known
-// type that is not implemented, a clear message for an unknown id or a bad n (as row_bytes).
+// type without a dequantizer here (Q4_0, Q2_K, IQ*, ...), a clear message for an unknown id or a
+// bad n (as row_bytes).
 void dequantize_gguf(GgufType t, const void* src, int64_t n, float* out);
 
 }  // namespace ff::gemm

@@ -53,7 +53,8 @@ void check_inputs(const LoadMatrix& loads, int num_replicas, int num_groups, int
   FF_CHECK(num_gpus % num_nodes != 0 ||
                int64_t{num_replicas} * (num_gpus / num_nodes) <= kMaxPackingWork,
            "num_replicas x GPUs per node = {} x {} is more than {} (the packing weighs every GPU "
-           "of a node for every copy)", num_replicas, num_gpus / num_nodes, kMaxPackingWork);
+           "of a node for every copy)",
+           num_replicas, num_gpus / num_nodes, kMaxPackingWork);
   const int E = loads.num_experts;
   FF_CHECK(E % num_groups == 0, "num_experts ({}) is not a multiple of num_groups ({})", E,
            num_groups);
@@ -75,8 +76,10 @@ void check_inputs(const LoadMatrix& loads, int num_replicas, int num_groups, int
       FF_CHECK(w >= 0, "expert load at layer {}, expert {} is negative ({})", l, e, w);
       sum += w;
     }
-    FF_CHECK(std::isfinite(sum), "expert loads of layer {} sum past the largest double; scale "
-             "them down", l);
+    FF_CHECK(std::isfinite(sum),
+             "expert loads of layer {} sum past the largest double; scale "
+             "them down",
+             l);
   }
 }
 

@@ -13,7 +13,7 @@ struct PackScratch {
   std::vector<std::pair<double, int32_t>> order;  // (weight, item), in packing order
   std::vector<double> pack_load;
   std::vector<int32_t> pack_items;
-  std::vector<int32_t> open;   // packs with room, ascending
+  std::vector<int32_t> open;                    // packs with room, ascending
   std::vector<std::vector<int32_t>> key_packs;  // [key]: the packs holding it (spread_keys only)
   std::vector<int32_t> marked;                  // [pack]: the item whose key it holds, if any
 };

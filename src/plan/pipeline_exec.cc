@@ -55,11 +55,13 @@ class RankExecutor {
   void execute(const Op& op) {
     const bool fwd = opt_.forward_only;
     switch (op.kind) {
-      case OpKind::RecvForward: return post_recv(op, MessageKind::Activation, state(op.a).x);
+      case OpKind::RecvForward:
+        return post_recv(op, MessageKind::Activation, state(op.a).x);
       case OpKind::RecvBackward:
         if (!fwd) post_recv(op, MessageKind::Grad, state(op.a).dy);
         return;
-      case OpKind::SendForward: return send(op, MessageKind::Activation, state(op.a).y, +1);
+      case OpKind::SendForward:
+        return send(op, MessageKind::Activation, state(op.a).y, +1);
       case OpKind::SendBackward:
         if (!fwd) send(op, MessageKind::Grad, state(op.a).dx, -1);
         return;
@@ -231,8 +233,7 @@ class RankExecutor {
                  rank_, r.stage, r.chunk);
     FF_INVARIANT(weight_queue_.front() == r,
                  "rank {}: W of stage {} chunk {}, but the oldest deferred B is stage {} chunk {}",
-                 rank_, r.stage, r.chunk, weight_queue_.front().stage,
-                 weight_queue_.front().chunk);
+                 rank_, r.stage, r.chunk, weight_queue_.front().stage, weight_queue_.front().chunk);
     weight_queue_.pop_front();
     weight_grads(r);
   }
@@ -271,13 +272,25 @@ class RankExecutor {
 
 const char* compute_kind_name(ComputeKind k) {
   switch (k) {
-    case ComputeKind::F: return "F";
-    case ComputeKind::B: return "B";
-    case ComputeKind::Bzb: return "Bzb";
-    case ComputeKind::W: return "W";
-    case ComputeKind::FB: return "FB";
+    case ComputeKind::F:
+      return "F";
+    case ComputeKind::B:
+      return "B";
+    case ComputeKind::Bzb:
+      return "Bzb";
+    case ComputeKind::W:
+      return "W";
+    case ComputeKind::FB:
+      return "FB";
   }
   return "?";
+}
+
+void add_op_times(OpTimes& into, const OpTimes& more) {
+  for (size_t k = 0; k < into.size(); ++k) {
+    into[k].count += more[k].count;
+    into[k].seconds += more[k].seconds;
+  }
 }
 
 template <typename T>

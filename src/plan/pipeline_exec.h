@@ -44,6 +44,8 @@ struct OpTime {
   double seconds = 0;  // compute only: waiting for a receive is not counted
 };
 using OpTimes = std::array<OpTime, kNumComputeKinds>;
+// Adds `more`'s counts and seconds into `into`, kind by kind (steps, ranks).
+void add_op_times(OpTimes& into, const OpTimes& more);
 
 template <typename T>
 struct ChunkLoss {

@@ -148,8 +148,7 @@ ReferenceResult<T> reference_step(const PipelineModelConfig& c, int num_stages, 
   for (int chunk = 0; chunk < num_chunks; ++chunk) {
     chunk_input(c, chunk, xs[0].data());
     for (int s = 0; s < num_stages; ++s)
-      stage_forward(r.stages[s], xs[s].data(), rows, hs[s].data(), as[s].data(),
-                    xs[s + 1].data());
+      stage_forward(r.stages[s], xs[s].data(), rows, hs[s].data(), as[s].data(), xs[s + 1].data());
     const std::vector<T>& y = xs[num_stages];
     chunk_label(c, chunk, label.data());
     r.losses.push_back(mse_loss(y.data(), label.data(), act));
@@ -166,16 +165,16 @@ ReferenceResult<T> reference_step(const PipelineModelConfig& c, int num_stages, 
   return r;
 }
 
-#define FF_PLAN_MODEL_INSTANTIATE(T)                                                            \
-  template struct MlpStage<T>;                                                                  \
-  template void stage_forward<T>(const MlpStage<T>&, const T*, int, T*, T*, T*);                \
-  template void stage_backward_input<T>(const MlpStage<T>&, const T*, const T*, int, T*, T*);   \
+#define FF_PLAN_MODEL_INSTANTIATE(T)                                                           \
+  template struct MlpStage<T>;                                                                 \
+  template void stage_forward<T>(const MlpStage<T>&, const T*, int, T*, T*, T*);               \
+  template void stage_backward_input<T>(const MlpStage<T>&, const T*, const T*, int, T*, T*);  \
   template void stage_backward_weight<T>(MlpStage<T>&, const T*, const T*, const T*, const T*, \
-                                         int);                                                  \
-  template T mse_loss<T>(const T*, const T*, size_t);                                           \
-  template void mse_loss_grad<T>(const T*, const T*, size_t, T*);                               \
-  template void chunk_input<T>(const PipelineModelConfig&, int, T*);                            \
-  template void chunk_label<T>(const PipelineModelConfig&, int, T*);                            \
+                                         int);                                                 \
+  template T mse_loss<T>(const T*, const T*, size_t);                                          \
+  template void mse_loss_grad<T>(const T*, const T*, size_t, T*);                              \
+  template void chunk_input<T>(const PipelineModelConfig&, int, T*);                           \
+  template void chunk_label<T>(const PipelineModelConfig&, int, T*);                           \
   template ReferenceResult<T> reference_step<T>(const PipelineModelConfig&, int, int, bool);
 FF_PLAN_MODEL_INSTANTIATE(float)
 FF_PLAN_MODEL_INSTANTIATE(double)

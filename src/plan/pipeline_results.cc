@@ -35,17 +35,10 @@ double relative_error(const std::vector<T>& got, const std::vector<T>& want) {
 
 template <typename T>
 struct Decoded {
-  std::vector<std::optional<T>> losses;                 // [chunk]
-  std::vector<std::optional<std::vector<T>>> outputs;   // [chunk], forward-only --check
-  std::vector<std::vector<T>> g_w1, g_w2;               // [stage], replicas summed
+  std::vector<std::optional<T>> losses;                // [chunk]
+  std::vector<std::optional<std::vector<T>>> outputs;  // [chunk], forward-only --check
+  std::vector<std::vector<T>> g_w1, g_w2;              // [stage], replicas summed
 };
-
-void add_times(OpTimes& into, const OpTimes& more) {
-  for (size_t k = 0; k < into.size(); ++k) {
-    into[k].count += more[k].count;
-    into[k].seconds += more[k].seconds;
-  }
-}
 
 template <typename T>
 void add_replica(std::vector<T>& sum, const std::vector<T>& g) {
@@ -53,8 +46,7 @@ void add_replica(std::vector<T>& sum, const std::vector<T>& g) {
     sum = g;
     return;
   }
-  FF_INVARIANT(sum.size() == g.size(), "grad replicas of {} and {} elements", sum.size(),
-               g.size());
+  FF_INVARIANT(sum.size() == g.size(), "grad replicas of {} and {} elements", sum.size(), g.size());
   for (size_t i = 0; i < g.size(); ++i) sum[i] += g[i];
 }
 
@@ -69,9 +61,9 @@ PipelineCheck check_against_reference(const PipelineRunOptions& opt, const Sched
   for (int chunk = 0; chunk < s.num_chunks; ++chunk)
     if (!same_bits(*got.losses[size_t(chunk)], ref.losses[size_t(chunk)])) {
       c.losses_bit_exact = false;
-      c.failure = fmt::format("the loss of chunk {} is {:.17g}, the reference's {:.17g}", chunk,
-                              double(*got.losses[size_t(chunk)]),
-                              double(ref.losses[size_t(chunk)]));
+      c.failure =
+          fmt::format("the loss of chunk {} is {:.17g}, the reference's {:.17g}", chunk,
+                      double(*got.losses[size_t(chunk)]), double(ref.losses[size_t(chunk)]));
       return c;
     }
   if (opt.forward_only) {
@@ -79,9 +71,10 @@ PipelineCheck check_against_reference(const PipelineRunOptions& opt, const Sched
       const std::vector<T>& y = *got.outputs[size_t(chunk)];
       const std::vector<T>& want = ref.outputs[size_t(chunk)];
       if (y.size() != want.size() || std::memcmp(y.data(), want.data(), y.size() * sizeof(T))) {
-        c.failure = fmt::format("the output of chunk {} differs from the reference's (max "
-                                "relative difference {:.3g})",
-                                chunk, y.size() == want.size() ? relative_error(y, want) : 1.0);
+        c.failure = fmt::format(
+            "the output of chunk {} differs from the reference's (max "
+            "relative difference {:.3g})",
+            chunk, y.size() == want.size() ? relative_error(y, want) : 1.0);
         return c;
       }
     }
@@ -147,7 +140,7 @@ PipelineRunReport collect_results(const PipelineRunOptions& opt, const Schedule&
     report.step_seconds.resize(steps.size(), 0.0);
     for (size_t i = 0; i < steps.size(); ++i)
       report.step_seconds[i] = std::max(report.step_seconds[i], steps[i]);
-    add_times(report.op_times, in.pod<OpTimes>());
+    add_op_times(report.op_times, in.pod<OpTimes>());
     for (uint64_t n = in.pod<uint64_t>(); n > 0; --n) {
       const auto l = in.pod<ChunkLoss<T>>();
       FF_INVARIANT(l.chunk >= 0 && l.chunk < s.num_chunks && !d.losses[size_t(l.chunk)],
@@ -177,10 +170,10 @@ PipelineRunReport collect_results(const PipelineRunOptions& opt, const Schedule&
   return report;
 }
 
-#define FF_PLAN_RESULTS_INSTANTIATE(T)                                                        \
-  template std::vector<std::byte> encode_rank_results<T>(                                     \
-      const PipelineRunOptions&, const std::vector<double>&, const OpTimes&,                  \
-      const RankStepResult<T>&, const std::vector<MlpStage<T>>&);                             \
+#define FF_PLAN_RESULTS_INSTANTIATE(T)                                                      \
+  template std::vector<std::byte> encode_rank_results<T>(                                   \
+      const PipelineRunOptions&, const std::vector<double>&, const OpTimes&,                \
+      const RankStepResult<T>&, const std::vector<MlpStage<T>>&);                           \
   template PipelineRunReport collect_results<T>(const PipelineRunOptions&, const Schedule&, \
                                                 const std::vector<std::vector<std::byte>>&);
 FF_PLAN_RESULTS_INSTANTIATE(float)

@@ -75,18 +75,20 @@ void check_sizes(const PipelineRunOptions& o, const Schedule& s, int ranks) {
   const double per_rank = 2 * stage + (s.pp + 2) * 10 * act + 2 * s.num_chunks * act;
   const double reference = o.check ? s.num_stages * stage + 2 * s.num_chunks * act : 0;
   const double gathered =
-      !o.check ? 0
+      !o.check         ? 0
       : o.forward_only ? s.num_chunks * act
                        : double(ranks) * double(s.rank_stages[0].size()) * 2 * 4 * h * h * elem;
   const double total = ranks * per_rank + reference + gathered;
   const double host = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
   FF_CHECK(host <= 0 || total <= 0.8 * host,
            "--hidden {} with {} ranks{} needs about {:.1f} GiB, more than this host's {:.1f} GiB "
-           "allows", o.model.hidden, ranks, o.check ? " and --check" : "", total / (1 << 30),
+           "allows",
+           o.model.hidden, ranks, o.check ? " and --check" : "", total / (1 << 30),
            host / (1 << 30));
   FF_CHECK(gathered < double(INT_MAX),
            "--check gathers about {:.1f} GiB at rank 0, more than one MPI gather carries (2 GiB); "
-           "use a smaller --hidden", gathered / (1 << 30));
+           "use a smaller --hidden",
+           gathered / (1 << 30));
 }
 
 template <typename T>
@@ -100,10 +102,7 @@ PipelineRunReport run_typed(const PipelineRunOptions& opt, const Schedule& s, Tr
     t.all_gather({});  // start together, so a step time is not a wait for a late peer
     last = run_rank_step(s, opt.model, stages, t, ExecOptions{.forward_only = opt.forward_only});
     step_seconds.push_back(last.step_seconds);
-    for (size_t k = 0; k < times.size(); ++k) {
-      times[k].count += last.op_times[k].count;
-      times[k].seconds += last.op_times[k].seconds;
-    }
+    add_op_times(times, last.op_times);
   }
   const auto gathered =
       t.gather_to_root(encode_rank_results(opt, step_seconds, times, last, stages));
@@ -115,27 +114,22 @@ PipelineRunReport run_typed(const PipelineRunOptions& opt, const Schedule& s, Tr
 
 }  // namespace
 
-double grad_tolerance(DType dtype) { return dtype == DType::F64 ? 1e-12 : 1e-5; }
+double grad_tolerance(DType dtype) {
+  return dtype == DType::F64 ? 1e-12 : 1e-5;
+}
 
 Schedule prepare_pipeline_run(const PipelineRunOptions& opt, Transport& t) {
   check_ranks_agree(opt, t);
   check_model(opt);
-  // The world size first when pp itself is fine (cheap; make_schedule builds every rank's list).
-  const int ranks = opt.method == Method::DualPipeV ? opt.pp / 2 : opt.pp;
-  const bool pp_ok = opt.pp >= 2 && (opt.pp % 2 == 0 || (opt.method != Method::DualPipe &&
-                                                          opt.method != Method::DualPipeV));
-  auto check_world = [&](int need) {
-    FF_CHECK(t.size() == need,
-             "{} with --pp {} needs {} ranks, but the job has {} (start it with mpirun -np {})",
-             method_name(opt.method), opt.pp, need, t.size(), need);
-  };
-  if (pp_ok) check_world(ranks);
+  // make_schedule owns the pp / chunks rules; its size cap keeps this cheap on every rank.
   Schedule s = make_schedule(opt.method, opt.pp, opt.chunks, opt.schedule);
-  check_world(s.num_ranks);
+  FF_CHECK(t.size() == s.num_ranks,
+           "{} with --pp {} needs {} ranks, but the job has {} (start it with mpirun -np {})",
+           method_name(opt.method), opt.pp, s.num_ranks, t.size(), s.num_ranks);
   check_sizes(opt, s, s.num_ranks);
-  const int64_t last_tag = message_tag(MessageKind::Grad,
-                                       {s.num_stages - 1, s.num_chunks - 1, s.num_dirs - 1},
-                                       s.num_stages, s.num_dirs);
+  const int64_t last_tag =
+      message_tag(MessageKind::Grad, {s.num_stages - 1, s.num_chunks - 1, s.num_dirs - 1},
+                  s.num_stages, s.num_dirs);
   FF_CHECK(last_tag <= t.max_tag(),
            "--chunks {} with {} stages needs message tags up to {}, above the transport's {}",
            opt.chunks, s.num_stages, last_tag, t.max_tag());

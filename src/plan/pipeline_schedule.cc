@@ -246,24 +246,36 @@ Method parse_method(std::string_view name) {
 
 std::string_view method_name(Method m) {
   switch (m) {
-    case Method::OneF1B: return "1f1b";
-    case Method::ZB1P: return "zb1p";
-    case Method::DualPipe: return "dualpipe";
-    case Method::DualPipeV: return "dualpipev";
+    case Method::OneF1B:
+      return "1f1b";
+    case Method::ZB1P:
+      return "zb1p";
+    case Method::DualPipe:
+      return "dualpipe";
+    case Method::DualPipeV:
+      return "dualpipev";
   }
   return "?";
 }
 
 std::string_view op_kind_name(OpKind k) {
   switch (k) {
-    case OpKind::Forward: return "F";
-    case OpKind::Backward: return "B";
-    case OpKind::Weight: return "W";
-    case OpKind::ForwardBackward: return "F&B";
-    case OpKind::SendForward: return "SendF";
-    case OpKind::RecvForward: return "RecvF";
-    case OpKind::SendBackward: return "SendB";
-    case OpKind::RecvBackward: return "RecvB";
+    case OpKind::Forward:
+      return "F";
+    case OpKind::Backward:
+      return "B";
+    case OpKind::Weight:
+      return "W";
+    case OpKind::ForwardBackward:
+      return "F&B";
+    case OpKind::SendForward:
+      return "SendF";
+    case OpKind::RecvForward:
+      return "RecvF";
+    case OpKind::SendBackward:
+      return "SendB";
+    case OpKind::RecvBackward:
+      return "RecvB";
   }
   return "?";
 }
@@ -271,9 +283,12 @@ std::string_view op_kind_name(OpKind k) {
 int Schedule::rank_of(int stage, int dir) const {
   switch (method) {
     case Method::OneF1B:
-    case Method::ZB1P: return stage;
-    case Method::DualPipe: return dir == 0 ? stage : num_ranks - 1 - stage;
-    case Method::DualPipeV: return stage < num_ranks ? stage : num_stages - 1 - stage;
+    case Method::ZB1P:
+      return stage;
+    case Method::DualPipe:
+      return dir == 0 ? stage : num_ranks - 1 - stage;
+    case Method::DualPipeV:
+      return stage < num_ranks ? stage : num_stages - 1 - stage;
   }
   return -1;
 }
@@ -297,7 +312,8 @@ Schedule make_schedule(Method method, int pp, int num_chunks, const ScheduleOpti
       s.num_ranks = pp;
       break;
     case Method::DualPipe:
-      FF_CHECK(pp % 2 == 0, "dualpipe: pp must be even (rank r pairs with rank pp-1-r), got {}", pp);
+      FF_CHECK(pp % 2 == 0, "dualpipe: pp must be even (rank r pairs with rank pp-1-r), got {}",
+               pp);
       FF_CHECK(num_chunks % 2 == 0 && num_chunks >= 2 * pp,
                "dualpipe: chunks must be even and at least 2*pp = {}, got {}", 2 * pp, num_chunks);
       s.num_ranks = pp;
@@ -307,8 +323,8 @@ Schedule make_schedule(Method method, int pp, int num_chunks, const ScheduleOpti
       FF_CHECK(pp % 2 == 0,
                "dualpipev: pp counts stages and must be even (pp/2 ranks hold two each), got {}",
                pp);
-      FF_CHECK(num_chunks >= pp,
-               "dualpipev: chunks must be at least 2 * ranks = pp = {}, got {}", pp, num_chunks);
+      FF_CHECK(num_chunks >= pp, "dualpipev: chunks must be at least 2 * ranks = pp = {}, got {}",
+               pp, num_chunks);
       s.num_ranks = pp / 2;
       break;
   }

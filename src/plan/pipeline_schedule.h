@@ -8,8 +8,8 @@
 //   chunk      one micro-batch (DualPipe's num_chunks = micro-batches per step).
 //   F          forward of one chunk through one stage.
 //   B          backward of one chunk through one stage. A full B computes input and weight grads;
-//              a zero-bubble B (Op::zb) computes the input grad only and leaves its weight grad to a
-//              later W on the same rank (first in, first out).
+//              a zero-bubble B (Op::zb) computes the input grad only and leaves its weight grad to
+//              a later W on the same rank (first in, first out).
 //   W          the weight-grad part of an earlier zero-bubble B.
 //   F&B        a forward of one chunk overlapped with a backward of another (DualPipe's main step).
 //
@@ -60,20 +60,20 @@ struct ChunkRef {
 
 struct Op {
   OpKind kind = OpKind::Forward;
-  ChunkRef a;         // the chunk of F / B / W / a transfer; the forward half of F&B
-  ChunkRef b;         // ForwardBackward only: the backward half
-  bool zb = false;    // Backward: zero-bubble (input grad only; a later Weight op finishes it)
-  int peer = -1;      // transfers: the other rank
+  ChunkRef a;       // the chunk of F / B / W / a transfer; the forward half of F&B
+  ChunkRef b;       // ForwardBackward only: the backward half
+  bool zb = false;  // Backward: zero-bubble (input grad only; a later Weight op finishes it)
+  int peer = -1;    // transfers: the other rank
   bool operator==(const Op&) const = default;
 };
 
 struct Schedule {
   Method method = Method::OneF1B;
-  int pp = 0;          // as the user gave it: stages (DualPipeV) or ranks (the others)
+  int pp = 0;  // as the user gave it: stages (DualPipeV) or ranks (the others)
   int num_ranks = 0;
   int num_stages = 0;  // stages of the model (one direction)
   int num_chunks = 0;
-  int num_dirs = 1;    // 2 for DualPipe
+  int num_dirs = 1;  // 2 for DualPipe
   // rank_stages[r]: the (stage, dir) copies rank r holds, as ChunkRefs with chunk = -1.
   std::vector<std::vector<ChunkRef>> rank_stages;
   std::vector<std::vector<Op>> ops;  // ops[r]: rank r's operations in order
@@ -84,8 +84,8 @@ struct Schedule {
 struct ScheduleOptions {
   // DualPipe / DualPipeV: the middle ranks (DualPipeV: the last rank) run their first main-step
   // pair as a plain F then B instead of an overlapped F&B. Upstream's code does this "to further
-  // reduce bubble size"; with it off the schedule is the one the DeepSeek-V3 report describes, whose
-  // bubble is exactly the README formula (docs/plan.md).
+  // reduce bubble size"; with it off the schedule is the one the DeepSeek-V3 report describes,
+  // whose bubble is exactly the README formula (docs/plan.md).
   bool split_middle_pair = true;
 };
 

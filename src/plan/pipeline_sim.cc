@@ -16,8 +16,12 @@ constexpr double kNever = -1;
 // consuming rank's RecvForward / RecvBackward recorded.
 struct DataTimes {
   explicit DataTimes(size_t n)
-      : act(n, kNever), act_sent(n, kNever), act_recv(n, kNever),
-        grad(n, kNever), grad_sent(n, kNever), grad_recv(n, kNever) {}
+      : act(n, kNever),
+        act_sent(n, kNever),
+        act_recv(n, kNever),
+        grad(n, kNever),
+        grad_sent(n, kNever),
+        grad_recv(n, kNever) {}
   std::vector<double> act, act_sent, act_recv;     // forward output of the chunk
   std::vector<double> grad, grad_sent, grad_recv;  // input grad of the chunk (the B's output)
 };
@@ -81,11 +85,16 @@ class Simulator {
 
   double duration(const Op& op) const {
     switch (op.kind) {
-      case OpKind::Forward: return d_.f;
-      case OpKind::Backward: return op.zb ? d_.b - d_.w : d_.b;
-      case OpKind::Weight: return d_.w;
-      case OpKind::ForwardBackward: return d_.fb;
-      default: return 0;
+      case OpKind::Forward:
+        return d_.f;
+      case OpKind::Backward:
+        return op.zb ? d_.b - d_.w : d_.b;
+      case OpKind::Weight:
+        return d_.w;
+      case OpKind::ForwardBackward:
+        return d_.fb;
+      default:
+        return 0;
     }
   }
 
@@ -202,10 +211,13 @@ SimResult simulate(const Schedule& s, const OpDurations& d) {
 
 double readme_bubble(Method m, int pp, const OpDurations& d) {
   switch (m) {
-    case Method::OneF1B: return (pp - 1) * (d.f + d.b);
-    case Method::ZB1P: return (pp - 1) * (d.f + d.b - 2 * d.w);
+    case Method::OneF1B:
+      return (pp - 1) * (d.f + d.b);
+    case Method::ZB1P:
+      return (pp - 1) * (d.f + d.b - 2 * d.w);
     case Method::DualPipe:
-    case Method::DualPipeV: return (pp / 2 - 1) * (d.fb + d.b - 3 * d.w);
+    case Method::DualPipeV:
+      return (pp / 2 - 1) * (d.fb + d.b - 3 * d.w);
   }
   return std::numeric_limits<double>::quiet_NaN();
 }

@@ -36,9 +36,9 @@ struct TimedOp {
 
 struct SimResult {
   double step_time = 0;
-  std::vector<double> busy;                   // per rank
-  std::vector<double> bubble;                 // per rank: step_time - busy
-  std::vector<int> peak_activations;          // per rank
+  std::vector<double> busy;                    // per rank
+  std::vector<double> bubble;                  // per rank: step_time - busy
+  std::vector<int> peak_activations;           // per rank
   std::vector<std::vector<TimedOp>> timeline;  // per rank: its compute ops (F, B, W, F&B)
   double max_bubble() const;
   int max_peak_activations() const;

@@ -49,7 +49,8 @@ std::string render_svg(const Schedule& s, const SimResult& r, const OpDurations&
   for (const auto& row : r.timeline) blocks += row.size();
   FF_CHECK(blocks <= kMaxBlocks,
            "the timeline has {} blocks, more than an SVG picture draws ({}); use fewer chunks or "
-           "stages", blocks, kMaxBlocks);
+           "stages",
+           blocks, kMaxBlocks);
   const double unit = std::max(d.f, 1e-12);
   const double span = std::max(r.step_time, 1e-12);
   const double plot_width =

@@ -66,7 +66,8 @@ class MpiTransport final : public Transport {
     MPI_Request& req = recvs_[size_t(r)];  // a completed request is MPI_REQUEST_NULL
     int done = 0;
     for (int spin = 0; spin < 100 && !done; ++spin) MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-    for (auto pause = std::chrono::microseconds(20); !done; pause = std::min(2 * pause, kMaxPause)) {
+    for (auto pause = std::chrono::microseconds(20); !done;
+         pause = std::min(2 * pause, kMaxPause)) {
       std::this_thread::sleep_for(pause);
       MPI_Test(&req, &done, MPI_STATUS_IGNORE);
     }
@@ -159,6 +160,8 @@ class MpiTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_mpi_transport() { return std::make_unique<MpiTransport>(); }
+std::unique_ptr<Transport> make_mpi_transport() {
+  return std::make_unique<MpiTransport>();
+}
 
 }  // namespace ff::plan

@@ -13,14 +13,21 @@ namespace {
 class Validator {
  public:
   explicit Validator(const Schedule& s)
-      : s_(s), n_(static_cast<size_t>(s.num_dirs) * s.num_stages * s.num_chunks),
-        f_(n_, 0), b_(n_, 0), zb_(n_, 0), w_(n_, 0), sent_f_(n_, 0), recv_f_(n_, 0),
-        sent_b_(n_, 0), recv_b_(n_, 0) {}
+      : s_(s),
+        n_(static_cast<size_t>(s.num_dirs) * s.num_stages * s.num_chunks),
+        f_(n_, 0),
+        b_(n_, 0),
+        zb_(n_, 0),
+        w_(n_, 0),
+        sent_f_(n_, 0),
+        recv_f_(n_, 0),
+        sent_b_(n_, 0),
+        recv_b_(n_, 0) {}
 
   void run() {
     const std::string_view m = method_name(s_.method);
-    FF_INVARIANT(static_cast<int>(s_.ops.size()) == s_.num_ranks, "{}: {} op lists for {} ranks",
-                 m, s_.ops.size(), s_.num_ranks);
+    FF_INVARIANT(static_cast<int>(s_.ops.size()) == s_.num_ranks, "{}: {} op lists for {} ranks", m,
+                 s_.ops.size(), s_.num_ranks);
     for (int r = 0; r < s_.num_ranks; ++r) {
       for (const Op& op : s_.ops[r]) check_op(r, op);
     }
@@ -35,13 +42,13 @@ class Validator {
           FF_INVARIANT(w_[i] == zb_[i], "{}: stage {} chunk {} has {} zero-bubble B and {} W", m,
                        st, c, zb_[i], w_[i]);
           const bool remote_in = st > 0 && s_.rank_of(st - 1, d) != s_.rank_of(st, d);
-          FF_INVARIANT(recv_f_[i] == (remote_in ? 1 : 0) && count(sent_f_, {st - 1, c, d}) ==
-                                                                 (remote_in ? 1 : 0),
+          FF_INVARIANT(recv_f_[i] == (remote_in ? 1 : 0) &&
+                           count(sent_f_, {st - 1, c, d}) == (remote_in ? 1 : 0),
                        "{}: stage {} chunk {}: activation transfers do not pair up", m, st, c);
           const bool remote_out =
               st + 1 < s_.num_stages && s_.rank_of(st + 1, d) != s_.rank_of(st, d);
-          FF_INVARIANT(recv_b_[i] == (remote_out ? 1 : 0) && count(sent_b_, {st + 1, c, d}) ==
-                                                                  (remote_out ? 1 : 0),
+          FF_INVARIANT(recv_b_[i] == (remote_out ? 1 : 0) &&
+                           count(sent_b_, {st + 1, c, d}) == (remote_out ? 1 : 0),
                        "{}: stage {} chunk {}: gradient transfers do not pair up", m, st, c);
         }
       }
@@ -72,9 +79,9 @@ class Validator {
                      in_direction(c),
                  "{}: rank {} {} names stage {} chunk {} dir {}", method_name(s_.method), r,
                  op_kind_name(op.kind), c.stage, c.chunk, c.dir);
-    FF_INVARIANT(s_.rank_of(c.stage, c.dir) == r, "{}: rank {} runs {} of stage {}, held by rank {}",
-                 method_name(s_.method), r, op_kind_name(op.kind), c.stage,
-                 s_.rank_of(c.stage, c.dir));
+    FF_INVARIANT(s_.rank_of(c.stage, c.dir) == r,
+                 "{}: rank {} runs {} of stage {}, held by rank {}", method_name(s_.method), r,
+                 op_kind_name(op.kind), c.stage, s_.rank_of(c.stage, c.dir));
   }
 
   void check_op(int r, const Op& op) {
@@ -96,28 +103,38 @@ class Validator {
         if (op.zb) ++at(zb_, op.a);
         break;
       case OpKind::Weight:
-        FF_INVARIANT(at(zb_, op.a) > at(w_, op.a), "{}: rank {} W of stage {} chunk {} without a "
-                     "zero-bubble B before it", m, r, op.a.stage, op.a.chunk);
+        FF_INVARIANT(at(zb_, op.a) > at(w_, op.a),
+                     "{}: rank {} W of stage {} chunk {} without a "
+                     "zero-bubble B before it",
+                     m, r, op.a.stage, op.a.chunk);
         ++at(w_, op.a);
         break;
       case OpKind::SendForward:
-        FF_INVARIANT(op.peer == s_.rank_of(op.a.stage + 1, op.a.dir), "{}: rank {} sends stage "
-                     "{}'s activation to rank {}", m, r, op.a.stage, op.peer);
+        FF_INVARIANT(op.peer == s_.rank_of(op.a.stage + 1, op.a.dir),
+                     "{}: rank {} sends stage "
+                     "{}'s activation to rank {}",
+                     m, r, op.a.stage, op.peer);
         ++at(sent_f_, op.a);
         break;
       case OpKind::RecvForward:
-        FF_INVARIANT(op.peer == s_.rank_of(op.a.stage - 1, op.a.dir), "{}: rank {} receives stage "
-                     "{}'s input from rank {}", m, r, op.a.stage, op.peer);
+        FF_INVARIANT(op.peer == s_.rank_of(op.a.stage - 1, op.a.dir),
+                     "{}: rank {} receives stage "
+                     "{}'s input from rank {}",
+                     m, r, op.a.stage, op.peer);
         ++at(recv_f_, op.a);
         break;
       case OpKind::SendBackward:
-        FF_INVARIANT(op.peer == s_.rank_of(op.a.stage - 1, op.a.dir), "{}: rank {} sends stage "
-                     "{}'s input grad to rank {}", m, r, op.a.stage, op.peer);
+        FF_INVARIANT(op.peer == s_.rank_of(op.a.stage - 1, op.a.dir),
+                     "{}: rank {} sends stage "
+                     "{}'s input grad to rank {}",
+                     m, r, op.a.stage, op.peer);
         ++at(sent_b_, op.a);
         break;
       case OpKind::RecvBackward:
-        FF_INVARIANT(op.peer == s_.rank_of(op.a.stage + 1, op.a.dir), "{}: rank {} receives stage "
-                     "{}'s output grad from rank {}", m, r, op.a.stage, op.peer);
+        FF_INVARIANT(op.peer == s_.rank_of(op.a.stage + 1, op.a.dir),
+                     "{}: rank {} receives stage "
+                     "{}'s output grad from rank {}",
+                     m, r, op.a.stage, op.peer);
         ++at(recv_b_, op.a);
         break;
     }
@@ -130,6 +147,8 @@ class Validator {
 
 }  // namespace
 
-void validate_schedule(const Schedule& s) { Validator(s).run(); }
+void validate_schedule(const Schedule& s) {
+  Validator(s).run();
+}
 
 }  // namespace ff::plan

@@ -3,7 +3,8 @@
 //              (plan/eplb.h).
 //   DualPipe   pipeline schedules (1F1B, ZB1P, DualPipe, DualPipeV) as per-rank operation lists
 //              (plan/pipeline_schedule.h), their simulator (plan/pipeline_sim.h), and an executor
-//              that runs one training step of a small model across MPI ranks (plan/pipeline_exec.h).
+//              that runs one training step of a small model across MPI ranks
+//              (plan/pipeline_exec.h).
 // docs/plan.md has commands to try and the rules (tie-breaking, bubble formulas).
 #pragma once
 #include "plan/eplb.h"

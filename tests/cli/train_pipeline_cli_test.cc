@@ -26,8 +26,10 @@ const bool kNoMpiLeakReports = [] {
 
 // DualPipeV with pp 2 runs both stages on one rank, the turn handed over locally.
 TEST(TrainPipelineCli, OneRankDualPipeVChecksAgainstTheReference) {
-  const auto r = run_cli("train-pipeline --method dualpipev --pp 2 --chunks 3 --dtype f64 --check "
-                         "--json " + kTiny);
+  const auto r = run_cli(
+      "train-pipeline --method dualpipev --pp 2 --chunks 3 --dtype f64 --check "
+      "--json " +
+      kTiny);
   ASSERT_EQ(r.status, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["method"], "dualpipev");
@@ -43,8 +45,10 @@ TEST(TrainPipelineCli, OneRankDualPipeVChecksAgainstTheReference) {
 }
 
 TEST(TrainPipelineCli, TextReportsLossesStepTimeAndCheck) {
-  const auto r = run_cli("train-pipeline --method dualpipev --pp 2 --chunks 2 --forward-only "
-                         "--check " + kTiny);
+  const auto r = run_cli(
+      "train-pipeline --method dualpipev --pp 2 --chunks 2 --forward-only "
+      "--check " +
+      kTiny);
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("dualpipev pp=2 ranks=1 chunks=2 hidden=8 seq=2 micro-batch=2 f32 "
                        "forward-only\n"),

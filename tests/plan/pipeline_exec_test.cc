@@ -101,11 +101,11 @@ const PipelineModelConfig kTiny{.hidden = 8, .seq = 3, .micro_batch = 2, .seed =
 
 TEST(PipelineExec, EveryMethodMatchesTheReferenceInFloat64) {
   const std::vector<std::tuple<Method, int, int>> cases = {
-      {Method::OneF1B, 2, 1},     {Method::OneF1B, 4, 8},     {Method::OneF1B, 4, 3},
-      {Method::ZB1P, 2, 5},       {Method::ZB1P, 4, 8},       {Method::ZB1P, 6, 13},
-      {Method::DualPipe, 2, 4},   {Method::DualPipe, 4, 8},   {Method::DualPipe, 4, 14},
-      {Method::DualPipe, 6, 20},  {Method::DualPipe, 8, 16},  {Method::DualPipeV, 2, 2},
-      {Method::DualPipeV, 4, 4},  {Method::DualPipeV, 4, 9},  {Method::DualPipeV, 8, 10},
+      {Method::OneF1B, 2, 1},     {Method::OneF1B, 4, 8},    {Method::OneF1B, 4, 3},
+      {Method::ZB1P, 2, 5},       {Method::ZB1P, 4, 8},      {Method::ZB1P, 6, 13},
+      {Method::DualPipe, 2, 4},   {Method::DualPipe, 4, 8},  {Method::DualPipe, 4, 14},
+      {Method::DualPipe, 6, 20},  {Method::DualPipe, 8, 16}, {Method::DualPipeV, 2, 2},
+      {Method::DualPipeV, 4, 4},  {Method::DualPipeV, 4, 9}, {Method::DualPipeV, 8, 10},
       {Method::DualPipeV, 16, 16}};
   for (const auto& [m, pp, chunks] : cases)
     for (bool split : {true, false}) {

@@ -49,8 +49,8 @@ void expect_matmul_matches_naive(int m, int n, int k, bool transposed_a) {
 // the plain loop, so the tiling never changes a result.
 TEST(PipelineKernels, MatmulIsBitIdenticalToTheNaiveLoop) {
   for (bool t : {false, true})
-    for (auto [m, n, k] : {std::tuple{1, 1, 1}, {4, 8, 3}, {5, 13, 7}, {7, 300, 513}, {9, 520, 40},
-                           {3, 4, 0}}) {
+    for (auto [m, n, k] :
+         {std::tuple{1, 1, 1}, {4, 8, 3}, {5, 13, 7}, {7, 300, 513}, {9, 520, 40}, {3, 4, 0}}) {
       expect_matmul_matches_naive<float>(m, n, k, t);
       expect_matmul_matches_naive<double>(m, n, k, t);
     }
@@ -115,8 +115,8 @@ TEST(PipelineModel, MseGradMatchesFiniteDifferences) {
   std::vector<double> dy(6);
   mse_loss_grad(y.data(), label.data(), 6, dy.data());
   for (size_t i = 0; i < y.size(); ++i)
-    EXPECT_NEAR(dy[i], central_difference([&] { return mse_loss(y.data(), label.data(), 6); }, y[i]),
-                1e-9);
+    EXPECT_NEAR(
+        dy[i], central_difference([&] { return mse_loss(y.data(), label.data(), 6); }, y[i]), 1e-9);
 }
 
 // Weights depend on (seed, stage) only and follow nn.Linear's bound; data on (seed, chunk) only.

@@ -96,10 +96,10 @@ TEST(PipelineRun, CheckReportsTheFirstMismatch) {
       c = check();
       EXPECT_FALSE(c.passed);
       EXPECT_FALSE(c.outputs_identical);
-      EXPECT_EQ(c.failure.rfind("the output of chunk " +
-                                    std::to_string(results[1].outputs[1].chunk) + " differs",
-                                0),
-                0u)
+      EXPECT_EQ(
+          c.failure.rfind(
+              "the output of chunk " + std::to_string(results[1].outputs[1].chunk) + " differs", 0),
+          0u)
           << c.failure;
     } else {
       stages[0][0].g_w2[5] *= 1 + 1e-9;
@@ -145,11 +145,9 @@ TEST(PipelineRun, BadArgumentsFailOnEveryRank) {
                             }),
              "ranks disagree on --hidden: rank 0 has 8, rank 1 has 16");
   // A disagreement wins over an error only some ranks would see.
-  expect_all(prepare_errors(2,
-                            [](int r) {
-                              return small_run(Method::DualPipe, 2, r == 0 ? 4 : 3);
-                            }),
-             "ranks disagree on --chunks: rank 0 has 4, rank 1 has 3");
+  expect_all(
+      prepare_errors(2, [](int r) { return small_run(Method::DualPipe, 2, r == 0 ? 4 : 3); }),
+      "ranks disagree on --chunks: rank 0 has 4, rank 1 has 3");
   expect_all(prepare_errors(2,
                             [](int r) {
                               PipelineRunOptions o = small_run(Method::OneF1B, 2, 4);

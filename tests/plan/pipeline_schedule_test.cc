@@ -207,9 +207,13 @@ TEST(PipelineSchedule, BadArgumentsAreClearErrors) {
             "1f1b: pp x chunks = 1024 x 2048 is more than 1048576 stage-chunk pairs");
   EXPECT_EQ(message([] { parse_method("gpipe"); }),
             "unknown pipeline method 'gpipe' (expected 1f1b, zb1p, dualpipe or dualpipev)");
-  EXPECT_EQ(message([] { check_durations({1, -2, 1, 3, 0}); }),
+  EXPECT_EQ(message([] {
+              check_durations({1, -2, 1, 3, 0});
+            }),
             "duration B must be finite and >= 0, got -2");
-  EXPECT_EQ(message([] { check_durations({1, 2, 3, 3, 0}); }),
+  EXPECT_EQ(message([] {
+              check_durations({1, 2, 3, 3, 0});
+            }),
             "duration W (3) cannot exceed B (2): W is part of a full backward");
 }
 

@@ -12,7 +12,8 @@ namespace ff::plan {
 
 // Runs fn(rank, transport) on `ranks` threads; an exception on one aborts the hub so the others
 // cannot wait forever, and is returned (what()) per rank, "" where none was thrown.
-inline std::vector<std::string> run_ranks(int ranks, const std::function<void(int, Transport&)>& fn) {
+inline std::vector<std::string> run_ranks(int ranks,
+                                          const std::function<void(int, Transport&)>& fn) {
   ThreadHub hub(ranks, /*timeout_s=*/60);
   std::vector<std::string> errors(static_cast<size_t>(ranks));
   std::vector<std::thread> threads;
