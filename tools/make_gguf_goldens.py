@@ -11,6 +11,9 @@ For each type T in F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K it writes
     T.blocks.bin   raw GGUF data: whole blocks, as they lie in a GGUF tensor
     T.f32.bin      gguf.quants.dequantize(blocks, T) as little-endian float32
 and manifest.json (type id, block size, type size, block and element counts, the gguf version).
+For our quantizers it also writes Q8_0.quant_in.f32.bin (float32 inputs: seeded random blocks at
+several magnitudes plus edge blocks) and Q8_0.quant_out.bin (gguf.quants.quantize of them, which
+fireflyer's quantize_q8_0 must reproduce byte for byte).
 
 Where the package can quantize (F32, F16, BF16, Q8_0) the blocks come from its quantizer applied
 to seeded random floats plus edge values; the K-quants it can only dequantize, so their blocks are
@@ -125,6 +128,24 @@ def k_blocks(rng, qtype, nrand):
     return np.concatenate(out)
 
 
+def quant_inputs(rng):
+    """Finite float32 inputs for the Q8_0 quantizer, 32 per block: random blocks at magnitudes
+    from f16-subnormal scales to near the f16 limit, ties of the rounding, and edge blocks."""
+    blocks = [float_inputs(rng, 32 * 200).reshape(200, 32)]
+    for scale in [1e-9, 1e-6, 1e-3, 1.0, 1e3, 1e5, 8e6]:
+        blocks.append((rng.standard_normal((4, 32)) * scale).astype(np.float32))
+    edge = np.zeros((8, 32), dtype=np.float32)
+    edge[1] = 3.25                                    # constant block
+    edge[2] = -7.0                                    # constant negative block
+    edge[3] = (np.arange(32) - 16) * (127 / 16) / 127 * 0.5   # x * id lands on halves
+    edge[4, 0] = 1e-30                                # one tiny value, the rest zero
+    edge[5] = np.linspace(-1e-5, 2e-5, 32)
+    edge[6] = (np.arange(32) % 2 * 2 - 1) * 0.5       # +-0.5
+    edge[7, ::3] = -1.0
+    blocks.append(edge)
+    return np.concatenate(blocks).astype(np.float32).reshape(-1)
+
+
 def set_d(b, qtype, d, dmin):
     if qtype == T.Q6_K:
         b[208:210] = f16_bytes(d)
@@ -166,6 +187,15 @@ def main():
         manifest["types"][t.name] = {"id": int(t), "block_size": bs, "type_size": ts,
                                      "blocks": int(nblocks), "elements": int(ref.size)}
         print(f"{t.name:5s} id {int(t):2d}: {nblocks} blocks, {ref.size} values")
+    x = quant_inputs(np.random.default_rng(21))
+    q = np.ascontiguousarray(quantize(x.reshape(-1, 32), T.Q8_0), dtype=np.uint8).reshape(-1)
+    assert q.size == x.size // 32 * 34
+    with open(os.path.join(args.out, "Q8_0.quant_in.f32.bin"), "wb") as f:
+        f.write(x.astype("<f4").tobytes())
+    with open(os.path.join(args.out, "Q8_0.quant_out.bin"), "wb") as f:
+        f.write(q.tobytes())
+    manifest["quantize"] = {"Q8_0": {"elements": int(x.size), "blocks": int(x.size // 32)}}
+    print(f"Q8_0 quantize: {x.size // 32} blocks")
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

@@ -3,10 +3,15 @@
 // Layout: a weight W is [n, k] row-major (PyTorch nn.Linear layout, "NT" GEMM), row i at
 // data + i * ld elements. FP8 (e4m3) weights carry fp32 block scales `scale_inv`
 // [ceil(n/128), ceil(k/128)] (DeepSeek's weight_scale_inv): W[i,j] = W8[i,j] * s[i/128, j/128].
-// Activations are fp32 rows. Kernels split n across the global thread pool; the result for a
-// fixed thread count and backend is deterministic.
+// Block-quantized weights (Weight::block != None; GGUF's Q8_0, Q4_K, Q5_K, Q6_K, layouts in
+// gguf_quant.h) hold each row as GGUF blocks: row i starts at (const uint8_t*)data +
+// i * row_bytes(type, ld), k and ld are elements and multiples of the block size (32 for Q8_0,
+// 256 for the K types), data may have any alignment. Their element values are exactly those of
+// dequantize_gguf. Activations are fp32 rows. Kernels split n across the global thread pool;
+// the result for a fixed thread count and backend is deterministic.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "core/core.h"
@@ -16,11 +21,20 @@ namespace ff::gemm {
 
 constexpr int64_t kFp8Block = 128;
 
+// GGUF block formats a weight may hold (the kernels of gemm::linear run them directly).
+enum class Block : uint8_t { None = 0, Q8_0, Q4_K, Q5_K, Q6_K };
+
+// The GGUF type of a block format; ff::Error for Block::None.
+GgufType block_gguf_type(Block b);
+// The Block for a GGUF type the kernels run (Q8_0, Q4_K, Q5_K, Q6_K); nullopt for any other.
+std::optional<Block> block_of(GgufType t);
+
 struct Weight {
-  DType dtype = DType::F32;  // F32, BF16, F16 or F8_E4M3
+  DType dtype = DType::F32;   // F32, BF16, F16 or F8_E4M3; ignored when block != None
+  Block block = Block::None;  // GGUF blocks: see the layout above
   const void* data = nullptr;
   int64_t n = 0, k = 0;
-  int64_t ld = 0;                    // elements between rows (>= k)
+  int64_t ld = 0;                    // elements between rows (>= k; blocks: a block multiple)
   const float* scale_inv = nullptr;  // F8_E4M3 only: [ceil(n/128), ceil(k/128)]
 };
 
@@ -39,6 +53,13 @@ struct Weight {
 // 9..16) widen each weight once into an L1 tile and broadcast it against X transposed; larger m
 // packs W into cache-resident panels (prefill). Output columns are split across the global
 // thread pool.
+// Block weights (Q8_0, Q4_K, Q5_K, Q6_K): the weights are dequantized exactly (the values of
+// dequantize_gguf), products and sums fp32 as above; only the summation order differs between
+// backends. Up to 16 rows stream each weight row once and dequantize it in registers (Q4_K:
+// nibbles widened and d * sc * q - dmin * m formed by one exact FMA per vector; 9..16 rows as
+// two tiles over the same, cached, weight rows); more rows dequantize W once per 256 x 256
+// panel into the packed-panel path above. The reference backend dequantizes a row with
+// dequantize_gguf.
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy);
 
 // ---- many products in one pass (grouped GEMM over fp32 activations) ----------------------
@@ -79,8 +100,30 @@ void m_grouped_linear_masked(const float* x, int64_t max_m, int64_t ldx,
 // Dequantizes row `row` of W into out[k] as fp32.
 void dequantize_row(const Weight& w, int64_t row, float* out);
 
-// Checks that a weight is well-formed; throws ff::Error naming `what` otherwise.
+// Checks that a weight is well-formed; throws ff::Error naming `what` otherwise. Block weights:
+// k and ld multiples of the block size (and ld >= k), data non-null.
 void validate(const Weight& w, const char* what);
+
+// Bytes of the n x k weight as stored (rows of ld past k not counted; FP8 scales not counted).
+int64_t weight_bytes(const Weight& w);
+
+// ---- GGUF quantizers (on-load quantization of fp32 weights, `--quantize q8|q4`) ----------
+// Both quantize n floats (n a multiple of the block size: 32, resp. 256) into n / block GGUF
+// blocks at out (any alignment) and throw ff::Error for a bad n or a non-finite input (a NaN or
+// infinity has no meaningful block scale).
+// Q8_0: bit-exact with gguf-py's gguf.quants.quantize(x, Q8_0) (and ggml's reference): d =
+// amax / 127 rounded to f16, q = round-half-away(x * (1 / d)) with the fp32 d before rounding.
+// An amax past 127 * 65504 gives an infinite f16 d, as there.
+void quantize_q8_0(const float* x, int64_t n, void* out);
+// Q4_K, our own fit: per 32-element sub-block an affine grid x ~ s * q - m (q in 0..15, m >= 0)
+// chosen by a small search over candidate scales, each followed by a least-squares refit of s and
+// m to its q, keeping the least squared error; the 8 scales and mins are then rounded to 6 bits
+// against per-256 f16 d = max s / 63 and dmin = max m / 63, q is re-solved for the rounded grid,
+// and each 6-bit min refit to those q (then q once more). The 6-bit scales share one d, so an
+// outlier 60x above a sub-block's range leaves that sub-block a constant (its mean, clipped to
+// <= 0): a limit of the format. Gaussian data: relative RMS error ~0.07
+// (tests/gemm/block_quant_test.cc).
+void quantize_q4_k(const float* x, int64_t n, void* out);
 
 // ==== DeepGEMM-style GEMMs: D = C + A * B^T over FP8 (e4m3) or BF16 operands ===============
 //

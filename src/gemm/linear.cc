@@ -13,6 +13,18 @@ void validate(const Weight& w, const char* what) {
   FF_CHECK(w.data != nullptr, "{}: weight has no data", what);
   FF_CHECK(w.n > 0 && w.k > 0 && w.ld >= w.k, "{}: bad weight shape [{}, {}] (ld {})", what, w.n,
            w.k, w.ld);
+  if (w.block != Block::None) {
+    FF_CHECK(w.block == Block::Q8_0 || w.block == Block::Q4_K || w.block == Block::Q5_K ||
+                 w.block == Block::Q6_K,
+             "{}: unknown weight block format {}", what, int(w.block));
+    const GgufType t = block_gguf_type(w.block);
+    const int64_t bs = gguf_block_size(t);
+    FF_CHECK(w.k % bs == 0, "{}: {} weight k = {} is not a multiple of its block size {}", what,
+             gguf_type_name(t), w.k, bs);
+    FF_CHECK(w.ld % bs == 0, "{}: {} weight ld = {} is not a multiple of its block size {}", what,
+             gguf_type_name(t), w.ld, bs);
+    return;
+  }
   switch (w.dtype) {
     case DType::F32:
     case DType::BF16:
@@ -27,6 +39,11 @@ void validate(const Weight& w, const char* what) {
 }
 
 void dequantize_row(const Weight& w, int64_t row, float* out) {
+  if (w.block != Block::None) {
+    const GgufType t = block_gguf_type(w.block);
+    dequantize_gguf(t, static_cast<const uint8_t*>(w.data) + row * row_bytes(t, w.ld), w.k, out);
+    return;
+  }
   const int64_t kb = (w.k + kFp8Block - 1) / kFp8Block;
   for (int64_t j = 0; j < w.k; ++j) {
     const int64_t idx = row * w.ld + j;
@@ -172,7 +189,7 @@ void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
              p.w->k);
     FF_CHECK(p.ldy >= p.w->n, "linear_batch: problem {}: output row stride {} < n {}", i, p.ldy,
              p.w->n);
-    shapes[i] = {p.m, p.w->n, p.w->k, double(dtype_size(p.w->dtype))};
+    shapes[i] = {p.m, p.w->n, p.w->k, double(weight_bytes(*p.w)) / double(p.w->n * p.w->k)};
   }
   FF_CHECK(int(isa) <= int(best_isa()), "linear_batch: backend {} not supported by this CPU",
            isa_name(isa));

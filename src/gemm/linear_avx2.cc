@@ -4,8 +4,8 @@
 
 #include <cstring>
 
+#include "gemm/linear_block_simd.h"
 #include "gemm/linear_kernels.h"
-#include "gemm/linear_simd.h"
 
 namespace ff::gemm {
 namespace {
@@ -62,6 +62,21 @@ struct Avx2 {
     return _mm256_cvtph_ps(_mm_and_si128(h, _mm_set1_epi16(int16_t(0xbfff))));
   }
 
+  // Integer lanes for the GGUF block decoders (linear_block_simd.h).
+  using ivec = __m256i;
+  static ivec load_u8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
+  static ivec load_i8(const uint8_t* p) {
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
+  static ivec and_i(ivec a, int b) { return _mm256_and_si256(a, _mm256_set1_epi32(b)); }
+  static ivec or_i(ivec a, ivec b) { return _mm256_or_si256(a, b); }
+  static ivec srl_i(ivec a, int n) { return _mm256_srli_epi32(a, n); }
+  static ivec sll_i(ivec a, int n) { return _mm256_slli_epi32(a, n); }
+  static ivec sub_i(ivec a, int b) { return _mm256_sub_epi32(a, _mm256_set1_epi32(b)); }
+  static vec to_float(ivec a) { return _mm256_cvtepi32_ps(a); }
+
   template <DType D>
   static void load_w2(const void* row, int64_t j, vec& lo, vec& hi) {
     lo = load_w<D>(row, j);
@@ -102,7 +117,7 @@ struct Avx2 {
 
 void linear_avx2_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                       int64_t ldy, int64_t n0, int64_t n1) {
-  linear_rows_simd<Avx2>(x, m, ldx, w, y, ldy, n0, n1);
+  linear_rows_any<Avx2>(x, m, ldx, w, y, ldy, n0, n1);
 }
 
 }  // namespace ff::gemm

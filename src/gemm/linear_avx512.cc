@@ -9,8 +9,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include "gemm/linear_block_simd.h"
 #include "gemm/linear_kernels.h"
-#include "gemm/linear_simd.h"
 
 namespace ff::gemm {
 namespace {
@@ -77,6 +77,21 @@ struct Avx512 {
     return _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(int16_t(0xbfff))));
   }
 
+  // Integer lanes for the GGUF block decoders (linear_block_simd.h).
+  using ivec = __m512i;
+  static ivec load_u8(const uint8_t* p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static ivec load_i8(const uint8_t* p) {
+    return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static ivec and_i(ivec a, int b) { return _mm512_and_si512(a, _mm512_set1_epi32(b)); }
+  static ivec or_i(ivec a, ivec b) { return _mm512_or_si512(a, b); }
+  static ivec srl_i(ivec a, int n) { return _mm512_srli_epi32(a, unsigned(n)); }
+  static ivec sll_i(ivec a, int n) { return _mm512_slli_epi32(a, unsigned(n)); }
+  static ivec sub_i(ivec a, int b) { return _mm512_sub_epi32(a, _mm512_set1_epi32(b)); }
+  static vec to_float(ivec a) { return _mm512_cvtepi32_ps(a); }
+
   // Two consecutive vectors (2 x 16 weights). For E4M3 one 512-bit widening of 32 bytes saves
   // a third of the integer work, which is what bounds single-row FP8 decode.
   template <DType D>
@@ -131,7 +146,7 @@ struct Avx512 {
 
 void linear_avx512_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                         int64_t ldy, int64_t n0, int64_t n1) {
-  linear_rows_simd<Avx512>(x, m, ldx, w, y, ldy, n0, n1);
+  linear_rows_any<Avx512>(x, m, ldx, w, y, ldy, n0, n1);
 }
 
 }  // namespace ff::gemm

@@ -448,9 +448,11 @@ constexpr int kPanelCols = 256;
 constexpr int kPanelRowBlock = 144;  // a multiple of both backends' MR (12, 6)
 constexpr int kXStride = kPanelDepth + 16;
 
-template <class V, DType D>
-void panel_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
-                int64_t n0, int64_t n1) {
+// The panel loop over any weight format: pack(col, nr, pc, kc, bp, last_k) fills bp with
+// W[col : col + nr, pc : pc + kc] as pack_panel does (last_k: pc is the last k block).
+template <class V, class Pack>
+void panel_rows_with(const float* x, int64_t m, int64_t ldx, int64_t k, float* y, int64_t ldy,
+                     int64_t n0, int64_t n1, const Pack& pack) {
   constexpr int NR = 2 * V::kLanes;
   constexpr int MR = V::kPanelRows;
   static_assert(kPanelCols % NR == 0 && kPanelRowBlock % MR == 0);
@@ -458,13 +460,10 @@ void panel_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* 
   float* xp = thread_scratch(1, size_t(kPanelRowBlock) * kXStride);
   for (int64_t jc = n0; jc < n1; jc += kPanelCols) {
     const int nc = int(std::min<int64_t>(kPanelCols, n1 - jc));
-    for (int64_t pc = 0; pc < w.k; pc += kPanelDepth) {
-      const int kc = int(std::min<int64_t>(kPanelDepth, w.k - pc));
-      // After the last k block, the next block of columns' first k block.
-      const int64_t next = pc + kPanelDepth < w.k ? kPanelDepth * weight_bytes<D>()
-                                                  : (kPanelCols * w.ld - pc) * weight_bytes<D>();
+    for (int64_t pc = 0; pc < k; pc += kPanelDepth) {
+      const int kc = int(std::min<int64_t>(kPanelDepth, k - pc));
       for (int jr = 0; jr < nc; jr += NR)
-        pack_panel<V, D>(w, jc + jr, std::min(NR, nc - jr), pc, kc, bp + jr * kPanelDepth, next);
+        pack(jc + jr, std::min(NR, nc - jr), pc, kc, bp + jr * kPanelDepth, pc + kPanelDepth >= k);
       for (int64_t ic = 0; ic < m; ic += kPanelRowBlock) {
         const int mc = int(std::min<int64_t>(kPanelRowBlock, m - ic));
         for (int r = 0; r < mc; ++r)
@@ -486,6 +485,19 @@ void panel_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* 
       }
     }
   }
+}
+
+template <class V, DType D>
+void panel_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
+                int64_t n0, int64_t n1) {
+  constexpr int64_t b = weight_bytes<D>();
+  panel_rows_with<V>(x, m, ldx, w.k, y, ldy, n0, n1,
+                     [&](int64_t col, int nr, int64_t pc, int kc, float* bp, bool last_k) {
+                       // After the last k block, the next block of columns' first k block.
+                       const int64_t next =
+                           !last_k ? kPanelDepth * b : (kPanelCols * w.ld - pc) * b;
+                       pack_panel<V, D>(w, col, nr, pc, kc, bp, next);
+                     });
 }
 
 // ---- broadcast rows (AVX-512: FP8 from 9 rows, other weights from 13) ---------------------

@@ -211,7 +211,8 @@ void Model::attention_prefill(int layer, const Request& req, int64_t row0, KVCac
       ws.head_weights.resize(size_t(g));
       ws.head_problems.resize(size_t(g));
       for (int64_t j = 0; j < g; ++j) {
-        ws.head_weights[size_t(j)] = {DType::F32, kh + j * L * dk, ctx, dk, dk, nullptr};
+        ws.head_weights[size_t(j)] = {DType::F32, gemm::Block::None, kh + j * L * dk, ctx, dk, dk,
+                                      nullptr};
         ws.head_problems[size_t(j)] = {q + (row0 + i0) * H * qk + (h0 + j) * qk,
                                        m,
                                        H * qk,
@@ -231,7 +232,8 @@ void Model::attention_prefill(int layer, const Request& req, int64_t row0, KVCac
           4);
       // O_h [m, vd] = P_h V_h, written straight into the head's columns of the output rows.
       for (int64_t j = 0; j < g; ++j) {
-        ws.head_weights[size_t(j)] = {DType::F32, vt + j * vd * L, vd, ctx, L, nullptr};
+        ws.head_weights[size_t(j)] = {DType::F32, gemm::Block::None, vt + j * vd * L, vd, ctx, L,
+                                      nullptr};
         ws.head_problems[size_t(j)] = {s + j * qb * ctx,
                                        m,
                                        ctx,

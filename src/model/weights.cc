@@ -120,8 +120,8 @@ struct Binder {
             put(uv, (d - nope) * r + j, row[size_t(j)]);  // [v, r]
         }
       }
-      gemm::Weight wk{dt, uk, r, nope, nope, nullptr};
-      gemm::Weight wv{dt, uv, v, r, r, nullptr};
+      gemm::Weight wk{dt, gemm::Block::None, uk, r, nope, nope, nullptr};
+      gemm::Weight wv{dt, gemm::Block::None, uv, v, r, r, nullptr};
       a.uk_t.push_back(wk);
       a.uv.push_back(wv);
     }
@@ -200,24 +200,24 @@ void ModelWeights::embed_row(int32_t token, float* out) const {
 }
 
 namespace {
-size_t weight_bytes(const gemm::Weight& w) {
-  return w.data ? size_t(w.n) * size_t(w.k) * dtype_size(w.dtype) : 0;
+size_t stored_bytes(const gemm::Weight& w) {
+  return w.data ? size_t(gemm::weight_bytes(w)) : 0;
 }
 size_t mlp_bytes(const MlpWeights& m) {
-  return weight_bytes(m.gate) + weight_bytes(m.up) + weight_bytes(m.down);
+  return stored_bytes(m.gate) + stored_bytes(m.up) + stored_bytes(m.down);
 }
 }  // namespace
 
 size_t ModelWeights::bytes_per_token_decode(const ModelConfig& c) const {
-  size_t n = weight_bytes(lm_head);
+  size_t n = stored_bytes(lm_head);
   for (const auto& L : layers) {
     const auto& a = L.attn;
-    n += weight_bytes(a.q_a) + weight_bytes(a.q_b) + weight_bytes(a.q_proj) + weight_bytes(a.kv_a) +
-         weight_bytes(a.o) + a.absorbed_storage.size();
+    n += stored_bytes(a.q_a) + stored_bytes(a.q_b) + stored_bytes(a.q_proj) + stored_bytes(a.kv_a) +
+         stored_bytes(a.o) + a.absorbed_storage.size();
     if (!L.is_moe) {
       n += mlp_bytes(L.mlp);
     } else {
-      n += weight_bytes(L.moe.router);
+      n += stored_bytes(L.moe.router);
       if (L.moe.has_shared) n += mlp_bytes(L.moe.shared);
       if (!L.moe.experts.empty()) n += size_t(c.num_experts_per_tok) * mlp_bytes(L.moe.experts[0]);
     }

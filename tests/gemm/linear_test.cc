@@ -136,7 +136,7 @@ TEST(Linear, Fp8DecodeIsExactForEveryCode) {
   for (uint8_t& c : codes)
     if ((c & 0x7f) == 0x7f) c = 0;
   const float scales[2] = {0.75f, 3.0e-3f};  // one row block, two column blocks
-  Weight w{DType::F8_E4M3, codes.data(), n, k, k, scales};
+  Weight w{DType::F8_E4M3, Block::None, codes.data(), n, k, k, scales};
   std::vector<float> want(size_t(n * k));
   for (int64_t i = 0; i < n; ++i) dequantize_row(w, i, &want[size_t(i * k)]);
   for (Isa isa : backends()) {
@@ -193,46 +193,46 @@ TEST(Linear, ValidateRejectsMalformedWeights) {
   float scale = 1.f;
   expect_error(
       [&] {
-        validate(Weight{DType::F32, nullptr, 2, 4, 4, nullptr}, "wq");
+        validate(Weight{DType::F32, Block::None, nullptr, 2, 4, 4, nullptr}, "wq");
       },
       "wq: weight has no data");
   expect_error(
       [&] {
-        validate(Weight{DType::F32, data, 2, 4, 3, nullptr}, "wq");
+        validate(Weight{DType::F32, Block::None, data, 2, 4, 3, nullptr}, "wq");
       },
       "wq: bad weight shape [2, 4] (ld 3)");
   expect_error(
       [&] {
-        validate(Weight{DType::F32, data, 0, 4, 4, nullptr}, "wq");
+        validate(Weight{DType::F32, Block::None, data, 0, 4, 4, nullptr}, "wq");
       },
       "bad weight shape");
   expect_error(
       [&] {
-        validate(Weight{DType::F32, data, 2, -1, 4, nullptr}, "wq");
+        validate(Weight{DType::F32, Block::None, data, 2, -1, 4, nullptr}, "wq");
       },
       "bad weight shape");
   expect_error(
       [&] {
-        validate(Weight{DType::F8_E4M3, data, 2, 4, 4, nullptr}, "w1");
+        validate(Weight{DType::F8_E4M3, Block::None, data, 2, 4, 4, nullptr}, "w1");
       },
       "w1: F8_E4M3 weight without weight_scale_inv");
   expect_error(
       [&] {
-        validate(Weight{DType::I32, data, 2, 4, 4, nullptr}, "w2");
+        validate(Weight{DType::I32, Block::None, data, 2, 4, 4, nullptr}, "w2");
       },
       "w2: unsupported weight dtype I32");
   expect_error(
       [&] {
-        validate(Weight{DType::F8_E5M2, data, 2, 4, 4, &scale}, "w3");
+        validate(Weight{DType::F8_E5M2, Block::None, data, 2, 4, 4, &scale}, "w3");
       },
       "unsupported weight dtype F8_E5M2");
-  EXPECT_NO_THROW(validate(Weight{DType::F8_E4M3, data, 2, 4, 4, &scale}, "ok"));
+  EXPECT_NO_THROW(validate(Weight{DType::F8_E4M3, Block::None, data, 2, 4, 4, &scale}, "ok"));
 }
 
 TEST(Linear, RejectsBadArgumentsAndWritesNothing) {
   float wdata[12] = {}, x[8] = {}, y[8];
   std::fill(std::begin(y), std::end(y), kSentinel);
-  const Weight w{DType::F32, wdata, 3, 4, 4, nullptr};
+  const Weight w{DType::F32, Block::None, wdata, 3, 4, 4, nullptr};
   for (Isa isa : backends()) {
     expect_error([&] { linear_with_isa(isa, x, 1, 3, w, y, 3); }, "input row stride 3 < k 4");
     expect_error([&] { linear_with_isa(isa, x, 1, 4, w, y, 2); }, "output row stride 2 < n 3");
