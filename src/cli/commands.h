@@ -9,6 +9,7 @@ namespace ff::cli {
 
 struct GenerateArgs {
   std::string model;
+  std::string quantize = "none";  // --quantize: none, q8, q4, fp8
   std::string prompt;
   std::string system;
   bool chat = false;
@@ -30,6 +31,7 @@ int run_generate(const GenerateArgs& args);
 
 struct ServeArgs {
   std::string model;
+  std::string quantize = "none";
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string served_model_name;  // default: the model directory's name

@@ -10,7 +10,7 @@ void add_generate_command(CLI::App& app, GenerateArgs& a) {
   CLI::App* g = app.add_subcommand("generate", "Generate text from a prompt, streamed to stdout");
   g->add_option("--model,-m", a.model,
                 "HF checkpoint directory (config.json, *.safetensors, "
-                "tokenizer.json)")
+                "tokenizer.json) or a GGUF file (llama.cpp's deepseek2)")
       ->required();
   g->add_option("--prompt,-p", a.prompt, "Prompt text")->required();
   g->add_flag("--chat", a.chat, "Wrap the prompt in the model's chat format (user turn)");
@@ -30,11 +30,16 @@ void add_generate_command(CLI::App& app, GenerateArgs& a) {
       ->check(CLI::IsMember({"f32", "bf16"}));
   g->add_flag("--ignore-eos", a.ignore_eos, "Do not stop at the end-of-sequence token");
   g->add_flag("--no-stats", a.quiet_stats, "Do not print the tokens/s line");
+  g->add_option("--quantize", a.quantize,
+                "Quantize the linear weights at load: q8 (GGUF Q8_0), q4 (Q4_K; Q8_0 where rows "
+                "are not a multiple of 256) or fp8 (e4m3, 128x128 block scales); none keeps them")
+      ->check(CLI::IsMember({"none", "q8", "q4", "fp8"}))
+      ->capture_default_str();
 }
 
 int run_generate(const GenerateArgs& a) {
-  auto model = Model::load(a.model);
-  const Tokenizer tok = Tokenizer::from_dir(a.model);
+  auto model = Model::load(a.model, parse_quantize(a.quantize));
+  const Tokenizer tok = engine::load_tokenizer(a.model);
   std::vector<int32_t> prompt;
   if (a.chat) {
     std::vector<ChatMessage> msgs;

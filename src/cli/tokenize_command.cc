@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "core/core.h"
+#include "engine/engine.h"
 #include "text/text.h"
 
 namespace ff::cli {
@@ -13,7 +14,8 @@ void add_tokenize_command(CLI::App& app, TokenizeArgs& a) {
   CLI::App* t = app.add_subcommand(
       "tokenize", "Print the token ids of a text as one JSON array (needs only the tokenizer)");
   t->add_option("--model,-m", a.model,
-                "Directory with tokenizer.json (and tokenizer_config.json, for BOS / EOS)")
+                "Directory with tokenizer.json (and tokenizer_config.json, for BOS / EOS), or a "
+                "GGUF file")
       ->required();
   t->add_flag("--no-special", a.no_special,
               "No special tokens (without it, BOS is added as the tokenizer config says)");
@@ -21,7 +23,7 @@ void add_tokenize_command(CLI::App& app, TokenizeArgs& a) {
 }
 
 int run_tokenize(const TokenizeArgs& a) {
-  const Tokenizer tok = Tokenizer::from_dir(a.model);
+  const Tokenizer tok = engine::load_tokenizer(a.model);
   std::string text = a.text;
   if (text == "-") {
     text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "core/error.h"
@@ -36,6 +37,32 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     data_ = static_cast<const uint8_t*>(p);
   }
   ::close(fd);
+}
+
+void prefault(const void* p, size_t n) {
+  if (p == nullptr || n == 0) return;
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + n;
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+  if (::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ) == 0) return;
+  volatile uint8_t sink = 0;
+  for (uintptr_t a = reinterpret_cast<uintptr_t>(p); a < end; a = (a & ~uintptr_t(page - 1)) + page)
+    sink = sink + *reinterpret_cast<const uint8_t*>(a);
+}
+
+size_t available_memory_bytes() {
+  FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  size_t kb = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return kb * 1024;
 }
 
 MappedFile::~MappedFile() {

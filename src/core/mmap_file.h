@@ -28,6 +28,13 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Faults in the pages of [p, p + n) of a read-only file mapping (MADV_POPULATE_READ where the
+// kernel has it, else a read of one byte per page), so that later reads of weights find their
+// pages mapped instead of taking a page fault each (~4 KiB). Best effort: never throws.
+void prefault(const void* p, size_t n);
+// Bytes of memory the kernel reports available (MemAvailable), 0 if unknown.
+size_t available_memory_bytes();
+
 // Reads a whole (small) file into a string; throws ff::Error naming the path on failure.
 std::string read_text_file(const std::string& path);
 

@@ -205,6 +205,14 @@ class Engine {
 // The limits a generation on `model` is checked against: its context, vocabulary and EOS ids.
 ModelLimits model_limits(const Model& model);
 
+// The tokenizer that goes with a model path Model::load accepts: DIR's tokenizer.json (+
+// tokenizer_config.json), or the vocabulary a GGUF file carries (tokenizer.ggml.*,
+// tokenizer.chat_template; see Tokenizer::from_gguf_vocab).
+Tokenizer load_tokenizer(const std::string& model_path);
+// The GgufVocab of a GGUF file's metadata; ff::Error naming the key when one is missing or has
+// the wrong type.
+GgufVocab gguf_vocab(const GgufFile& file);
+
 // ---- One sequence without the serving engine (the `fireflyer generate` path) ----
 
 struct GenerateOptions : GenerationParams {

@@ -179,32 +179,34 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& path)
     c.scale_fmt = q.value("scale_fmt", r.get_str("scale_fmt", ""));
   }
 
-  // Consistency checks: shapes the engine relies on.
-  FF_CHECK(c.num_hidden_layers > 0 && c.hidden_size > 0 && c.vocab_size > 0,
-           "{}: num_hidden_layers, hidden_size and vocab_size must be positive", path);
-  FF_CHECK(
-      c.num_attention_heads > 0 && c.kv_lora_rank > 0 && c.qk_nope_head_dim > 0 && c.v_head_dim > 0,
-      "{}: attention dimensions must be positive", path);
-  FF_CHECK(c.qk_rope_head_dim > 0 && c.qk_rope_head_dim % 2 == 0,
-           "{}: qk_rope_head_dim must be positive and even, got {}", path, c.qk_rope_head_dim);
-  if (c.n_routed_experts > 0) {
-    FF_CHECK(c.moe_intermediate_size > 0, "{}: moe_intermediate_size must be positive", path);
-    FF_CHECK(c.num_experts_per_tok > 0 && c.num_experts_per_tok <= c.n_routed_experts,
-             "{}: num_experts_per_tok {} must be in [1, n_routed_experts={}]", path,
-             c.num_experts_per_tok, c.n_routed_experts);
-    FF_CHECK(c.moe_layer_freq > 0, "{}: moe_layer_freq must be positive", path);
-    if (c.topk_method != TopkMethod::Greedy) {
-      FF_CHECK(c.n_group > 0 && c.n_routed_experts % c.n_group == 0,
-               "{}: n_routed_experts {} not divisible by n_group {}", path, c.n_routed_experts,
-               c.n_group);
-      FF_CHECK(c.topk_group > 0 && c.topk_group <= c.n_group,
-               "{}: topk_group {} must be in [1, n_group={}]", path, c.topk_group, c.n_group);
+  c.validate(path);
+  return c;
+}
+
+void ModelConfig::validate(const std::string& where) const {
+  FF_CHECK(num_hidden_layers > 0 && hidden_size > 0 && vocab_size > 0,
+           "{}: num_hidden_layers, hidden_size and vocab_size must be positive", where);
+  FF_CHECK(num_attention_heads > 0 && kv_lora_rank > 0 && qk_nope_head_dim > 0 && v_head_dim > 0,
+           "{}: attention dimensions must be positive", where);
+  FF_CHECK(qk_rope_head_dim > 0 && qk_rope_head_dim % 2 == 0,
+           "{}: qk_rope_head_dim must be positive and even, got {}", where, qk_rope_head_dim);
+  if (n_routed_experts > 0) {
+    FF_CHECK(moe_intermediate_size > 0, "{}: moe_intermediate_size must be positive", where);
+    FF_CHECK(num_experts_per_tok > 0 && num_experts_per_tok <= n_routed_experts,
+             "{}: num_experts_per_tok {} must be in [1, n_routed_experts={}]", where,
+             num_experts_per_tok, n_routed_experts);
+    FF_CHECK(moe_layer_freq > 0, "{}: moe_layer_freq must be positive", where);
+    if (topk_method != TopkMethod::Greedy) {
+      FF_CHECK(n_group > 0 && n_routed_experts % n_group == 0,
+               "{}: n_routed_experts {} not divisible by n_group {}", where, n_routed_experts,
+               n_group);
+      FF_CHECK(topk_group > 0 && topk_group <= n_group,
+               "{}: topk_group {} must be in [1, n_group={}]", where, topk_group, n_group);
       // noaux_tc's group score is the sum of the top-2 experts of a group.
-      FF_CHECK(c.topk_method != TopkMethod::NoauxTc || c.n_routed_experts / c.n_group >= 2,
-               "{}: noaux_tc needs at least 2 experts per group", path);
+      FF_CHECK(topk_method != TopkMethod::NoauxTc || n_routed_experts / n_group >= 2,
+               "{}: noaux_tc needs at least 2 experts per group", where);
     }
   }
-  return c;
 }
 
 ModelConfig ModelConfig::load(const std::string& path) {

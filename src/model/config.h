@@ -63,6 +63,8 @@ struct ModelConfig {
   // Parses config.json text; `path` names the file in error messages.
   static ModelConfig parse(const std::string& json_text, const std::string& path);
   static ModelConfig load(const std::string& path);
+  // The consistency checks parse() runs (shapes the engine relies on); ff::Error naming `where`.
+  void validate(const std::string& where) const;
 
   bool is_moe_layer(int layer) const;
   int qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }

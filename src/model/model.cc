@@ -17,11 +17,25 @@ void rms_norm(float* x, int64_t rows, int64_t n, int64_t ld, const float* w, dou
   }
 }
 
-std::unique_ptr<Model> Model::load(const std::string& dir) {
+std::unique_ptr<Model> Model::load(const std::string& dir, Quantize quantize) {
   namespace fs = std::filesystem;
-  FF_CHECK(fs::is_directory(dir), "{}: not a directory (expected an HF checkpoint directory)", dir);
+  if (!fs::is_directory(dir) && fs::exists(dir) && is_gguf_path(dir)) {
+    auto file = std::make_shared<const GgufFile>(dir);
+    ModelConfig config = gguf_model_config(*file);
+    auto weights = ModelWeights::load(config, gguf_checkpoint(std::move(file)), quantize);
+    if (quantize == Quantize::None) weights->checkpoint.prefault();
+    return std::make_unique<Model>(std::move(config), std::move(weights));
+  }
+  FF_CHECK(fs::exists(dir),
+           "{}: no such file or directory (expected an HF checkpoint directory or a GGUF file)",
+           dir);
+  FF_CHECK(
+      fs::is_directory(dir),
+      "{}: not a directory or a GGUF file (expected an HF checkpoint directory or a GGUF file)",
+      dir);
   ModelConfig config = ModelConfig::load((fs::path(dir) / "config.json").string());
-  auto weights = ModelWeights::load(config, Checkpoint::open(dir));
+  auto weights = ModelWeights::load(config, Checkpoint::open(dir), quantize);
+  if (quantize == Quantize::None) weights->checkpoint.prefault();
   return std::make_unique<Model>(std::move(config), std::move(weights));
 }
 
@@ -35,7 +49,8 @@ Model::Model(ModelConfig config, std::unique_ptr<ModelWeights> weights)
 Model::~Model() = default;
 
 DType Model::default_cache_dtype() const {
-  return weights_->layers[0].attn.kv_a.dtype == DType::F32 ? DType::F32 : DType::BF16;
+  const gemm::Weight& kv_a = weights_->layers[0].attn.kv_a;
+  return kv_a.block == gemm::Block::None && kv_a.dtype == DType::F32 ? DType::F32 : DType::BF16;
 }
 
 void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<float>* logits) {

@@ -23,8 +23,12 @@ namespace ff {
 
 class Model {
  public:
-  // Loads DIR/config.json and DIR's safetensors; throws ff::Error naming the file or tensor.
-  static std::unique_ptr<Model> load(const std::string& dir);
+  // Loads an HF checkpoint directory (DIR/config.json and DIR's safetensors) or a GGUF file of
+  // llama.cpp's deepseek2 architecture (a path ending in .gguf or starting with the GGUF magic);
+  // throws ff::Error naming the file and the key or tensor. `quantize` converts the linear
+  // weights at load (weights.h); without it the mapped weights are faulted in at load
+  // (Checkpoint::prefault) so the first forward pass does not pay for it.
+  static std::unique_ptr<Model> load(const std::string& path, Quantize quantize = Quantize::None);
   Model(ModelConfig config, std::unique_ptr<ModelWeights> weights);
 
   const ModelConfig& config() const { return config_; }
@@ -65,6 +69,21 @@ class Model {
  public:
   ~Model();
 };
+
+// ---- GGUF (llama.cpp's `deepseek2` architecture: DeepSeek-V2, V2-Lite, V3, R1) -------------
+// The config from the metadata keys convert_hf_to_gguf.py writes (deepseek2.block_count,
+// .attention.kv_lora_rank, .expert_gating_func, ...). The router is V3's (sigmoid + noaux_tc)
+// when the file has exp_probs_b tensors, else V2's (softmax; group-limited when
+// expert_group_count > 1). YaRN: mscale = mscale_all_dim = yarn_log_multiplier / 0.1, as
+// llama.cpp reads it. ff::Error for another architecture or a missing / malformed key.
+ModelConfig gguf_model_config(const GgufFile& file);
+// The file's tensors under the HF names ModelWeights binds (token_embd -> model.embed_tokens,
+// blk.N.attn_q_a -> model.layers.N.self_attn.q_a_proj, ...; each stacked expert tensor becomes
+// one tensor per expert; the split attn_k_b / attn_v_b keep their own names k_b_proj /
+// v_b_proj). Tensors keep their GGUF names (for messages), types and data; nothing is copied.
+Checkpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file);
+// True when `path` ends in .gguf or its first four bytes are the GGUF magic.
+bool is_gguf_path(const std::string& path);
 
 // RMSNorm of `rows` rows of length n (row stride ld), in place, with weight w.
 void rms_norm(float* x, int64_t rows, int64_t n, int64_t ld, const float* w, double eps);

@@ -142,6 +142,22 @@ Checkpoint Checkpoint::open(const std::string& dir) {
   return c;
 }
 
+Checkpoint Checkpoint::from_tensors(std::string source,
+                                    std::vector<std::pair<std::string, TensorInfo>> tensors,
+                                    std::shared_ptr<const void> owner,
+                                    std::function<std::string(const std::string&)> file_name) {
+  Checkpoint c;
+  c.dir_ = std::move(source);
+  c.owner_ = std::move(owner);
+  c.file_name_ = std::move(file_name);
+  for (auto& [key, info] : tensors) {
+    FF_CHECK(!c.index_.count(key), "{}: tensor {} appears twice", c.dir_, key);
+    c.own_.push_back(std::make_unique<TensorInfo>(std::move(info)));
+    c.index_[key] = c.own_.back().get();
+  }
+  return c;
+}
+
 const TensorInfo* Checkpoint::find(const std::string& name) const {
   auto it = index_.find(name);
   return it == index_.end() ? nullptr : it->second;
@@ -149,6 +165,7 @@ const TensorInfo* Checkpoint::find(const std::string& name) const {
 
 const TensorInfo& Checkpoint::get(const std::string& name) const {
   const TensorInfo* t = find(name);
+  if (t == nullptr && file_name_) fail("{}: missing tensor {} ({})", dir_, file_name_(name), name);
   FF_CHECK(t != nullptr, "{}: missing tensor {}", dir_, name);
   return *t;
 }
@@ -156,9 +173,25 @@ const TensorInfo& Checkpoint::get(const std::string& name) const {
 const TensorInfo& Checkpoint::get(const std::string& name,
                                   const std::vector<int64_t>& shape) const {
   const TensorInfo& t = get(name);
-  FF_CHECK(t.shape == shape, "{}: tensor {} has shape {}, expected {}", *t.file, name,
+  FF_CHECK(t.shape == shape, "{}: tensor {} has shape {}, expected {}", *t.file, t.name,
            t.shape_str(), shape_to_string(shape));
   return t;
+}
+
+size_t Checkpoint::prefault() const {
+  std::vector<const TensorInfo*> tensors;
+  size_t bytes = 0;
+  for (const auto& [name, t] : index_) {
+    tensors.push_back(t);
+    bytes += t->nbytes;
+  }
+  const size_t avail = available_memory_bytes();
+  if (avail == 0 || double(bytes) > 0.8 * double(avail)) return 0;
+  parallel_for(int64_t(tensors.size()), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      ff::prefault(tensors[size_t(i)]->data, tensors[size_t(i)]->nbytes);
+  });
+  return bytes;
 }
 
 size_t Checkpoint::total_bytes() const {

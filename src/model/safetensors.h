@@ -7,18 +7,24 @@
 // tensor name -> shard file). Tensors point into the mappings; nothing is copied.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/core.h"
+#include "gemm/gguf_quant.h"
 
 namespace ff {
 
 struct TensorInfo {
-  std::string name;
-  DType dtype = DType::F32;
+  std::string name;          // as the file names it (a GGUF tensor keeps its GGUF name)
+  DType dtype = DType::F32;  // U8 for a GGUF block-quantized tensor (see gguf_type)
+  // Set for a tensor of a GGUF file whose type is block-quantized (Q8_0, Q4_K, ...): `data`
+  // holds rows of row_bytes(type, shape.back()) bytes.
+  std::optional<gemm::GgufType> gguf_type;
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;
   size_t nbytes = 0;
@@ -49,6 +55,14 @@ class Checkpoint {
   static Checkpoint open(const std::string& dir);
   // Opens one or more safetensors files directly.
   static Checkpoint open_files(const std::vector<std::string>& paths);
+  // A checkpoint over tensors another reader has mapped (a GGUF file, with HF names as keys):
+  // `owner` keeps their data (and the strings their `file` fields point to) alive.
+  // `file_name(key)`, when given, is the name the file uses for a tensor key (in messages about
+  // missing tensors).
+  static Checkpoint from_tensors(std::string source,
+                                 std::vector<std::pair<std::string, TensorInfo>> tensors,
+                                 std::shared_ptr<const void> owner,
+                                 std::function<std::string(const std::string&)> file_name = {});
 
   const std::string& dir() const { return dir_; }
   const TensorInfo* find(const std::string& name) const;
@@ -58,11 +72,18 @@ class Checkpoint {
   const TensorInfo& get(const std::string& name, const std::vector<int64_t>& shape) const;
   size_t num_tensors() const { return index_.size(); }
   size_t total_bytes() const;
+  // Faults in the mapped pages of every tensor (ff::prefault), across the thread pool, when they
+  // fit in 80% of the available memory; returns the bytes faulted in (0 when skipped). Saves the
+  // first forward pass a page fault per 4 KiB of weights.
+  size_t prefault() const;
 
  private:
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorInfo*> index_;
+  std::vector<std::unique_ptr<TensorInfo>> own_;  // from_tensors
+  std::shared_ptr<const void> owner_;
+  std::function<std::string(const std::string&)> file_name_;
 };
 
 std::string shape_to_string(const std::vector<int64_t>& shape);

@@ -31,20 +31,114 @@ struct Binder {
   const ModelConfig& c;
   ModelWeights& mw;
   const Checkpoint& ck;
+  Quantize quantize = Quantize::None;
+
+  // The weight quantized as `quantize` asks (see weights.h), or w itself.
+  gemm::Weight quantized(const gemm::Weight& w) {
+    if (quantize == Quantize::None || w.block != gemm::Block::None) return w;
+    if (quantize == Quantize::Fp8) {
+      if (w.dtype == DType::F8_E4M3) return w;
+      return to_fp8(w);
+    }
+    if (w.k % 32 != 0) return w;
+    const bool q4 = quantize == Quantize::Q4 && w.k % 256 == 0;
+    const gemm::GgufType type = q4 ? gemm::GgufType::Q4_K : gemm::GgufType::Q8_0;
+    const int64_t rb = gemm::row_bytes(type, w.k);
+    std::vector<uint8_t>& out = mw.owned_bytes.emplace_back(size_t(w.n * rb));
+    parallel_for(w.n, [&](int64_t b, int64_t e) {
+      std::vector<float> row(size_t(w.k));
+      for (int64_t r = b; r < e; ++r) {
+        gemm::dequantize_row(w, r, row.data());
+        if (q4)
+          gemm::quantize_q4_k(row.data(), w.k, out.data() + r * rb);
+        else
+          gemm::quantize_q8_0(row.data(), w.k, out.data() + r * rb);
+      }
+    });
+    gemm::Weight q;
+    q.block = *gemm::block_of(type);
+    q.data = out.data();
+    q.n = w.n;
+    q.k = q.ld = w.k;
+    return q;
+  }
+
+  gemm::Weight to_fp8(const gemm::Weight& w) {
+    const int64_t B = gemm::kFp8Block, sn = (w.n + B - 1) / B, sk = (w.k + B - 1) / B;
+    std::vector<uint8_t>& data = mw.owned_bytes.emplace_back(size_t(w.n * w.k));
+    std::vector<float>& scales = mw.owned_scales.emplace_back(size_t(sn * sk));
+    parallel_for(sn, [&](int64_t b, int64_t e) {
+      std::vector<float> panel(size_t(B * w.k));
+      for (int64_t p = b; p < e; ++p) {
+        const int64_t r0 = p * B, rows = std::min(B, w.n - r0);
+        for (int64_t r = 0; r < rows; ++r) gemm::dequantize_row(w, r0 + r, panel.data() + r * w.k);
+        gemm::quantize_per_block(panel.data(), rows, w.k, w.k, data.data() + r0 * w.k,
+                                 scales.data() + p * sk);
+      }
+    });
+    gemm::Weight q;
+    q.dtype = DType::F8_E4M3;
+    q.data = data.data();
+    q.n = w.n;
+    q.k = q.ld = w.k;
+    q.scale_inv = scales.data();
+    return q;
+  }
 
   std::vector<float> vec(const std::string& name, int64_t n) {
     const TensorInfo& t = ck.get(name, {n});
+    std::vector<float> out(static_cast<size_t>(n));
+    if (t.gguf_type) {
+      gemm::dequantize_gguf(*t.gguf_type, t.data, n, out.data());
+      return out;
+    }
     FF_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16 || t.dtype == DType::F16,
              "{}: tensor {} has dtype {}, expected F32, BF16 or F16", *t.file, name,
              dtype_name(t.dtype));
-    std::vector<float> out(static_cast<size_t>(n));
     widen_to_f32(t.data, t.dtype, out.data(), size_t(n));
     return out;
   }
 
+  // A weight over rows x k values of tensor t starting at `data` (a GGUF block-quantized tensor
+  // or a plain one). Block types run in their own format where gemm has a kernel for it;
+  // otherwise the values are dequantized once into fp32 storage the weights own.
+  gemm::Weight gguf_weight(const TensorInfo& t, const uint8_t* data, int64_t rows, int64_t k) {
+    gemm::Weight w;
+    w.n = rows;
+    w.k = k;
+    w.ld = k;
+    w.data = data;
+    if (!t.gguf_type) {
+      w.dtype = t.dtype;
+      return w;
+    }
+    const gemm::GgufType type = *t.gguf_type;
+    FF_CHECK(k % gemm::gguf_block_size(type) == 0,
+             "{}: tensor {} has rows of {} values, not a multiple of the {} block ({})", *t.file,
+             t.name, k, gemm::gguf_type_name(type), gemm::gguf_block_size(type));
+    const int64_t rb = gemm::row_bytes(type, k);
+    if (const auto block = gemm::block_of(type)) {
+      w.block = *block;
+      return w;
+    }
+    std::vector<float>& out = mw.owned_f32.emplace_back(size_t(rows * k));
+    for (int64_t r = 0; r < rows; ++r)
+      gemm::dequantize_gguf(type, data + r * rb, k, out.data() + r * k);
+    w.dtype = DType::F32;
+    w.data = out.data();
+    return w;
+  }
+
+  // A linear layer, quantized as `quantize` asks.
   gemm::Weight linear(const std::string& prefix, int64_t out, int64_t in) {
+    return quantized(bind_linear(prefix, out, in));
+  }
+
+  // A linear layer in its checkpoint format.
+  gemm::Weight bind_linear(const std::string& prefix, int64_t out, int64_t in) {
     const std::string name = prefix + ".weight";
     const TensorInfo& t = ck.get(name, {out, in});
+    if (t.gguf_type) return gguf_weight(t, t.data, out, in);
     gemm::Weight w;
     w.dtype = t.dtype;
     w.data = t.data;
@@ -127,6 +221,54 @@ struct Binder {
     }
   }
 
+  // GGUF files store kv_b_proj split per head (llama.cpp's converter): k_b [H, kv_lora, nope]
+  // holds W_UK(h)^T and v_b [H, v, kv_lora] holds W_UV(h), which are the absorbed decode weights
+  // as they are. The prefill form needs kv_b itself; it is rebuilt from them exactly (BF16 when
+  // both are BF16, else fp32) into absorbed_storage.
+  void split_kv_b(MlaWeights& a, const std::string& p) {
+    const int64_t H = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim,
+                  r = c.kv_lora_rank;
+    const TensorInfo& kb = ck.get(p + ".k_b_proj.weight", {H, r, nope});
+    const TensorInfo& vb = ck.get(p + ".v_b_proj.weight", {H, v, r});
+    const size_t kslab = kb.nbytes / size_t(H), vslab = vb.nbytes / size_t(H);
+    for (int64_t h = 0; h < H; ++h) {
+      a.uk_t.push_back(gguf_weight(kb, kb.data + size_t(h) * kslab, r, nope));
+      a.uv.push_back(gguf_weight(vb, vb.data + size_t(h) * vslab, v, r));
+    }
+    const DType dt =
+        !kb.gguf_type && !vb.gguf_type && kb.dtype == DType::BF16 && vb.dtype == DType::BF16
+            ? DType::BF16
+            : DType::F32;
+    const size_t es = dtype_size(dt);
+    a.absorbed_storage.resize(size_t(H) * size_t(nope + v) * size_t(r) * es);
+    uint8_t* base = a.absorbed_storage.data();
+    std::vector<float> row(size_t(std::max(r, nope)));
+    auto put = [&](int64_t idx, float x) {
+      if (dt == DType::F32) {
+        std::memcpy(base + 4 * idx, &x, 4);
+      } else {
+        const uint16_t hb = f32_to_bf16(x);
+        std::memcpy(base + 2 * idx, &hb, 2);
+      }
+    };
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t row0 = h * (nope + v);
+      for (int64_t j = 0; j < r; ++j) {  // row j of W_UK(h)^T is column j of rows row0..+nope
+        gemm::dequantize_row(a.uk_t[size_t(h)], j, row.data());
+        for (int64_t d = 0; d < nope; ++d) put((row0 + d) * r + j, row[size_t(d)]);
+      }
+      for (int64_t d = 0; d < v; ++d) {
+        gemm::dequantize_row(a.uv[size_t(h)], d, row.data());
+        for (int64_t j = 0; j < r; ++j) put((row0 + nope + d) * r + j, row[size_t(j)]);
+      }
+    }
+    a.kv_b = gemm::Weight{};
+    a.kv_b.dtype = dt;
+    a.kv_b.data = base;
+    a.kv_b.n = H * (nope + v);
+    a.kv_b.k = a.kv_b.ld = r;
+  }
+
   MlaWeights attention(const std::string& p) {
     MlaWeights a;
     const int64_t H = c.num_attention_heads, hid = c.hidden_size;
@@ -139,8 +281,13 @@ struct Binder {
     }
     a.kv_a = linear(p + ".kv_a_proj_with_mqa", c.latent_dim(), hid);
     a.kv_a_norm = vec(p + ".kv_a_layernorm.weight", c.kv_lora_rank);
-    a.kv_b = linear(p + ".kv_b_proj", H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
     a.o = linear(p + ".o_proj", hid, H * c.v_head_dim);
+    if (!ck.find(p + ".kv_b_proj.weight") && ck.find(p + ".k_b_proj.weight")) {
+      split_kv_b(a, p);
+      return a;
+    }
+    // Kept as stored: decode reads the absorbed matrices made from it, prefill reads it once.
+    a.kv_b = bind_linear(p + ".kv_b_proj", H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
     absorb(a);
     return a;
   }
@@ -148,16 +295,38 @@ struct Binder {
 
 }  // namespace
 
-std::unique_ptr<ModelWeights> ModelWeights::load(const ModelConfig& c, Checkpoint ckpt) {
+Quantize parse_quantize(const std::string& s) {
+  if (s == "none" || s.empty()) return Quantize::None;
+  if (s == "q8") return Quantize::Q8;
+  if (s == "q4") return Quantize::Q4;
+  if (s == "fp8") return Quantize::Fp8;
+  fail("quantize: '{}' is not a format (none, q8, q4, fp8)", s);
+}
+
+const char* quantize_name(Quantize q) {
+  switch (q) {
+    case Quantize::Q8:
+      return "q8";
+    case Quantize::Q4:
+      return "q4";
+    case Quantize::Fp8:
+      return "fp8";
+    default:
+      return "none";
+  }
+}
+
+std::unique_ptr<ModelWeights> ModelWeights::load(const ModelConfig& c, Checkpoint ckpt,
+                                                 Quantize quantize) {
   FF_CHECK(!c.attention_bias, "{}: attention_bias=true is not supported", ckpt.dir());
   auto mw = std::make_unique<ModelWeights>();
   mw->checkpoint = std::move(ckpt);
-  Binder b{c, *mw, mw->checkpoint};
+  Binder b{c, *mw, mw->checkpoint, quantize};
   const auto& ck = mw->checkpoint;
   const int64_t hid = c.hidden_size;
   mw->embed = &ck.get("model.embed_tokens.weight", {c.vocab_size, hid});
-  FF_CHECK(mw->embed->dtype == DType::F32 || mw->embed->dtype == DType::BF16 ||
-               mw->embed->dtype == DType::F16,
+  FF_CHECK(mw->embed->gguf_type || mw->embed->dtype == DType::F32 ||
+               mw->embed->dtype == DType::BF16 || mw->embed->dtype == DType::F16,
            "{}: tensor model.embed_tokens.weight has dtype {}, expected F32, BF16 or F16",
            *mw->embed->file, dtype_name(mw->embed->dtype));
   mw->final_norm = b.vec("model.norm.weight", hid);
@@ -178,7 +347,7 @@ std::unique_ptr<ModelWeights> ModelWeights::load(const ModelConfig& c, Checkpoin
       continue;
     }
     MoeWeights& m = L.moe;
-    m.router = b.linear(p + ".mlp.gate", c.n_routed_experts, hid);
+    m.router = b.bind_linear(p + ".mlp.gate", c.n_routed_experts, hid);  // never quantized
     if (c.topk_method == TopkMethod::NoauxTc)
       m.score_bias = b.vec(p + ".mlp.gate.e_score_correction_bias", c.n_routed_experts);
     for (int e = 0; e < c.n_routed_experts; ++e)
@@ -195,6 +364,11 @@ std::unique_ptr<ModelWeights> ModelWeights::load(const ModelConfig& c, Checkpoin
 
 void ModelWeights::embed_row(int32_t token, float* out) const {
   const int64_t hid = embed->shape[1];
+  if (embed->gguf_type) {
+    const int64_t rb = gemm::row_bytes(*embed->gguf_type, hid);
+    gemm::dequantize_gguf(*embed->gguf_type, embed->data + size_t(token) * size_t(rb), hid, out);
+    return;
+  }
   widen_to_f32(embed->data + size_t(token) * size_t(hid) * dtype_size(embed->dtype), embed->dtype,
                out, size_t(hid));
 }
@@ -213,7 +387,8 @@ size_t ModelWeights::bytes_per_token_decode(const ModelConfig& c) const {
   for (const auto& L : layers) {
     const auto& a = L.attn;
     n += stored_bytes(a.q_a) + stored_bytes(a.q_b) + stored_bytes(a.q_proj) + stored_bytes(a.kv_a) +
-         stored_bytes(a.o) + a.absorbed_storage.size();
+         stored_bytes(a.o);
+    for (size_t h = 0; h < a.uk_t.size(); ++h) n += stored_bytes(a.uk_t[h]) + stored_bytes(a.uv[h]);
     if (!L.is_moe) {
       n += mlp_bytes(L.mlp);
     } else {

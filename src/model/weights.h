@@ -13,6 +13,17 @@
 
 namespace ff {
 
+// Quantization of a checkpoint's linear weights at load (`--quantize`), into storage the weights
+// own. Q8: GGUF Q8_0 (8.5 bits a weight). Q4: GGUF Q4_K (4.5 bits), Q8_0 for a weight whose rows
+// are not a multiple of 256 (as llama.cpp falls back). Fp8: e4m3 with 128 x 128 block scales
+// (DeepSeek's FP8 format). Every linear layer is quantized, the output layer included; the
+// router, norms and embeddings are kept; weights already in a GGUF block type stay as they are,
+// FP8 stays FP8 under Fp8. Rows that fit no block (k % 32 != 0) keep their format.
+enum class Quantize { None, Q8, Q4, Fp8 };
+// "none", "q8", "q4", "fp8" (ff::Error for anything else) and back.
+Quantize parse_quantize(const std::string& s);
+const char* quantize_name(Quantize q);
+
 struct MlpWeights {
   gemm::Weight gate, up, down;  // SwiGLU: down(silu(gate x) * up x)
 };
@@ -28,7 +39,7 @@ struct MlaWeights {
   // Absorbed form for decode, one per head: uk_t[h] = W_UK(h)^T [kv_lora, qk_nope] maps a query's
   // nope part to the latent space; uv[h] = W_UV(h) [v, kv_lora] maps the latent output back.
   std::vector<gemm::Weight> uk_t, uv;
-  std::vector<uint8_t> absorbed_storage;
+  std::vector<uint8_t> absorbed_storage;  // uk_t / uv built from kv_b, or kv_b from split k_b / v_b
 };
 
 struct MoeWeights {
@@ -48,15 +59,20 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  Checkpoint checkpoint;
-  const TensorInfo* embed = nullptr;  // [vocab, hidden]
+  Checkpoint checkpoint;              // safetensors, or a GGUF file's tensors under HF names
+  const TensorInfo* embed = nullptr;  // [vocab, hidden]; any dtype or GGUF block type
   std::vector<float> final_norm;
   gemm::Weight lm_head;
   std::vector<LayerWeights> layers;
   std::vector<std::vector<float>> owned_scales;  // fp32 copies of non-F32 scales
+  // fp32 values of GGUF block types gemm has no kernel for (dequantized once at load).
+  std::vector<std::vector<float>> owned_f32;
+  // Weights quantized at load (Quantize), and their FP8 scales.
+  std::vector<std::vector<uint8_t>> owned_bytes;
 
   // Binds every tensor, checking names, shapes and dtypes against the config.
-  static std::unique_ptr<ModelWeights> load(const ModelConfig& c, Checkpoint ckpt);
+  static std::unique_ptr<ModelWeights> load(const ModelConfig& c, Checkpoint ckpt,
+                                            Quantize quantize = Quantize::None);
   void embed_row(int32_t token, float* out) const;
   // Weight bytes one decoded token reads: every dense weight, the absorbed MLA matrices, the
   // shared experts and num_experts_per_tok routed experts per MoE layer (lm_head included).

@@ -31,6 +31,20 @@
 
 namespace ff {
 
+// The vocabulary of a GGUF file (llama.cpp's tokenizer.ggml.* keys), for a byte-level BPE
+// ("gpt2") tokenizer: what Tokenizer::from_gguf_vocab needs. The caller reads it from the file.
+struct GgufVocab {
+  std::string model;                     // tokenizer.ggml.model: must be "gpt2"
+  std::string pre;                       // tokenizer.ggml.pre: "deepseek-v3" or "deepseek-llm"
+  std::vector<std::string> tokens;       // tokenizer.ggml.tokens (id = index)
+  std::vector<int32_t> token_types;      // tokenizer.ggml.token_type: 1 normal, 3 control, 4 user
+                                         // defined, 5 unused (empty: all normal)
+  std::vector<std::string> merges;       // tokenizer.ggml.merges ("a b")
+  int32_t bos = -1, eos = -1;            // tokenizer.ggml.bos_token_id / eos_token_id
+  bool add_bos = true, add_eos = false;  // tokenizer.ggml.add_bos_token / add_eos_token
+  std::string chat_template;             // tokenizer.chat_template ("" when absent)
+};
+
 class Tokenizer {
  public:
   // Loads tokenizer.json and, when the second path is non-empty, tokenizer_config.json (BOS /
@@ -39,6 +53,13 @@ class Tokenizer {
                              const std::string& tokenizer_config_json_or_empty);
   // DIR/tokenizer.json plus DIR/tokenizer_config.json when that file exists.
   static Tokenizer from_dir(const std::string& dir);
+  // The tokenizer a GGUF file describes, built as the equivalent tokenizer.json: normal tokens
+  // form the BPE vocabulary, control tokens become special added tokens and user-defined ones
+  // plain added tokens (both matched in raw text, as llama.cpp does), unused ones get no entry;
+  // the pre-tokenizer is the one llama.cpp uses for `pre` (its regexes, then ByteLevel);
+  // add_bos / add_eos wrap encode(add_special) as a Llama tokenizer does. `source` names the file
+  // in errors; ff::Error for another tokenizer model or pre-tokenizer, or malformed tables.
+  static Tokenizer from_gguf_vocab(const GgufVocab& vocab, const std::string& source);
 
   // Token ids of `text` (valid UTF-8, else ff::Error). add_special applies the post-processor
   // (for DeepSeek-V3: BOS id 0 first).

@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "text/tokenizer.h"
 #include "text/unicode.h"
 #include "text/unicode_regex.h"
@@ -190,6 +192,11 @@ using Template = std::vector<TemplatePiece>;
 // (tokenizer_load.cc).
 std::shared_ptr<const Tokenizer::Impl> load_tokenizer(const std::string& tokenizer_json,
                                                       const std::string& config_json);
+// The same from parsed documents; `name` / `config_name` name them in error messages.
+std::shared_ptr<const Tokenizer::Impl> load_tokenizer_json(const nlohmann::json& root,
+                                                           const std::string& name,
+                                                           const nlohmann::json* config,
+                                                           const std::string& config_name);
 
 }  // namespace ff::tok
 

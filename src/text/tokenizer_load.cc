@@ -411,11 +411,12 @@ struct Loader {
 
 }  // namespace
 
-std::shared_ptr<const Tokenizer::Impl> load_tokenizer(const std::string& tokenizer_json,
-                                                      const std::string& config_json) {
+std::shared_ptr<const Tokenizer::Impl> load_tokenizer_json(const nlohmann::json& root,
+                                                           const std::string& name,
+                                                           const nlohmann::json* config,
+                                                           const std::string& config_name) {
   auto impl = std::make_shared<Tokenizer::Impl>();
-  const json root = parse_json_file(tokenizer_json);
-  Loader loader{{tokenizer_json}, *impl};
+  Loader loader{{name}, *impl};
   if (!root.is_object()) loader.file.bad("", "expected a JSON object");
   loader.added_tokens(root);
   loader.normalizer(root.value("normalizer", json()), "normalizer");
@@ -424,14 +425,21 @@ std::shared_ptr<const Tokenizer::Impl> load_tokenizer(const std::string& tokeniz
   loader.post_processor(root.value("post_processor", json()), "post_processor");
   loader.decoder(root);
   loader.tables();
-  if (!config_json.empty()) {
-    const json config = parse_json_file(config_json);
-    Loader config_loader{{config_json}, *impl};
-    if (!config.is_object()) config_loader.file.bad("", "expected a JSON object");
-    config_loader.config(config);
+  if (config) {
+    Loader config_loader{{config_name}, *impl};
+    if (!config->is_object()) config_loader.file.bad("", "expected a JSON object");
+    config_loader.config(*config);
   }
   loader.template_bos_eos();
   return impl;
+}
+
+std::shared_ptr<const Tokenizer::Impl> load_tokenizer(const std::string& tokenizer_json,
+                                                      const std::string& config_json) {
+  const json root = parse_json_file(tokenizer_json);
+  if (config_json.empty()) return load_tokenizer_json(root, tokenizer_json, nullptr, "");
+  const json config = parse_json_file(config_json);
+  return load_tokenizer_json(root, tokenizer_json, &config, config_json);
 }
 
 }  // namespace ff::tok

@@ -22,7 +22,8 @@ TEST(Cli, MissingModelIsOneLineErrorAndNonZeroExit) {
   const CliRun r = run_cli("generate --model /nonexistent/model --prompt hi");
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(r.out,
-            "error: /nonexistent/model: not a directory (expected an HF checkpoint directory)\n");
+            "error: /nonexistent/model: no such file or directory (expected an HF checkpoint "
+            "directory or a GGUF file)\n");
 }
 
 TEST(Cli, BadFlagsAreUsageErrors) {
@@ -38,6 +39,35 @@ TEST(Cli, GeneratesWithTheFixtureModel) {
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("8 generated"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("decode"), std::string::npos) << r.out;
+}
+
+// A GGUF file works wherever a checkpoint directory does: the same weights in BF16 give the same
+// greedy text; a damaged file is a one-line error and exit status 1.
+TEST(Cli, GeneratesFromAGgufFile) {
+  const std::string fx = FF_FIXTURES_DIR;
+  const std::string args = " --prompt 'The' -n 12 --ignore-eos --no-stats";
+  const CliRun dir = run_cli("generate --model " + fx + "/tiny-v3-bf16" + args, "2>/dev/null");
+  const CliRun gguf =
+      run_cli("generate --model " + fx + "/gguf-models/tiny-v3-bf16.gguf" + args, "2>/dev/null");
+  EXPECT_EQ(dir.status, 0) << dir.out;
+  EXPECT_EQ(gguf.status, 0) << gguf.out;
+  EXPECT_EQ(gguf.out, dir.out);
+  const CliRun tok =
+      run_cli("tokenize --model " + fx + "/gguf-models/default-model-q8_0.gguf 'It is'");
+  EXPECT_EQ(tok.status, 0) << tok.out;
+  EXPECT_EQ(tok.out, run_cli("tokenize --model " + fx + "/default-model 'It is'").out);
+
+  const std::string bad = ::testing::TempDir() + "/cli_truncated.gguf";
+  {
+    std::ifstream in(fx + "/gguf-models/tiny-v3-bf16.gguf", std::ios::binary);
+    std::vector<char> b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(bad, std::ios::binary).write(b.data(), std::streamsize(b.size() / 2));
+  }
+  const CliRun r = run_cli("generate --model " + bad + " --prompt hi");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_EQ(r.out.rfind("error: " + bad + ": ", 0), 0u) << r.out;
+  std::filesystem::remove(bad);
 }
 
 // `generate` applies the engine's context rule, with the engine's message, before echoing the

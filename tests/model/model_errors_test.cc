@@ -50,7 +50,7 @@ TEST_F(ModelErrors, IntactCopyLoads) {
 TEST_F(ModelErrors, MissingDirectory) {
   const std::string msg = load_error(dir_.path + "/nope");
   EXPECT_CONTAINS(msg, dir_.path + "/nope");
-  EXPECT_CONTAINS(msg, "not a directory");
+  EXPECT_CONTAINS(msg, "no such file or directory");
 }
 
 TEST_F(ModelErrors, MissingConfig) {
