@@ -2,6 +2,7 @@
 #include "gemm/gguf_quant.h"
 
 #include <cstring>
+#include <limits>
 
 #include "core/core.h"
 
@@ -164,6 +165,9 @@ int64_t row_bytes(GgufType t, int64_t n) {
   if (n < 0 || n % info.block_size != 0)
     fail("GGUF type {}: {} elements is not a multiple of its block size {}", info.name, n,
          info.block_size);
+  // Up to 8 bytes per element: 2^62 F32 elements would overflow int64.
+  if (n / info.block_size > std::numeric_limits<int64_t>::max() / info.type_size)
+    fail("GGUF type {}: {} elements take more than 2^63 bytes", info.name, n);
   return n / info.block_size * info.type_size;
 }
 

@@ -48,6 +48,20 @@ bool is_float(VT t) {
   return t == VT::F32 || t == VT::F64;
 }
 
+// A key or tensor name as messages show it: control bytes (a newline, say) as \xNN, so that a
+// message stays one line whatever the file holds; everything else, UTF-8 included, as is.
+std::string printable(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    if (uint8_t(c) < 0x20 || c == 0x7f)
+      out += fmt::format("\\x{:02x}", uint8_t(c));
+    else
+      out += c;
+  }
+  return out;
+}
+
 // Reads the header front to back; every read is bounds-checked against the mapping and a short
 // read fails with "PATH: truncated GGUF file: <what> ...".
 class Reader {
@@ -219,9 +233,20 @@ std::string GgufTensor::dims_str() const {
   return shape_to_string(dims);
 }
 
-GgufFile::GgufFile(const std::string& path) : file_(path) {
-  const uint64_t size = file_.size();
-  Reader r(file_.path(), file_.data(), size);
+GgufFile::GgufFile(const std::string& path)
+    : file_(path), name_(path), data_(file_.data()), size_(file_.size()) {
+  parse();
+}
+
+GgufFile::GgufFile(std::span<const uint8_t> bytes, std::string name)
+    : name_(std::move(name)), data_(bytes.data()), size_(bytes.size()) {
+  parse();
+}
+
+void GgufFile::parse() {
+  const std::string& path = name_;
+  const uint64_t size = size_;
+  Reader r(path, data_, size);
   const uint32_t magic = r.read<uint32_t>("magic");
   FF_CHECK(magic == kMagic, "{}: not a GGUF file (magic {:#010x}, expected \"GGUF\")", path, magic);
   version_ = r.read<uint32_t>("version");
@@ -238,8 +263,8 @@ GgufFile::GgufFile(const std::string& path) : file_(path) {
 
   for (uint64_t i = 0; i < n_kv; ++i) {
     const std::string key = r.read_string(fmt::format("metadata key #{}", i));
-    const std::string what = "metadata key " + key;
-    FF_CHECK(!metadata_.count(key), "{}: duplicate metadata key {}", path, key);
+    const std::string what = "metadata key " + printable(key);
+    FF_CHECK(!metadata_.count(key), "{}: duplicate {}", path, what);
     metadata_.emplace(key, r.read_value(what));
   }
 
@@ -259,39 +284,42 @@ GgufFile::GgufFile(const std::string& path) : file_(path) {
   for (uint64_t i = 0; i < n_tensors; ++i) {
     GgufTensor t;
     t.name = r.read_string(fmt::format("tensor #{} name", i));
-    const std::string what = "tensor " + t.name;
-    FF_CHECK(!tensor_index_.count(t.name), "{}: duplicate tensor {}", path, t.name);
+    const std::string name = printable(t.name);
+    const std::string what = "tensor " + name;
+    FF_CHECK(!tensor_index_.count(t.name), "{}: duplicate {}", path, what);
     const uint32_t n_dims = r.read<uint32_t>(what + " n_dims");
     FF_CHECK(n_dims >= 1 && n_dims <= kGgufMaxDims, "{}: tensor {}: {} dims (expected 1 to {})",
-             path, t.name, n_dims, kGgufMaxDims);
+             path, name, n_dims, kGgufMaxDims);
     uint64_t numel = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const uint64_t dim = r.read<uint64_t>(what + " dims");
       FF_CHECK(dim >= 1 && dim <= uint64_t(std::numeric_limits<int64_t>::max()) / numel,
-               "{}: tensor {}: dim {} = {} is zero or makes the element count overflow", path,
-               t.name, d, dim);
+               "{}: tensor {}: dim {} = {} is zero or makes the element count overflow", path, name,
+               d, dim);
       numel *= dim;
       t.dims.push_back(int64_t(dim));
     }
     const uint32_t type = r.read<uint32_t>(what + " type");
-    FF_CHECK(gemm::gguf_type_known(type), "{}: tensor {}: unknown tensor type id {}", path, t.name,
+    FF_CHECK(gemm::gguf_type_known(type), "{}: tensor {}: unknown tensor type id {}", path, name,
              type);
     t.type = gemm::GgufType(type);
     const int64_t block = gemm::gguf_block_size(t.type);
     FF_CHECK(t.dims[0] % block == 0,
              "{}: tensor {}: dims {}: dims[0] is not a multiple of the {} block size {}", path,
-             t.name, t.dims_str(), gemm::gguf_type_name(t.type), block);
-    // Bytes per element <= 8 for every known type, and numel <= INT64_MAX, so the row count
-    // times the row size is bounded; check it against the file size before multiplying.
-    const uint64_t row = uint64_t(gemm::row_bytes(t.type, t.dims[0]));
+             name, t.dims_str(), gemm::gguf_type_name(t.type), block);
+    // Up to 8 bytes per element: even one row's byte count can overflow (dims[0] = 2^62 of F32),
+    // so each factor is checked against the file size before it is multiplied.
+    const uint64_t row_blocks = uint64_t(t.dims[0] / block);
+    const uint64_t block_bytes = uint64_t(gemm::gguf_type_size(t.type));
     const uint64_t rows = numel / uint64_t(t.dims[0]);
-    FF_CHECK(rows <= size / row, "{}: tensor {}: dims {} of {} need more bytes than the file has",
-             path, t.name, t.dims_str(), gemm::gguf_type_name(t.type));
-    t.nbytes = row * rows;
+    FF_CHECK(row_blocks <= size / block_bytes && rows <= size / (row_blocks * block_bytes),
+             "{}: tensor {}: dims {} of {} need more bytes than the file has", path, name,
+             t.dims_str(), gemm::gguf_type_name(t.type));
+    t.nbytes = row_blocks * block_bytes * rows;
     const uint64_t off = r.read<uint64_t>(what + " offset");
     FF_CHECK(off % alignment_ == 0,
-             "{}: tensor {}: data offset {} is not a multiple of the alignment {}", path, t.name,
-             off, alignment_);
+             "{}: tensor {}: data offset {} is not a multiple of the alignment {}", path, name, off,
+             alignment_);
     rel_offsets.push_back(off);
     tensor_index_.emplace(t.name, tensors_.size());
     tensors_.push_back(std::move(t));
@@ -311,9 +339,9 @@ GgufFile::GgufFile(const std::string& path) : file_(path) {
     const uint64_t off = rel_offsets[i];
     FF_CHECK(off <= data_size && t.nbytes <= data_size - off,
              "{}: truncated GGUF file: tensor {} needs bytes [{}, {}) of a {}-byte data section",
-             path, t.name, off, off + t.nbytes, data_size);
+             path, printable(t.name), off, off + t.nbytes, data_size);
     t.offset = data_offset_ + off;
-    t.data = file_.data() + t.offset;
+    t.data = data_ + t.offset;
   }
   std::vector<const GgufTensor*> by_offset;
   for (const GgufTensor& t : tensors_) by_offset.push_back(&t);
@@ -323,8 +351,8 @@ GgufFile::GgufFile(const std::string& path) : file_(path) {
     const GgufTensor& a = *by_offset[i - 1];
     const GgufTensor& b = *by_offset[i];
     FF_CHECK(a.offset + a.nbytes <= b.offset,
-             "{}: tensor {} (bytes [{}, {})) overlaps tensor {} (from byte {})", path, a.name,
-             a.offset, a.offset + a.nbytes, b.name, b.offset);
+             "{}: tensor {} (bytes [{}, {})) overlaps tensor {} (from byte {})", path,
+             printable(a.name), a.offset, a.offset + a.nbytes, printable(b.name), b.offset);
   }
 }
 
@@ -340,13 +368,13 @@ const GgufTensor* GgufFile::find_tensor(const std::string& name) const {
 
 const GgufTensor& GgufFile::get_tensor(const std::string& name) const {
   const GgufTensor* t = find_tensor(name);
-  FF_CHECK(t, "{}: missing tensor {}", path(), name);
+  FF_CHECK(t, "{}: missing tensor {}", path(), printable(name));
   return *t;
 }
 
 const GgufValue& GgufFile::get_scalar(const std::string& key) const {
   const GgufValue* v = find(key);
-  FF_CHECK(v, "{}: missing metadata key {}", path(), key);
+  FF_CHECK(v, "{}: missing metadata key {}", path(), printable(key));
   return *v;
 }
 
@@ -356,7 +384,7 @@ namespace {
                              const char* want) {
   const std::string have = v.is_array() ? "an array of " + gguf_value_type_name(v.elem_type)
                                         : gguf_value_type_name(v.type);
-  fail("{}: metadata key {} is {}, expected {}", path, key, have, want);
+  fail("{}: metadata key {} is {}, expected {}", path, printable(key), have, want);
 }
 
 template <typename T>
@@ -367,12 +395,12 @@ T get_int(const std::string& path, const std::string& key, const GgufValue& v, c
     int64_t x = 0;
     FF_CHECK(
         to_i64(it, &x) && x >= std::numeric_limits<T>::min() && x <= std::numeric_limits<T>::max(),
-        "{}: metadata key {} = {} does not fit {}", path, key, item_str(it), want);
+        "{}: metadata key {} = {} does not fit {}", path, printable(key), item_str(it), want);
     return T(x);
   } else {
     uint64_t x = 0;
     FF_CHECK(to_u64(it, &x) && x <= std::numeric_limits<T>::max(),
-             "{}: metadata key {} = {} does not fit {}", path, key, item_str(it), want);
+             "{}: metadata key {} = {} does not fit {}", path, printable(key), item_str(it), want);
     return T(x);
   }
 }
@@ -429,7 +457,7 @@ std::vector<int64_t> GgufFile::get_i64_array(const std::string& key) const {
   std::vector<int64_t> out(v.items.size());
   for (size_t i = 0; i < out.size(); ++i)
     FF_CHECK(to_i64(v.items[i], &out[i]), "{}: metadata key {}: element {} = {} does not fit i64",
-             path(), key, i, item_str(v.items[i]));
+             path(), printable(key), i, item_str(v.items[i]));
   return out;
 }
 

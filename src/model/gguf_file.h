@@ -15,6 +15,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -77,12 +78,16 @@ class GgufFile {
   // and name (no duplicate keys or tensors). Throws one-line ff::Error naming the file and the
   // key or tensor.
   explicit GgufFile(const std::string& path);
+  // The same parse and checks over a GGUF image already in memory (the fuzzer's input); `name`
+  // stands for the path in messages. Nothing is copied: tensors point into `bytes`, which must
+  // outlive the GgufFile.
+  explicit GgufFile(std::span<const uint8_t> bytes, std::string name = "<memory>");
 
-  const std::string& path() const { return file_.path(); }
+  const std::string& path() const { return name_; }
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }  // start of the data section
-  uint64_t file_size() const { return file_.size(); }
+  uint64_t file_size() const { return size_; }
 
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
   const GgufValue* find(const std::string& key) const;  // nullptr if absent
@@ -109,8 +114,12 @@ class GgufFile {
  private:
   const GgufValue& get(const std::string& key, GgufValueType want, const char* what) const;
   const GgufValue& get_scalar(const std::string& key) const;
+  void parse();  // the header of data_[0, size_), into the members below
 
-  MappedFile file_;
+  MappedFile file_;  // empty for an in-memory image
+  std::string name_;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
   uint32_t version_ = 0;
   uint32_t alignment_ = 32;
   uint64_t data_offset_ = 0;

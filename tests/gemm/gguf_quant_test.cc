@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -113,6 +114,22 @@ TEST(GgufQuant, RowBytes) {
   expect_error([] { row_bytes(GgufType::Q8_0, 33); }, "not a multiple of its block size 32");
   expect_error([] { row_bytes(GgufType::F16, -2); }, "F16");
   expect_error([] { row_bytes(GgufType(99), 256); }, "unknown GGUF tensor type id 99");
+}
+
+// Found by fuzz/gguf_fuzz.cc (corpus: seed-dim0-2e62-f32.gguf): a GGUF tensor of 2^62 F32
+// elements per row made n * 4 overflow int64 (UB; 0 in practice, then a division by zero in
+// GgufFile). The byte count must fit int64 or be an error.
+TEST(GgufQuant, RowBytesOverflowIsAnError) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(row_bytes(GgufType::F64, kMax / 8), kMax / 8 * 8);
+  EXPECT_EQ(row_bytes(GgufType::I8, kMax), kMax);
+  expect_error([] { row_bytes(GgufType::F64, kMax / 8 + 1); },
+               "GGUF type F64: 1152921504606846976 elements take more than 2^63 bytes");
+  expect_error([] { row_bytes(GgufType::F32, int64_t(1) << 62); },
+               "GGUF type F32: 4611686018427387904 elements take more than 2^63 bytes");
+  expect_error([] { row_bytes(GgufType::Q8_0, kMax / 32 * 32); }, "take more than 2^63 bytes");
+  expect_error([] { row_bytes(GgufType::F16, kMax / 2 + 1); }, "take more than 2^63 bytes");
+  EXPECT_EQ(row_bytes(GgufType::Q6_K, kMax / 256 * 256), kMax / 256 * 210);  // < 1 byte each
 }
 
 TEST(GgufQuant, Errors) {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <span>
 
 #include "model/model.h"
 #include "model_test_util.h"
@@ -139,6 +140,44 @@ TEST(GgufFile, TypedGetters) {
             p + "metadata key tokenizer.ggml.token_type is an array of i32, expected an array of "
                 "string");
   EXPECT_EQ(error_of([&] { f.get_tensor("nope"); }), p + "missing tensor nope");
+}
+
+// The in-memory parse (what fuzz/gguf_fuzz.cc uses) sees what the mapped file shows, with the
+// tensors pointing into the caller's bytes and the given name in place of the path.
+TEST(GgufFile, ParsesFromMemoryLikeFromAFile) {
+  const std::vector<uint8_t> bytes = read_bytes(fixture_path());
+  const GgufFile disk(fixture_path());
+  const GgufFile mem(std::span<const uint8_t>(bytes), "tiny in memory");
+  EXPECT_EQ(mem.path(), "tiny in memory");
+  EXPECT_EQ(mem.file_size(), bytes.size());
+  EXPECT_EQ(mem.version(), disk.version());
+  EXPECT_EQ(mem.alignment(), disk.alignment());
+  EXPECT_EQ(mem.data_offset(), disk.data_offset());
+  ASSERT_EQ(mem.metadata().size(), disk.metadata().size());
+  for (const auto& [key, v] : disk.metadata()) {
+    const GgufValue* m = mem.find(key);
+    ASSERT_NE(m, nullptr) << key;
+    EXPECT_EQ(m->type, v.type) << key;
+    EXPECT_EQ(m->elem_type, v.elem_type) << key;
+    EXPECT_EQ(m->items, v.items) << key;
+  }
+  ASSERT_EQ(mem.tensors().size(), disk.tensors().size());
+  for (size_t i = 0; i < mem.tensors().size(); ++i) {
+    const GgufTensor& a = mem.tensors()[i];
+    const GgufTensor& b = disk.tensors()[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.dims, b.dims) << a.name;
+    EXPECT_EQ(a.type, b.type) << a.name;
+    EXPECT_EQ(a.offset, b.offset) << a.name;
+    EXPECT_EQ(a.nbytes, b.nbytes) << a.name;
+    EXPECT_EQ(a.data, bytes.data() + a.offset) << a.name;
+    EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes), 0) << a.name;
+  }
+  EXPECT_EQ(error_of([&] { mem.get_u32("nope"); }), "tiny in memory: missing metadata key nope");
+  EXPECT_EQ(error_of([&] { GgufFile f(std::span<const uint8_t>(bytes.data(), 3)); }),
+            "<memory>: truncated GGUF file: magic needs 4 bytes at offset 0, file has 3");
+  EXPECT_EQ(error_of([&] { GgufFile f(std::span<const uint8_t>{}); }),
+            "<memory>: truncated GGUF file: magic needs 4 bytes at offset 0, file has 0");
 }
 
 // Corrupted copies of the fixture, written to a temp dir and opened.
@@ -310,6 +349,14 @@ TEST_F(GgufCorrupt, BadDims) {
                   "tensor token_embd.weight: dims [64, 1099511627776] of F32 need "
                   "more bytes than the file has");
   SetUp();
+  // Found by fuzz/gguf_fuzz.cc (corpus: seed-dim0-2e62-f32.gguf): one row of 2^62 F32
+  // elements is 2^64 bytes, which overflowed (UB) to 0 and then divided by zero.
+  put<uint64_t>(n_dims_at("token_embd.weight") + 4, uint64_t(1) << 62);
+  put<uint64_t>(n_dims_at("token_embd.weight") + 4 + 8, 1);
+  EXPECT_CONTAINS(open_error(),
+                  "tensor token_embd.weight: dims [4611686018427387904, 1] of F32 need "
+                  "more bytes than the file has");
+  SetUp();
   put<uint64_t>(n_dims_at("blk.0.ffn_down.weight") + 4, 48);  // Q8_0 blocks are 32
   EXPECT_CONTAINS(open_error(),
                   "tensor blk.0.ffn_down.weight: dims [48, 4]: dims[0] is not a "
@@ -328,6 +375,26 @@ TEST_F(GgufCorrupt, BadOffsets) {
   EXPECT_CONTAINS(open_error(),
                   "tensor token_embd.weight (bytes [1024, 2048)) overlaps tensor "
                   "blk.0.attn_norm.weight (from byte 1056)");
+}
+
+// Names are the file's bytes; messages show control bytes as \xNN and stay one line
+// (fuzz/gguf_fuzz.cc checks this of every message it gets).
+TEST_F(GgufCorrupt, ControlBytesInNamesKeepMessagesOneLine) {
+  const size_t at = after("token_embd.weight") - std::strlen("embd.weight") - 1;
+  ASSERT_EQ(bytes_[at], '_');
+  bytes_[at] = '\n';
+  put<uint32_t>(type_at("token\nembd.weight"), 5);
+  EXPECT_CONTAINS(open_error(), "tensor token\\x0aembd.weight: unknown tensor type id 5");
+  SetUp();
+  const size_t key_at = after("fireflyer.test.u64") - 3;
+  std::memcpy(bytes_.data() + key_at, "i\r\x7f", 3);
+  EXPECT_EQ(open_error(), "");
+  const GgufFile f(path_);
+  EXPECT_EQ(f.get_u64("fireflyer.test.i\r\x7f"), uint64_t(1) << 40);
+  EXPECT_EQ(error_of([&] { f.get_string("fireflyer.test.i\r\x7f"); }),
+            path_ + ": metadata key fireflyer.test.i\\x0d\\x7f is u64, expected string");
+  EXPECT_EQ(error_of([&] { f.get_tensor("a\tb"); }), path_ + ": missing tensor a\\x09b");
+  EXPECT_EQ(error_of([&] { f.get_u32("wörld\n"); }), path_ + ": missing metadata key wörld\\x0a");
 }
 
 TEST_F(GgufCorrupt, DuplicateTensorName) {
