@@ -22,6 +22,7 @@
 
 #include "gemm/gemm.h"
 #include "model/gguf_file.h"
+#include "model/model.h"
 
 namespace {
 
@@ -132,6 +133,30 @@ void walk_tensors(const ff::GgufFile& file, const uint8_t* data, size_t size) {
                    file.find_tensor("fireflyer.fuzz.absent"));
 }
 
+// What Model::load does with the metadata and the tensor directory before it binds weights: the
+// deepseek2 config, then the tensors under HF names; a tensor found under an HF name is the
+// file's (same data and size) and a missing one is reported by an ff::Error.
+void walk_model(const ff::GgufFile& file) {
+  ff::ModelConfig config;
+  if (!try_call([&] { config = ff::gguf_model_config(file); })) return;
+  GGUF_FUZZ_ASSERT(config.hidden_size > 0 && config.num_hidden_layers > 0 && config.vocab_size > 0);
+  // The checkpoint shares the file; this one lives on the caller's stack.
+  std::shared_ptr<const ff::GgufFile> shared(&file, [](const ff::GgufFile*) {});
+  std::optional<ff::Checkpoint> ck;
+  if (!try_call([&] { ck.emplace(ff::gguf_checkpoint(shared)); })) return;
+  for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+                           "model.layers.0.self_attn.kv_a_proj_with_mqa.weight",
+                           "model.layers.0.mlp.experts.0.up_proj.weight"}) {
+    const ff::TensorInfo* t = ck->find(name);
+    if (t == nullptr) {
+      GGUF_FUZZ_ASSERT(!try_call([&] { ck->get(name); }));
+      continue;
+    }
+    GGUF_FUZZ_ASSERT(t->data >= file.tensors().front().data && t->nbytes <= file.file_size());
+    try_call([&] { ck->get(name, {config.vocab_size, config.hidden_size}); });
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -150,5 +175,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   GGUF_FUZZ_ASSERT(file.alignment() != 0 && (file.alignment() & (file.alignment() - 1)) == 0);
   walk_metadata(file);
   walk_tensors(file, data, size);
+  walk_model(file);
   return 0;
 }

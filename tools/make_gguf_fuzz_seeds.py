@@ -26,6 +26,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType as V
 
 import make_gguf_fixtures
+import make_gguf_model
 
 SEED = 2027
 
@@ -104,10 +105,72 @@ def header(version, n_tensors, kvs):
     return b"GGUF" + struct.pack("<IQQ", version, n_tensors, len(kvs)) + b"".join(kvs)
 
 
+MICRO = dict(num_hidden_layers=2, max_position_embeddings=256, hidden_size=32,
+             intermediate_size=64, num_attention_heads=2, rope_theta=10000.0, rms_norm_eps=1e-6,
+             n_routed_experts=4, num_experts_per_tok=2, n_group=2, topk_group=1,
+             scoring_func="sigmoid", first_k_dense_replace=1, vocab_size=32, q_lora_rank=32,
+             kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16,
+             moe_intermediate_size=32, n_shared_experts=1, routed_scaling_factor=2.5,
+             norm_topk_prob=True,
+             rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                           "beta_fast": 32, "beta_slow": 1, "mscale": 0.707,
+                           "mscale_all_dim": 0.707})
+
+
+def micro_model(qtype, file_type):
+    """A whole deepseek2 model small enough for the fuzzer (a few tens of KB): the converter's
+    names, split attn_k_b / attn_v_b, stacked experts and keys (make_gguf_model.py), random data."""
+    c = MICRO
+    rng = np.random.default_rng(SEED)
+    H, hid, r, rope = c["num_attention_heads"], c["hidden_size"], c["kv_lora_rank"], 8
+    nope, v, ql = c["qk_nope_head_dim"], c["v_head_dim"], c["q_lora_rank"]
+    shapes = {"model.embed_tokens.weight": (c["vocab_size"], hid), "model.norm.weight": (hid,),
+              "lm_head.weight": (c["vocab_size"], hid)}
+    for l in range(c["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        shapes.update({p + "input_layernorm.weight": (hid,),
+                       p + "post_attention_layernorm.weight": (hid,),
+                       p + "self_attn.q_a_proj.weight": (ql, hid),
+                       p + "self_attn.q_a_layernorm.weight": (ql,),
+                       p + "self_attn.q_b_proj.weight": (H * (nope + rope), ql),
+                       p + "self_attn.kv_a_proj_with_mqa.weight": (r + rope, hid),
+                       p + "self_attn.kv_a_layernorm.weight": (r,),
+                       p + "self_attn.kv_b_proj.weight": (H * (nope + v), r),
+                       p + "self_attn.o_proj.weight": (hid, H * v)})
+        if l < c["first_k_dense_replace"]:
+            inter, mlps = c["intermediate_size"], [p + "mlp."]
+        else:
+            inter = c["moe_intermediate_size"]
+            mlps = [f"{p}mlp.experts.{e}." for e in range(c["n_routed_experts"])]
+            mlps.append(p + "mlp.shared_experts.")
+            shapes[p + "mlp.gate.weight"] = (c["n_routed_experts"], hid)
+            shapes[p + "mlp.gate.e_score_correction_bias"] = (c["n_routed_experts"],)
+        for m in mlps:
+            shapes.update({m + "gate_proj.weight": (inter, hid), m + "up_proj.weight": (inter, hid),
+                           m + "down_proj.weight": (hid, inter)})
+    t = {k: (rng.standard_normal(sh) * 0.1).astype(np.float32) for k, sh in shapes.items()}
+
+    def build(w):
+        make_gguf_model.add_params(w, c, file_type)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("deepseek-v3")
+        w.add_token_list([chr(ord("a") + i) for i in range(26)] + ["ab", "<s>", "</s>", "c d",
+                                                                   "[PAD30]", "[PAD31]"])
+        w.add_token_types([1] * 27 + [3, 3, 4, 5, 5])
+        w.add_token_merges(["a b"])
+        w.add_bos_token_id(27)
+        w.add_eos_token_id(28)
+        for name, a in make_gguf_model.tensors_in_gguf_order(c, t):
+            ty = make_gguf_model.tensor_type(name, a, qtype)
+            w.add_tensor(name, gguf.quants.quantize(a, ty), raw_dtype=ty)
+    return written(build)
+
+
 def valid_seeds():
     base = tiny()
     seeds = {"tiny": base, "tiny-v2": base[:4] + struct.pack("<I", 2) + base[8:]}
     seeds["value-types"] = written(value_types)
+    seeds["model-q8_0"] = micro_model(T.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0)
     seeds["no-tensors"] = written(lambda w: w.add_uint32("deepseek2.block_count", 1))
     seeds["header-only"] = header(3, 0, [])
     seeds["empty-arrays"] = header(3, 0, [

@@ -6,8 +6,10 @@
 #pragma once
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace ff {
 
@@ -29,6 +31,20 @@ template <typename... Args>
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
   throw Error(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// Text from an input file as it may appear in a message: control bytes (a newline, ...) become
+// \xNN, so that the message stays one line.
+inline std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    if (uint8_t(c) < 0x20 || c == 0x7f)
+      out += fmt::format("\\x{:02x}", uint8_t(c));
+    else
+      out += c;
+  }
+  return out;
 }
 
 }  // namespace ff

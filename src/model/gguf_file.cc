@@ -50,18 +50,6 @@ bool is_float(VT t) {
 
 // A key or tensor name as messages show it: control bytes (a newline, say) as \xNN, so that a
 // message stays one line whatever the file holds; everything else, UTF-8 included, as is.
-std::string printable(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (const char c : s) {
-    if (uint8_t(c) < 0x20 || c == 0x7f)
-      out += fmt::format("\\x{:02x}", uint8_t(c));
-    else
-      out += c;
-  }
-  return out;
-}
-
 // Reads the header front to back; every read is bounds-checked against the mapping and a short
 // read fails with "PATH: truncated GGUF file: <what> ...".
 class Reader {
@@ -148,16 +136,26 @@ class Reader {
     FF_CHECK(count <= left() / min_size,
              "{}: {}: array of {} {} elements runs past the end of the file ({} bytes)", path_,
              what, count, gguf_value_type_name(v.elem_type), size_);
+    // Parsed, an element takes ~40 bytes whatever its size in the file: a bound on all arrays
+    // together keeps a hostile file from growing 40-fold in memory (real vocabularies, the
+    // largest arrays, have well under a million entries each).
+    array_items_ += count;
+    FF_CHECK(array_items_ <= kMaxArrayItems,
+             "{}: {}: array of {} elements: the metadata arrays hold more than {} elements in all",
+             path_, what, count, kMaxArrayItems);
     v.items.reserve(size_t(count));
     for (uint64_t i = 0; i < count; ++i) v.items.push_back(read_item(v.elem_type, what));
     return v;
   }
+
+  static constexpr uint64_t kMaxArrayItems = uint64_t(1) << 24;
 
  private:
   const std::string& path_;
   const uint8_t* data_;
   uint64_t size_;
   uint64_t pos_ = 0;
+  uint64_t array_items_ = 0;
 };
 
 std::string item_str(const GgufValue::Item& it) {

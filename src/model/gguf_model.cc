@@ -35,7 +35,7 @@ ModelConfig gguf_model_config(const GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
   FF_CHECK(arch == "deepseek2",
            "{}: general.architecture is '{}', expected 'deepseek2' (DeepSeek-V2 / V3)", f.path(),
-           arch);
+           printable(arch));
   ModelConfig c;
   const bool noaux =
       f.find_tensor("blk." + std::to_string(get_int_or(f, "leading_dense_block_count", 0)) +

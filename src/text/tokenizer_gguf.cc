@@ -53,7 +53,8 @@ json pre_tokenizer(const std::string& pre, const std::string& source) {
         "\\p{N}+",
     };
   } else {
-    fail("{}: tokenizer.ggml.pre '{}' is not supported (deepseek-v3, deepseek-llm)", source, pre);
+    fail("{}: tokenizer.ggml.pre '{}' is not supported (deepseek-v3, deepseek-llm)", source,
+         printable(pre));
   }
   json steps = json::array();
   for (const std::string& r : regexes) steps.push_back(split(r));
@@ -69,7 +70,7 @@ json pre_tokenizer(const std::string& pre, const std::string& source) {
 Tokenizer Tokenizer::from_gguf_vocab(const GgufVocab& v, const std::string& source) {
   FF_CHECK(v.model == "gpt2",
            "{}: tokenizer.ggml.model '{}' is not supported (gpt2: byte-level BPE)", source,
-           v.model);
+           printable(v.model));
   FF_CHECK(!v.tokens.empty(), "{}: tokenizer.ggml.tokens is empty", source);
   FF_CHECK(v.token_types.empty() || v.token_types.size() == v.tokens.size(),
            "{}: tokenizer.ggml.token_type has {} entries, tokenizer.ggml.tokens {}", source,
@@ -138,8 +139,12 @@ Tokenizer Tokenizer::from_gguf_vocab(const GgufVocab& v, const std::string& sour
                  {"add_bos_token", v.add_bos && v.bos >= 0},
                  {"add_eos_token", v.add_eos && v.eos >= 0}};
   if (!v.chat_template.empty()) config["chat_template"] = v.chat_template;
-  return Tokenizer(tok::load_tokenizer_json(root, source + " (tokenizer.ggml.*)", &config,
-                                            source + " (tokenizer.ggml.*)"));
+  try {
+    return Tokenizer(tok::load_tokenizer_json(root, source + " (tokenizer.ggml.*)", &config,
+                                              source + " (tokenizer.ggml.*)"));
+  } catch (const Error& e) {
+    throw Error(printable(e.what()));  // token text from the file may hold control bytes
+  }
 }
 
 }  // namespace ff

@@ -279,6 +279,42 @@ TEST_F(GgufCorrupt, HugeCounts) {
   EXPECT_CONTAINS(open_error(), "metadata key tokenizer.ggml.tokens: array of");
 }
 
+// Parsed elements take ~40 bytes each, so the arrays of one file are bounded in all (2^24
+// elements): a 16 MiB array of u8 is refused instead of taking 670 MB.
+TEST(GgufLimits, ArraysOfMoreThan2To24ElementsInAllAreRefused) {
+  auto image = [](uint64_t count) {
+    std::vector<uint8_t> b;
+    auto put = [&](const void* p, size_t n) {
+      b.insert(b.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n);
+    };
+    const uint32_t version = 3, arr = 9, u8 = 0;
+    const uint64_t tensors = 0, kvs = 1, keylen = 3;
+    put("GGUF", 4);
+    put(&version, 4);
+    put(&tensors, 8);
+    put(&kvs, 8);
+    put(&keylen, 8);
+    put("big", 3);
+    put(&arr, 4);
+    put(&u8, 4);
+    put(&count, 8);
+    b.resize(b.size() + count, 7);
+    return b;
+  };
+  const auto ok = image(uint64_t(1) << 24);
+  EXPECT_EQ(GgufFile(std::span<const uint8_t>(ok), "ok.gguf").find("big")->items.size(), size_t(1)
+                                                                                             << 24);
+  const auto big = image((uint64_t(1) << 24) + 1);
+  try {
+    GgufFile f(std::span<const uint8_t>(big), "big.gguf");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("big.gguf: metadata key big: array of 16777217 elements"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(GgufCorrupt, StringPastTheEnd) {
   put<uint64_t>(24, uint64_t(1) << 40);  // the first key's length
   EXPECT_CONTAINS(open_error(),

@@ -215,6 +215,8 @@ TEST(GgufModel, DamagedFilesGiveOneLineErrorsNamingTheKeyOrTensor) {
   const Case cases[] = {
       {"arch", [&](auto& b) { patch(b, arch_key, "deepseek2", "deepseek3"); },
        "general.architecture is 'deepseek3', expected 'deepseek2'"},
+      {"arch_newline", [&](auto& b) { patch(b, arch_key, "deepseek2", "deep\nseek"); },
+       "general.architecture is 'deep\\x0aseek', expected 'deepseek2'"},
       {"missing_key", [&](auto& b) { patch(b, "kv_lora_rank", "kv_lora_rank", "kv_lora_ranX"); },
        "missing metadata key deepseek2.attention.kv_lora_rank"},
       {"wrong_key_type",
