@@ -17,10 +17,15 @@
 // tiles over the same weight rows, which are in cache for the second. Each weight row is read
 // from memory once; the next blocks are prefetched in software.
 //
-// Panels (m > 16; prefill). linear_simd.h's packed-panel loop with a pack step that decodes
-// each row's 256-wide k block into an fp32 scratch row and transposes it into the panel, so W is
-// dequantized once per panel (once per element and call) and the FMA loop is the BF16 path's.
+// Prefill (m > 16): W is dequantized once per call and element into the fp32 tiles of the paths
+// BF16 uses. AVX-512: linear_simd.h's broadcast rows, each row's 256-wide k chunk decoded into
+// its L1 tile. AVX2: the packed panels, each row's k block decoded into an fp32 scratch row and
+// transposed into the panel.
 #pragma once
+#include <immintrin.h>
+
+#include <cstring>
+
 #include "gemm/linear_simd.h"
 
 namespace ff::gemm {
@@ -46,13 +51,17 @@ struct BlockFormat<Block::Q6_K> {
 };
 
 // Per-block factors: Q8_0 uses f[0] = d; Q4_K / Q5_K f[j] = d * sc[j], f[8 + j] = -(dmin *
-// m[j]); Q6_K f[i] = d * scales[i], i < 16.
+// m[j]); Q6_K f[i] = d * scales[i], i < 16. block_consts uses AVX2 + F16C, which both backends
+// are compiled with.
 struct BlockConsts {
   float f[16];
 };
 
-inline float block_f16(const uint8_t* p) {
-  return f16_to_f32(uint16_t(p[0] | (p[1] << 8)));
+// F16C (both backends have it): exact, and inline, unlike ff::f16_to_f32.
+__attribute__((always_inline)) inline float block_f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
 }
 
 template <Block B>
@@ -60,23 +69,33 @@ __attribute__((always_inline)) inline void block_consts(const uint8_t* b, BlockC
   if constexpr (B == Block::Q8_0) {
     c.f[0] = block_f16(b);
   } else if constexpr (B == Block::Q6_K) {
-    const float d = block_f16(b + 208);
-    for (int i = 0; i < 16; ++i) c.f[i] = d * float(int8_t(b[192 + i]));
+    const __m256 d = _mm256_set1_ps(block_f16(b + 208));
+    const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+    _mm256_storeu_ps(c.f, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s))));
+    _mm256_storeu_ps(
+        c.f + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(s, 8)))));
   } else {
+    // The 6-bit fields of scales[12] (gguf_quant.h) in 8 lanes at once: lanes 0..3 hold sub-blocks
+    // 0..3 (sc in the low half, m in the high half of `lo`), `hi` the same for sub-blocks 4..7.
     const float d = block_f16(b), dmin = block_f16(b + 2);
-    const uint8_t* s = b + 4;
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      if (j < 4) {
-        sc = s[j] & 63;
-        m = s[j + 4] & 63;
-      } else {
-        sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-        m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-      }
-      c.f[j] = d * float(sc);
-      c.f[8 + j] = -(dmin * float(m));
-    }
+    uint32_t s8;
+    std::memcpy(&s8, b + 12, 4);
+    const __m256i a =
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 4)));
+    const __m256i t = _mm256_cvtepu8_epi32(_mm_set1_epi32(int(s8)));  // s[8..11] twice
+    const __m256i lo = _mm256_and_si256(a, _mm256_set1_epi32(63));
+    const __m256i hi = _mm256_or_si256(
+        _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                         _mm256_set1_epi32(15)),
+        _mm256_slli_epi32(_mm256_srli_epi32(a, 6), 4));
+    // f[j] = d * sc[j], f[8 + j] = (-dmin) * m[j] (= -(dmin * m[j]), both exact products).
+    const __m256 f = _mm256_setr_ps(d, d, d, d, -dmin, -dmin, -dmin, -dmin);
+    const __m256 flo = _mm256_mul_ps(f, _mm256_cvtepi32_ps(lo));
+    const __m256 fhi = _mm256_mul_ps(f, _mm256_cvtepi32_ps(hi));
+    _mm_storeu_ps(c.f, _mm256_castps256_ps128(flo));
+    _mm_storeu_ps(c.f + 4, _mm256_castps256_ps128(fhi));
+    _mm_storeu_ps(c.f + 8, _mm256_extractf128_ps(flo, 1));
+    _mm_storeu_ps(c.f + 12, _mm256_extractf128_ps(fhi, 1));
   }
 }
 
@@ -96,7 +115,18 @@ __attribute__((always_inline)) inline typename V::vec decode_vec(const uint8_t* 
   } else {
     constexpr int kQs = B == Block::Q4_K ? 16 : 48;
     const int j = e / 32, l = e % 32;
-    auto q = V::and_i(V::srl_i(V::load_u8(b + kQs + 32 * (j / 2) + l), 4 * (j % 2)), 15);
+    const auto bytes = V::load_u8(b + kQs + 32 * (j / 2) + l);
+    if constexpr (V::kLut) {
+      // The sub-block's 16 (Q5_K: 32) values, by the same FMA, then one permute per vector
+      // (the table is the same for the sub-block's vectors, and the compiler computes it once).
+      const auto sc = V::set1(c.f[j]), mn = V::set1(c.f[8 + j]);
+      const auto t0 = V::fma(V::iota(0.f), sc, mn);
+      const auto nib = j % 2 ? V::srl_i(bytes, 4) : bytes;  // the permute reads the low bits
+      if constexpr (B == Block::Q4_K) return V::lut16(t0, nib);
+      const auto hbit = V::sll_i(V::and_i(V::srl_i(V::load_u8(b + 16 + l), j), 1), 4);
+      return V::lut32(t0, V::fma(V::iota(16.f), sc, mn), V::or_i(V::and_i(nib, 15), hbit));
+    }
+    auto q = V::and_i(V::srl_i(bytes, 4 * (j % 2)), 15);
     if constexpr (B == Block::Q5_K)
       q = V::or_i(q, V::sll_i(V::and_i(V::srl_i(V::load_u8(b + 16 + l), j), 1), 4));
     return V::fma(V::to_float(q), V::set1(c.f[j]), V::set1(c.f[8 + j]));
@@ -133,6 +163,10 @@ void block_stream_tile(const float* x, int64_t ldx, const uint8_t* const* rows, 
       for (int o = 0; o < TS; o += 64) __builtin_prefetch(blk[c] + kBlockPrefetchBytes + o, 0, 3);
       block_consts<B>(blk[c], cs[c]);
     }
+    // The factors are broadcast from memory (a load), not from the registers they were computed
+    // in (a lane extract and a broadcast, two shuffles: with the widening and the table permute,
+    // the shuffle unit was the bottleneck, 2x slower on Zen 4).
+    asm volatile("" : : "r"(cs) : "memory");
     const float* xb = x + b * BS;
 #pragma GCC unroll 32
     for (int i = 0; i < BS / L; ++i) {
@@ -246,10 +280,57 @@ void pack_block_panel(const Weight& w, int64_t rb, int64_t col, int nr, int64_t 
   }
 }
 
+// ---- broadcast rows (AVX-512) ---------------------------------------------------------------
+
+// linear_simd.h's broadcast loop with each row's k chunk decoded into its fp32 L1 tile.
+template <class V, Block B>
+void block_bcast_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+                      int64_t ldy, int64_t n0, int64_t n1) {
+  constexpr int L = V::kLanes;
+  constexpr int BS = BlockFormat<B>::kElems, TS = BlockFormat<B>::kBytes;
+  const int64_t rb = row_bytes(block_gguf_type(B), w.ld);
+  const auto widen = [&](int64_t col, int64_t k0, int64_t kc, float* dst, int64_t ahead_col,
+                         int64_t p0, int64_t p1) {
+    const uint8_t* row = block_row(w, rb, col);
+    const int64_t bytes = kc / BS * TS;
+    const uint8_t* ahead = k0 + kBcastDepth < p1 ? row + (k0 + kc) / BS * TS
+                                                 : block_row(w, rb, ahead_col) + p0 / BS * TS;
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(ahead + o, 0, 3);
+    for (int64_t bk = 0; bk < kc / BS; ++bk) {
+      const uint8_t* b = row + (k0 / BS + bk) * TS;
+      BlockConsts cs;
+      block_consts<B>(b, cs);
+      asm volatile("" : : "r"(&cs) : "memory");  // broadcast the factors from memory
+#pragma GCC unroll 32
+      for (int v = 0; v < BS / L; ++v) V::store(dst + bk * BS + v * L, decode_vec<V, B>(b, cs, v));
+    }
+  };
+  constexpr int64_t kBlock = 4 * L;
+  for (int64_t r0 = 0; r0 < m; r0 += kBlock) {
+    const int64_t rows = std::min(kBlock, m - r0);
+    const float* xr = x + r0 * ldx;
+    float* yr = y + r0 * ldy;
+    switch ((rows + L - 1) / L) {
+      case 1:
+        bcast_rows_with<V, 1>(xr, rows, ldx, w.k, yr, ldy, n0, n1, widen);
+        break;
+      case 2:
+        bcast_rows_with<V, 2>(xr, rows, ldx, w.k, yr, ldy, n0, n1, widen);
+        break;
+      case 3:
+        bcast_rows_with<V, 3>(xr, rows, ldx, w.k, yr, ldy, n0, n1, widen);
+        break;
+      default:
+        bcast_rows_with<V, 4>(xr, rows, ldx, w.k, yr, ldy, n0, n1, widen);
+    }
+  }
+}
+
 template <class V, Block B>
 void block_rows_typed(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                       int64_t ldy, int64_t n0, int64_t n1) {
   if (m <= 16) return block_stream_rows<V, B>(x, m, ldx, w, y, ldy, n0, n1);
+  if constexpr (V::kLanes == 16) return block_bcast_rows<V, B>(x, m, ldx, w, y, ldy, n0, n1);
   const int64_t rb = row_bytes(block_gguf_type(B), w.ld);
   panel_rows_with<V>(x, m, ldx, w.k, y, ldy, n0, n1,
                      [&](int64_t col, int nr, int64_t pc, int kc, float* bp, bool) {
