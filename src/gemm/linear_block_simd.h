@@ -138,14 +138,15 @@ inline const uint8_t* block_row(const Weight& w, int64_t row_bytes_ld, int64_t r
 }
 
 // Bytes ahead of the current block that the streaming loop prefetches in each weight row.
-constexpr int64_t kBlockPrefetchBytes = 1024;
+constexpr int64_t kBlockPrefetchBytes = 2048;
 
 // ---- streaming ----------------------------------------------------------------------------
 
-// Y[r, c] = X[r, :] . W[rows[c], :] for r < M, c < N over `blocks` blocks.
+// Y[r, c] = X[r, :] . W[rows[c], :] for r < M, c < N over `blocks` blocks; the rows are
+// consecutive, row_stride bytes apart.
 template <class V, Block B, int M, int N>
 void block_stream_tile(const float* x, int64_t ldx, const uint8_t* const* rows, int64_t blocks,
-                       float* y, int64_t ldy) {
+                       int64_t row_stride, float* y, int64_t ldy) {
   using vec = typename V::vec;
   constexpr int L = V::kLanes;
   constexpr int BS = BlockFormat<B>::kElems, TS = BlockFormat<B>::kBytes;
@@ -155,12 +156,16 @@ void block_stream_tile(const float* x, int64_t ldx, const uint8_t* const* rows, 
 #pragma GCC unroll 4
     for (int c = 0; c < N; ++c) acc[r][c] = V::zero();
   for (int64_t b = 0; b < blocks; ++b) {
+    // kBlockPrefetchBytes ahead in the row; past its end, as far into the row this tile slot
+    // reads next (row + N: short rows start the next tile warm).
+    int64_t ahead = b * TS + kBlockPrefetchBytes;
+    if (ahead >= blocks * TS) ahead += N * row_stride - blocks * TS;
     BlockConsts cs[N];
     const uint8_t* blk[N];
 #pragma GCC unroll 4
     for (int c = 0; c < N; ++c) {
       blk[c] = rows[c] + b * TS;
-      for (int o = 0; o < TS; o += 64) __builtin_prefetch(blk[c] + kBlockPrefetchBytes + o, 0, 3);
+      for (int o = 0; o < TS; o += 64) __builtin_prefetch(rows[c] + ahead + o, 0, 3);
       block_consts<B>(blk[c], cs[c]);
     }
     // The factors are broadcast from memory (a load), not from the registers they were computed
@@ -204,11 +209,11 @@ void block_stream_cols(const float* x, int64_t ldx, const Weight& w, int64_t rb,
   for (; c + N <= c1; c += N) {
     const uint8_t* rows[N];
     for (int i = 0; i < N; ++i) rows[i] = block_row(w, rb, c + i);
-    block_stream_tile<V, B, M, N>(x, ldx, rows, blocks, y + c, ldy);
+    block_stream_tile<V, B, M, N>(x, ldx, rows, blocks, rb, y + c, ldy);
   }
   for (; c < c1; ++c) {
     const uint8_t* rows[1] = {block_row(w, rb, c)};
-    block_stream_tile<V, B, M, 1>(x, ldx, rows, blocks, y + c, ldy);
+    block_stream_tile<V, B, M, 1>(x, ldx, rows, blocks, rb, y + c, ldy);
   }
 }
 
