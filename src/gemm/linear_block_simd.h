@@ -2,7 +2,8 @@
 // gguf_quant.h), written once over the vector traits of linear_simd.h and compiled by
 // linear_avx2.cc and linear_avx512.cc. V additionally provides integer lanes: ivec, load_u8 /
 // load_i8 (kLanes bytes, zero- / sign-extended to 32 bits), and_i, or_i, srl_i, sll_i, sub_i
-// and to_float.
+// and to_float; and kLut (true on AVX-512) with iota(base) (base + lane), lut16(table, idx)
+// (table[idx & 15] per lane) and lut32(t0, t1, idx) (the 32-entry table t0 | t1, idx & 31).
 //
 // Decoding: decode_vec<V, B>(block, consts, i) is vector i (elements i * L .. i * L + L - 1) of
 // a block, exactly the fp32 values of dequantize_gguf: the quant is widened to an exact fp32
@@ -17,10 +18,10 @@
 // tiles over the same weight rows, which are in cache for the second. Each weight row is read
 // from memory once; the next blocks are prefetched in software.
 //
-// Prefill (m > 16): W is dequantized once per call and element into the fp32 tiles of the paths
-// BF16 uses. AVX-512: linear_simd.h's broadcast rows, each row's 256-wide k chunk decoded into
-// its L1 tile. AVX2: the packed panels, each row's k block decoded into an fp32 scratch row and
-// transposed into the panel.
+// Prefill (m > 16): W is dequantized into the fp32 tiles of the paths BF16 uses, as often as
+// those widen BF16. AVX-512: linear_simd.h's broadcast rows (once per 64 rows of X), each row's
+// 256-wide k chunk decoded into its L1 tile. AVX2: the packed panels (once per 144 rows), each
+// row's k block decoded into an fp32 scratch row and transposed into the panel.
 #pragma once
 #include <immintrin.h>
 
