@@ -58,8 +58,8 @@ struct Weight {
 // backends. Up to 16 rows stream each weight row once and dequantize it in registers (Q4_K:
 // d * sc * q - dmin * m by one exact FMA per sub-block table, one permute per vector on
 // AVX-512; 9..16 rows as two tiles over the same, cached, weight rows); more rows dequantize W
-// once per call into the fp32 tiles of the paths above (AVX-512 broadcast rows, AVX2 packed
-// panels). The reference backend dequantizes a row with dequantize_gguf.
+// into the fp32 tiles of the paths above, as often as those widen BF16 (AVX-512 broadcast rows,
+// AVX2 packed panels). The reference backend dequantizes a row with dequantize_gguf.
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy);
 
 // ---- many products in one pass (grouped GEMM over fp32 activations) ----------------------
