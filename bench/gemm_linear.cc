@@ -1,4 +1,5 @@
-// Benchmark of gemm::linear (Y = X W^T) on DeepSeek-V3 projection shapes, BF16 and FP8 weights.
+// Benchmark of gemm::linear (Y = X W^T) on DeepSeek-V3 projection shapes, BF16 and FP8 weights,
+// and GGUF block weights (Q8_0, Q4_K: `gemm_linear_block` lines).
 //
 // Decode (small m) is bounded by memory bandwidth, so each case reports the weight bytes read
 // per second against the machine's read bandwidth measured in the same run (frac_bw). Prefill
@@ -8,8 +9,12 @@
 // Every timed call reads a different copy of the weight, and the copies together exceed the
 // last-level cache many times over, so decode figures are DRAM figures, not L3 figures.
 //
-// Usage: bench_gemm_linear [--quick] [--rows M]   (--rows: only the cases with m == M;
-// FF_NUM_THREADS sets the threads, FF_ISA the backend)
+// Block weights: for m <= 16 the baseline is the read bandwidth (ratio = frac_bw: weight bytes /
+// time against the bound); for larger m it is BF16 linear on the same shape in the same run
+// (ratio = t_bf16 / t).
+//
+// Usage: bench_gemm_linear [--quick] [--rows M] [--blocks]   (--rows: only the cases with m == M;
+// --blocks: only the block-weight cases; FF_NUM_THREADS sets the threads, FF_ISA the backend)
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -74,9 +79,67 @@ struct WeightSet {
   }
 };
 
+// `copies` identical block-quantized weights: a few rows quantized from Gaussian floats by our
+// quantizers, repeated over the matrix (the values do not change the speed).
+struct BlockWeightSet {
+  gemm::Block block;
+  int64_t n, k;
+  size_t bytes_per_copy = 0;
+  std::vector<std::unique_ptr<AlignedBuffer>> data;
+  std::vector<gemm::Weight> copies;
+
+  BlockWeightSet(gemm::Block b, int64_t n_, int64_t k_) : block(b), n(n_), k(k_) {
+    const gemm::GgufType t = gemm::block_gguf_type(b);
+    const int64_t rb = gemm::row_bytes(t, k);
+    const size_t wbytes = size_t(n * rb);
+    const int count = int(std::max<size_t>(2, (kRotationBytes + wbytes - 1) / wbytes));
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.f, 0.02f);
+    constexpr int64_t kDistinctRows = 16;
+    std::vector<uint8_t> rows(size_t(kDistinctRows * rb));
+    std::vector<float> x(static_cast<size_t>(k));
+    for (int64_t r = 0; r < kDistinctRows; ++r) {
+      for (float& v : x) v = normal(rng);
+      if (b == gemm::Block::Q8_0)
+        gemm::quantize_q8_0(x.data(), k, rows.data() + r * rb);
+      else
+        gemm::quantize_q4_k(x.data(), k, rows.data() + r * rb);
+    }
+    for (int c = 0; c < count; ++c) {
+      data.push_back(std::make_unique<AlignedBuffer>(wbytes));
+      uint8_t* p = data.back()->data();
+      if (c > 0)
+        std::memcpy(p, data[0]->data(), wbytes);
+      else
+        for (int64_t r = 0; r < n; ++r)
+          std::memcpy(p + r * rb, rows.data() + (r % kDistinctRows) * rb, size_t(rb));
+      gemm::Weight w;
+      w.block = b;
+      w.data = p;
+      w.n = n;
+      w.k = k;
+      w.ld = k;
+      copies.push_back(w);
+    }
+    bytes_per_copy = wbytes;
+  }
+};
+
 // Times of one linear call, each call on the next weight copy.
 Timing time_linear(Isa isa, const WeightSet& ws, const float* x, int64_t m, float* y, int reps,
                    int warmup) {
+  size_t next = 0;
+  return time_runs(
+      [&] {
+        gemm::linear_with_isa(isa, x, m, ws.k, ws.copies[next], y, ws.n);
+        next = (next + 1) % ws.copies.size();
+      },
+      reps, warmup);
+}
+
+template <class Set>
+Timing time_linear_set(Isa isa, const Set& ws, const float* x, int64_t m, float* y, int reps,
+                       int warmup) {
   size_t next = 0;
   return time_runs(
       [&] {
@@ -124,16 +187,70 @@ void run_case(const WeightSet& ws, int64_t m, const Machine& mach, bool quick) {
   std::fflush(stdout);
 }
 
+// Block weights: small m against the read bandwidth, large m against BF16 on the same shape.
+void run_block_case(const BlockWeightSet& ws, const WeightSet& bf16, int64_t m, const Machine& mach,
+                    bool quick) {
+  std::vector<float> x(size_t(m * ws.k)), y(size_t(m * ws.n));
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uni(-1.f, 1.f);
+  for (float& v : x) v = uni(rng);
+  const double flops = 2.0 * double(m) * double(ws.n) * double(ws.k);
+  const double guess = std::max(double(ws.bytes_per_copy) / (mach.read_gbps * 1e9), flops / 1.5e11);
+  const int reps = quick ? 3 : std::clamp(int(0.3 / guess), 5, 200);
+  const Timing timing = time_linear_set(active_isa(), ws, x.data(), m, y.data(), reps, 2);
+  const double t = timing.median;
+  const double gbps = double(ws.bytes_per_copy) / t / 1e9;
+  const char* type = ws.block == gemm::Block::Q8_0 ? "q8_0" : "q4_k";
+  double ratio = gbps / mach.read_gbps;
+  const char* baseline = "read_bw";
+  double t_bf16 = 0;
+  if (m > 16) {
+    t_bf16 = time_linear_set(active_isa(), bf16, x.data(), m, y.data(), reps, 2).median;
+    ratio = t_bf16 / t;
+    baseline = "bf16";
+  }
+  std::printf(
+      "BENCH gemm_linear_block %s_%ldx%ld_m%ld m=%ld n=%ld k=%ld type=%s isa=%s time_us=%.1f "
+      "GBps=%.2f GFLOPs=%.2f frac_bw=%.3f best_GBps=%.2f bf16_GFLOPs=%.2f baseline=%s "
+      "ratio=%.3f\n",
+      type, long(ws.n), long(ws.k), long(m), long(m), long(ws.n), long(ws.k), type,
+      isa_name(active_isa()), t * 1e6, gbps, flops / t / 1e9, gbps / mach.read_gbps,
+      double(ws.bytes_per_copy) / timing.best / 1e9, t_bf16 > 0 ? flops / t_bf16 / 1e9 : 0.0,
+      baseline, ratio);
+  std::fflush(stdout);
+}
+
+void run_blocks(int64_t only_rows, const Machine& mach, bool quick) {
+  struct Shape {
+    int64_t n, k;
+  };
+  const Shape shapes[] = {{2048, 7168}, {7168, 2048}, {4096, 512}};
+  const int64_t rows[] = {1, 4, 16, 128, 512};
+  for (const Shape& s : shapes) {
+    const bool large = std::any_of(std::begin(rows), std::end(rows), [&](int64_t m) {
+      return m > 16 && (only_rows == 0 || m == only_rows);
+    });
+    const WeightSet bf16(DType::BF16, large ? s.n : 1, large ? s.k : 1, /*rotate=*/false);
+    for (gemm::Block b : {gemm::Block::Q8_0, gemm::Block::Q4_K}) {
+      const BlockWeightSet ws(b, s.n, s.k);
+      for (int64_t m : rows)
+        if (only_rows == 0 || m == only_rows) run_block_case(ws, bf16, m, mach, quick);
+    }
+  }
+}
+
 int run(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, blocks_only = false;
   int64_t only_rows = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) {
       quick = true;
+    } else if (!std::strcmp(argv[i], "--blocks")) {
+      blocks_only = true;
     } else if (!std::strcmp(argv[i], "--rows") && i + 1 < argc) {
       only_rows = std::atol(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--rows M]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--rows M] [--blocks]\n", argv[0]);
       return 2;
     }
   }
@@ -156,6 +273,7 @@ int run(int argc, char** argv) {
   const Shape shapes[] = {{7168, 2048}, {2048, 7168}, {4096, 7168}};
   const int64_t rows[] = {1, 4, 16, 128};
   for (DType dt : {DType::BF16, DType::F8_E4M3}) {
+    if (blocks_only) break;
     for (const Shape& s : shapes) {
       if (std::none_of(std::begin(rows), std::end(rows), wanted)) continue;
       const WeightSet ws(dt, s.n, s.k, /*rotate=*/true);
@@ -168,6 +286,7 @@ int run(int argc, char** argv) {
       run_case(big, 1, mach, quick);
     }
   }
+  run_blocks(only_rows, mach, quick);
   return 0;
 }
 

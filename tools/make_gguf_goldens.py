@@ -7,7 +7,8 @@
 CI never runs it (the output is committed). Reproducible: every random input comes from a fixed
 seed, and the script checks the gguf package's GGML_QUANT_SIZES against the sizes it assumes.
 
-For each type T in F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K it writes
+For each type T in F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K
+it writes
     T.blocks.bin   raw GGUF data: whole blocks, as they lie in a GGUF tensor
     T.f32.bin      gguf.quants.dequantize(blocks, T) as little-endian float32
 and manifest.json (type id, block size, type size, block and element counts, the gguf version).
@@ -37,7 +38,12 @@ QK_K = 256
 SIZES = {  # type: (block elements, block bytes)
     T.F32: (1, 4), T.F16: (1, 2), T.BF16: (1, 2), T.Q8_0: (32, 34),
     T.Q4_K: (256, 144), T.Q5_K: (256, 176), T.Q6_K: (256, 210),
+    T.Q4_0: (32, 18), T.Q4_1: (32, 20), T.Q5_0: (32, 22), T.Q5_1: (32, 24),
+    T.Q2_K: (256, 84), T.Q3_K: (256, 110),
 }
+# Byte offsets of the f16 scale fields (d, and the min / dmin where the type has one).
+SCALE_FIELDS = {T.Q4_0: (0,), T.Q4_1: (0, 2), T.Q5_0: (0,), T.Q5_1: (0, 2), T.Q2_K: (80, 82),
+                T.Q3_K: (108,)}
 
 
 def f16_bytes(x):
@@ -146,6 +152,23 @@ def quant_inputs(rng):
     return np.concatenate(blocks).astype(np.float32).reshape(-1)
 
 
+def legacy_blocks(rng, qtype, nrand):
+    """Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q2_K / Q3_K: random bytes with finite f16 scale fields (zero,
+    negative and subnormal among them), plus all-0x00 and all-0xFF blocks."""
+    size = SIZES[qtype][1]
+    vals = [0.03, -0.002, 1.5, 6e-8, 0.0, -7.25, 1e-4, 0.5]
+    out = []
+    for i in range(nrand + 2):
+        if i < nrand:
+            b = rng.integers(0, 256, size, dtype=np.uint8)
+        else:
+            b = np.full(size, 0x00 if i == nrand else 0xFF, dtype=np.uint8)
+        for f, off in enumerate(SCALE_FIELDS[qtype]):
+            b[off:off + 2] = f16_bytes(vals[(i * (3 if f else 1) + f) % len(vals)])
+        out.append(b)
+    return np.concatenate(out)
+
+
 def set_d(b, qtype, d, dmin):
     if qtype == T.Q6_K:
         b[208:210] = f16_bytes(d)
@@ -169,6 +192,8 @@ def main():
         T.Q4_K: lambda: k_blocks(rng, T.Q4_K, 8), T.Q5_K: lambda: k_blocks(rng, T.Q5_K, 8),
         T.Q6_K: lambda: k_blocks(rng, T.Q6_K, 8),
     }
+    for t in (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q2_K, T.Q3_K):
+        makers[t] = (lambda t: lambda: legacy_blocks(rng, t, 24 if SIZES[t][0] == 32 else 10))(t)
     manifest = {"gguf_version": getattr(gguf, "__version__", None) or _dist_version(),
                 "numpy_version": np.__version__, "types": {}}
     for t, make in makers.items():

@@ -56,10 +56,10 @@ struct Weight {
 // Block weights (Q8_0, Q4_K, Q5_K, Q6_K): the weights are dequantized exactly (the values of
 // dequantize_gguf), products and sums fp32 as above; only the summation order differs between
 // backends. Up to 16 rows stream each weight row once and dequantize it in registers (Q4_K:
-// nibbles widened and d * sc * q - dmin * m formed by one exact FMA per vector; 9..16 rows as
-// two tiles over the same, cached, weight rows); more rows dequantize W once per 256 x 256
-// panel into the packed-panel path above. The reference backend dequantizes a row with
-// dequantize_gguf.
+// d * sc * q - dmin * m by one exact FMA per sub-block table, one permute per vector on
+// AVX-512; 9..16 rows as two tiles over the same, cached, weight rows); more rows dequantize W
+// into the fp32 tiles of the paths above, as often as those widen BF16 (AVX-512 broadcast rows,
+// AVX2 packed panels). The reference backend dequantizes a row with dequantize_gguf.
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy);
 
 // ---- many products in one pass (grouped GEMM over fp32 activations) ----------------------

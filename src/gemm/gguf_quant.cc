@@ -126,6 +126,64 @@ void dequantize_q6_k(const uint8_t* b, float* out) {
   }
 }
 
+uint32_t load_u32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+
+// Q4_0 / Q4_1 / Q5_0 / Q5_1 (32 elements): f16 d, [f16 m], [u32 qh], qs[16]; element i < 16 is
+// the low nibble of qs[i], element 16 + i the high one; Q5 adds bit i of qh as bit 4.
+// Without m the quant is centred (q - 8, resp. q - 16) and x = d * q; with m, x = d * q + m.
+void dequantize_q45_01(const uint8_t* b, bool has_min, bool has_high, float* out) {
+  const float d = load_f16(b);
+  const float m = has_min ? load_f16(b + 2) : 0.f;
+  const uint8_t* p = b + (has_min ? 4 : 2);
+  const uint32_t qh = has_high ? load_u32(p) : 0;
+  const uint8_t* qs = p + (has_high ? 4 : 0);
+  const int centre = has_min ? 0 : has_high ? 16 : 8;
+  for (int i = 0; i < 32; ++i) {
+    int q = (qs[i % 16] >> (4 * (i / 16))) & 15;
+    q |= int((qh >> i) & 1) << 4;
+    out[i] = has_min ? d * float(q) + m : d * float(q - centre);  // d * q is exact
+  }
+}
+
+// Q2_K: scales[16] (low nibble: scale, high: min, per 16 elements) | qs[64] | f16 d | f16 dmin.
+// Element e = 128 h + 32 s + l: q = (qs[32 h + l] >> 2 s) & 3, x = (d * sc) * q - dmin * m.
+void dequantize_q2_k(const uint8_t* b, float* out) {
+  const uint8_t* scales = b;
+  const uint8_t* qs = b + 16;
+  const float d = load_f16(b + 80), dmin = load_f16(b + 82);
+  for (int e = 0; e < kQK; ++e) {
+    const int h = e / 128, s = (e / 32) % 4, l = e % 32;
+    const int q = (qs[32 * h + l] >> (2 * s)) & 3;
+    const float dl = d * float(scales[e / 16] & 15), ml = dmin * float(scales[e / 16] >> 4);
+    out[e] = dl * float(q) - ml;
+  }
+}
+
+// Q3_K: hmask[32] | qs[64] | scales[12] | f16 d. 16 6-bit signed scales (value - 32): the low 4
+// bits of scale i are nibble i / 8 of scales[i % 8], the high 2 bits are bits 2 (i / 4) of
+// scales[8 + i % 4]. Element e = 128 h + 32 s + l: low 2 bits (qs[32 h + l] >> 2 s) & 3; the
+// quant is that minus 4 unless bit e / 32 of hmask[e % 32] is set; x = (d * scale) * q.
+void dequantize_q3_k(const uint8_t* b, float* out) {
+  const uint8_t* hmask = b;
+  const uint8_t* qs = b + 32;
+  const uint8_t* sc = b + 96;
+  const float d = load_f16(b + 108);
+  float dl[16];
+  for (int i = 0; i < 16; ++i) {
+    const int lo = (sc[i % 8] >> (4 * (i / 8))) & 15;
+    const int hi = (sc[8 + i % 4] >> (2 * (i / 4))) & 3;
+    dl[i] = d * float((lo | hi << 4) - 32);
+  }
+  for (int e = 0; e < kQK; ++e) {
+    const int h = e / 128, s = (e / 32) % 4, l = e % 32;
+    const int low = (qs[32 * h + l] >> (2 * s)) & 3;
+    const int high = (hmask[l] >> (e / 32)) & 1;
+    out[e] = dl[e / 16] * float(low - (high ? 0 : 4));
+  }
+}
+
 }  // namespace
 
 bool gguf_type_known(uint32_t id) {
@@ -151,6 +209,12 @@ bool gguf_dequantize_supported(GgufType t) {
     case GgufType::F16:
     case GgufType::BF16:
     case GgufType::Q8_0:
+    case GgufType::Q4_0:
+    case GgufType::Q4_1:
+    case GgufType::Q5_0:
+    case GgufType::Q5_1:
+    case GgufType::Q2_K:
+    case GgufType::Q3_K:
     case GgufType::Q4_K:
     case GgufType::Q5_K:
     case GgufType::Q6_K:
@@ -198,6 +262,24 @@ void dequantize_gguf(GgufType t, const void* src, int64_t n, float* out) {
     switch (t) {
       case GgufType::Q8_0:
         dequantize_q8_0(b, o);
+        break;
+      case GgufType::Q4_0:
+        dequantize_q45_01(b, false, false, o);
+        break;
+      case GgufType::Q4_1:
+        dequantize_q45_01(b, true, false, o);
+        break;
+      case GgufType::Q5_0:
+        dequantize_q45_01(b, false, true, o);
+        break;
+      case GgufType::Q5_1:
+        dequantize_q45_01(b, true, true, o);
+        break;
+      case GgufType::Q2_K:
+        dequantize_q2_k(b, o);
+        break;
+      case GgufType::Q3_K:
+        dequantize_q3_k(b, o);
         break;
       case GgufType::Q4_K:
         dequantize_q45_k(b, nullptr, b + 16, o);

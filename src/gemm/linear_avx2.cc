@@ -76,6 +76,10 @@ struct Avx2 {
   static ivec sll_i(ivec a, int n) { return _mm256_slli_epi32(a, n); }
   static ivec sub_i(ivec a, int b) { return _mm256_sub_epi32(a, _mm256_set1_epi32(b)); }
   static vec to_float(ivec a) { return _mm256_cvtepi32_ps(a); }
+  static constexpr bool kLut = false;  // 8 lanes: no single-permute 16-entry table
+  static vec iota(float) { return zero(); }
+  static vec lut16(vec table, ivec) { return table; }
+  static vec lut32(vec t0, vec, ivec) { return t0; }
 
   template <DType D>
   static void load_w2(const void* row, int64_t j, vec& lo, vec& hi) {

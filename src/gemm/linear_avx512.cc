@@ -91,6 +91,15 @@ struct Avx512 {
   static ivec sll_i(ivec a, int n) { return _mm512_slli_epi32(a, unsigned(n)); }
   static ivec sub_i(ivec a, int b) { return _mm512_sub_epi32(a, _mm512_set1_epi32(b)); }
   static vec to_float(ivec a) { return _mm512_cvtepi32_ps(a); }
+  // 16 lanes hold a whole 4-bit (two vectors: 5-bit) table, so a quant's value is one permute
+  // (only the index's low 4, resp. 5, bits count).
+  static constexpr bool kLut = true;
+  static vec iota(float base) {
+    return _mm512_add_ps(_mm512_set1_ps(base),
+                         _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  }
+  static vec lut16(vec table, ivec idx) { return _mm512_permutexvar_ps(idx, table); }
+  static vec lut32(vec t0, vec t1, ivec idx) { return _mm512_permutex2var_ps(t0, idx, t1); }
 
   // Two consecutive vectors (2 x 16 weights). For E4M3 one 512-bit widening of 32 bytes saves
   // a third of the integer work, which is what bounds single-row FP8 decode.

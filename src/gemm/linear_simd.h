@@ -526,20 +526,22 @@ constexpr int64_t bcast_pass_depth() {
   return std::max<int64_t>(kBcastDepth, (int64_t(64) << 10) / (16 * G) / kBcastDepth * kBcastDepth);
 }
 
-template <class V, DType D, int G>
-void bcast_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
-                int64_t n0, int64_t n1) {
+// The broadcast loop over any weight format: widen(col, k0, kc, dst, ahead_col, p0) writes
+// W[col, k0 : k0 + kc] as fp32 to dst and prefetches what the slot reads next (the row's next
+// chunk or, after the pass's last one, row ahead_col from p0).
+template <class V, int G, class Widen>
+void bcast_rows_with(const float* x, int64_t m, int64_t ldx, int64_t k, float* y, int64_t ldy,
+                     int64_t n0, int64_t n1, const Widen& widen) {
   using vec = typename V::vec;
   constexpr int L = V::kLanes;
   constexpr int C = bcast_cols<G>();
   constexpr int R = G * L;  // rows a k step holds (past m: zero)
   constexpr int64_t kPass = bcast_pass_depth<G>();
   static_assert(L == 16, "one vector holds 16 rows");
-  float* xt = thread_scratch(0, size_t(std::min(w.k, kPass)) * R);
+  float* xt = thread_scratch(0, size_t(std::min(k, kPass)) * R);
   float* wt = thread_scratch(1, size_t(C) * kBcastDepth);
-  const int64_t kb = (w.k + kFp8Block - 1) / kFp8Block;
-  for (int64_t p0 = 0; p0 < w.k; p0 += kPass) {
-    const int64_t p1 = std::min(w.k, p0 + kPass);
+  for (int64_t p0 = 0; p0 < k; p0 += kPass) {
+    const int64_t p1 = std::min(k, p0 + kPass);
     // X^T [k - p0][R] for this pass, 16 x 16 blocks transposed in registers.
     for (int g = 0; g < G; ++g) {
       for (int64_t k0 = p0; k0 < p1; k0 += L) {
@@ -568,24 +570,7 @@ void bcast_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* 
             std::fill(dst, dst + kc, 0.f);
             continue;
           }
-          const void* row = weight_row<D>(w, c0 + c);
-          const float* srow =
-              D == DType::F8_E4M3 ? w.scale_inv + ((c0 + c) / kFp8Block) * kb : nullptr;
-          // The next chunk of this row, or after the pass's last one the pass's first chunk of
-          // the row the next block widens in this slot (c0 + C + c), so a block starts warm.
-          const char* ahead =
-              k0 + kBcastDepth < p1
-                  ? static_cast<const char*>(row) + (k0 + kBcastDepth) * weight_bytes<D>()
-                  : static_cast<const char*>(weight_row<D>(w, c0 + C + c)) + p0 * weight_bytes<D>();
-          for (int64_t j = 0; j < kc; j += L) {
-            __builtin_prefetch(ahead + j * weight_bytes<D>(), 0, 3);
-            const int t = int(std::min<int64_t>(L, kc - j));
-            vec v = t == L ? V::template load_w<D>(row, k0 + j)
-                           : V::template load_w_n<D>(row, k0 + j, t);
-            if constexpr (D == DType::F8_E4M3)
-              v = V::mul(v, V::set1(srow[(k0 + j) / kFp8Block] * kE4m3ViaF16Scale));
-            V::store(dst + j, v);
-          }
+          widen(c0 + c, k0, kc, dst, c0 + C + c, p0, p1);
         }
         const float* xk = xt + (k0 - p0) * R;
         for (int64_t kk = 0; kk < kc; ++kk) {
@@ -616,6 +601,36 @@ void bcast_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* 
       }
     }
   }
+}
+
+template <class V, DType D, int G>
+void bcast_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
+                int64_t n0, int64_t n1) {
+  constexpr int L = V::kLanes;
+  const int64_t kb = (w.k + kFp8Block - 1) / kFp8Block;
+  bcast_rows_with<V, G>(
+      x, m, ldx, w.k, y, ldy, n0, n1,
+      [&](int64_t col, int64_t k0, int64_t kc, float* dst, int64_t ahead_col, int64_t p0,
+          int64_t p1) {
+        using vec = typename V::vec;
+        const void* row = weight_row<D>(w, col);
+        const float* srow = D == DType::F8_E4M3 ? w.scale_inv + (col / kFp8Block) * kb : nullptr;
+        // The next chunk of this row, or after the pass's last one the pass's first chunk of
+        // the row the next block widens in this slot, so a block starts warm.
+        const char* ahead =
+            k0 + kBcastDepth < p1
+                ? static_cast<const char*>(row) + (k0 + kBcastDepth) * weight_bytes<D>()
+                : static_cast<const char*>(weight_row<D>(w, ahead_col)) + p0 * weight_bytes<D>();
+        for (int64_t j = 0; j < kc; j += L) {
+          __builtin_prefetch(ahead + j * weight_bytes<D>(), 0, 3);
+          const int t = int(std::min<int64_t>(L, kc - j));
+          vec v =
+              t == L ? V::template load_w<D>(row, k0 + j) : V::template load_w_n<D>(row, k0 + j, t);
+          if constexpr (D == DType::F8_E4M3)
+            v = V::mul(v, V::set1(srow[(k0 + j) / kFp8Block] * kE4m3ViaF16Scale));
+          V::store(dst + j, v);
+        }
+      });
 }
 
 // Rows in blocks of 64 (the last one smaller), each a bcast_rows over the same columns: the

@@ -63,13 +63,12 @@ TEST_P(GgufGolden, BitExactWithReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Gguf, GgufGolden,
-                         ::testing::Values(GgufType::F32, GgufType::F16, GgufType::BF16,
-                                           GgufType::Q8_0, GgufType::Q4_K, GgufType::Q5_K,
-                                           GgufType::Q6_K),
-                         [](const ::testing::TestParamInfo<GgufType>& info) {
-                           return gguf_type_name(info.param);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Gguf, GgufGolden,
+    ::testing::Values(GgufType::F32, GgufType::F16, GgufType::BF16, GgufType::Q8_0, GgufType::Q4_K,
+                      GgufType::Q5_K, GgufType::Q6_K, GgufType::Q4_0, GgufType::Q4_1,
+                      GgufType::Q5_0, GgufType::Q5_1, GgufType::Q2_K, GgufType::Q3_K),
+    [](const ::testing::TestParamInfo<GgufType>& info) { return gguf_type_name(info.param); });
 
 TEST(GgufQuant, IdsNamesAndSizes) {
   struct Row {
@@ -98,9 +97,10 @@ TEST(GgufQuant, IdsNamesAndSizes) {
   EXPECT_FALSE(gguf_type_known(31));
   EXPECT_EQ(gguf_type_name(GgufType(4)), "unknown(4)");
   for (GgufType t : {GgufType::F32, GgufType::F16, GgufType::BF16, GgufType::Q8_0, GgufType::Q4_K,
-                     GgufType::Q5_K, GgufType::Q6_K})
+                     GgufType::Q5_K, GgufType::Q6_K, GgufType::Q4_0, GgufType::Q4_1, GgufType::Q5_0,
+                     GgufType::Q5_1, GgufType::Q2_K, GgufType::Q3_K})
     EXPECT_TRUE(gguf_dequantize_supported(t)) << gguf_type_name(t);
-  for (GgufType t : {GgufType::Q4_0, GgufType::Q2_K, GgufType::Q8_K, GgufType::IQ4_XS})
+  for (GgufType t : {GgufType::Q8_1, GgufType::Q8_K, GgufType::IQ4_XS, GgufType::TQ1_0})
     EXPECT_FALSE(gguf_dequantize_supported(t)) << gguf_type_name(t);
 }
 
@@ -135,10 +135,10 @@ TEST(GgufQuant, RowBytesOverflowIsAnError) {
 TEST(GgufQuant, Errors) {
   std::vector<uint8_t> src(1024, 0);
   std::vector<float> out(512);
-  expect_error([&] { dequantize_gguf(GgufType::Q4_0, src.data(), 32, out.data()); },
-               "GGUF type Q4_0 is not supported");
-  expect_error([&] { dequantize_gguf(GgufType::Q2_K, src.data(), 256, out.data()); },
-               "GGUF type Q2_K is not supported");
+  expect_error([&] { dequantize_gguf(GgufType::Q8_1, src.data(), 32, out.data()); },
+               "GGUF type Q8_1 is not supported");
+  expect_error([&] { dequantize_gguf(GgufType::IQ2_XS, src.data(), 256, out.data()); },
+               "GGUF type IQ2_XS is not supported");
   expect_error([&] { dequantize_gguf(GgufType(5), src.data(), 32, out.data()); },
                "unknown GGUF tensor type id 5");
   expect_error([&] { dequantize_gguf(GgufType::Q6_K, src.data(), 255, out.data()); },
