@@ -21,7 +21,8 @@ void add_serve_command(CLI::App& app, ServeArgs& a) {
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   s->add_option("--served-model-name", a.served_model_name,
-                "Model name of the API (default: the model directory's name)");
+                "Model name of the API (default: the model directory's name, or the GGUF file's "
+                "without .gguf)");
   s->add_option("--kv-pages", a.kv_pages, "KV cache pages of 64 tokens (0: from --kv-cache-mb)")
       ->check(CLI::NonNegativeNumber);
   s->add_option("--kv-cache-mb", a.kv_cache_mb, "KV cache memory when --kv-pages is 0")
@@ -75,6 +76,8 @@ int run_serve(const ServeArgs& a) {
     so.model_name = std::filesystem::path(a.model).lexically_normal().filename().string();
   if (so.model_name.empty())
     so.model_name = std::filesystem::path(a.model).parent_path().filename();
+  if (std::filesystem::path(so.model_name).extension() == ".gguf")
+    so.model_name = std::filesystem::path(so.model_name).stem().string();  // a GGUF file's name
   server::Server server(engine, so);
 
   // SIGINT / SIGTERM end the wait below; the server and engine then shut down in order.

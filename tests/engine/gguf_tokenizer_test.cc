@@ -60,6 +60,22 @@ TEST(GgufTokenizer, DefaultModelGgufMatchesItsTokenizerJson) {
   }
 }
 
+// llama.cpp's own tokenization with the same GGUF files (tools/make_llamacpp_goldens.py).
+TEST(GgufTokenizer, MatchesLlamaCppOnTheFixtureFiles) {
+  const json g = json::parse(std::ifstream(kFixtures + "/gguf-models/llamacpp_goldens.json"));
+  int checked = 0;
+  for (const auto& [name, c] : g["cases"].items()) {
+    const Tokenizer tok = engine::load_tokenizer(kFixtures + "/gguf-models/" + name);
+    for (const json& t : c["tokenize"]) {
+      EXPECT_EQ(tok.encode(t["text"].get<std::string>(), true),
+                t["ids"].get<std::vector<int32_t>>())
+          << name << ": " << t["text"].dump();
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 6);
+}
+
 // What convert_hf_to_gguf.py's _set_vocab_gpt2 writes for an HF tokenizer directory.
 GgufVocab vocab_like_the_converter(const std::string& dir) {
   const json tj = json::parse(std::ifstream(dir + "/tokenizer.json"));

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <nlohmann/json.hpp>
 
 #include "model/model.h"
 #include "model_test_util.h"
@@ -163,6 +164,39 @@ TEST(GgufModel, Q8_0GreedyTokensMatchTheBf16ModelAwayFromTies) {
   EXPECT_GT(compared, int(a.size()) / 2);
   // Q8_0 (8-bit values, one f16 scale per 32) moves logits by ~1% of their scale.
   EXPECT_LT(worst, 0.05) << "worst relative logit error of Q8_0 against BF16";
+}
+
+// llama.cpp's own greedy tokens on the GGUF fixtures (tools/make_llamacpp_goldens.py, committed):
+// fireflyer, teacher-forced with llama.cpp's tokens, picks the same token at every step where
+// llama.cpp's top-2 gap is at least 2% of the row's scale (closer ones may flip on summation
+// order), and on more than half of the steps in all.
+TEST(GgufModel, GreedyTokensMatchLlamaCppAwayFromTies) {
+  const auto goldens = nlohmann::json::parse(read_text_file(gguf_fixture("llamacpp_goldens.json")));
+  for (const auto& [name, g] : goldens["cases"].items()) {
+    auto m = Model::load(gguf_fixture(name));
+    const auto prompt = g["prompt"].get<std::vector<int32_t>>();
+    const auto want = g["greedy"].get<std::vector<int32_t>>();
+    const auto gaps = g["gaps"].get<std::vector<double>>();
+    ASSERT_EQ(want.size(), gaps.size());
+    const int64_t V = m->config().vocab_size;
+    KVCache cache(m->config(), 8, m->default_cache_dtype());
+    KVSequence seq;
+    std::vector<float> logits;
+    Model::Request req{&seq, prompt, false};
+    m->forward({&req, 1}, cache, &logits);
+    int compared = 0;
+    for (size_t s = 0; s < want.size(); ++s) {
+      if (gaps[s] >= 0.02) {
+        ++compared;
+        EXPECT_EQ(testing::argmax(logits.data(), size_t(V)), want[s]) << name << " step " << s;
+      }
+      Model::Request r{&seq, std::span<const int32_t>(&want[s], 1), false};
+      m->forward({&r, 1}, cache, &logits);
+    }
+    EXPECT_GT(compared, int(want.size()) / 2) << name;
+    std::printf("[ %s ] %d of %zu llama.cpp greedy steps away from ties, all matched\n",
+                name.c_str(), compared, want.size());
+  }
 }
 
 // ---- damaged files ----------------------------------------------------------------------
