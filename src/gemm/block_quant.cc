@@ -91,49 +91,73 @@ constexpr int kQK = 256;
 constexpr int kSub = 32;
 constexpr float kMaxF16 = 65504.f;
 
+// round(v) clamped to [0, hi], half away from zero as lround; clamping first keeps the int
+// conversion defined for any v (also +-inf), and is much cheaper than lround.
 int nearest_q(float v, int hi) {
-  return std::clamp(int(std::lround(v)), 0, hi);
+  return int(std::clamp(v, 0.f, float(hi)) + 0.5f);
 }
 
 // x[32] ~ s * q - m, q in 0..15: the grid that spans [min(x, 0), max x], then candidate scales
 // around it (grids a little wider and narrower, all anchored at the low end), each followed by a
 // least-squares refit of (s, m >= 0) to its q; the pair with the least squared error wins.
+// Eight floats as one value (GCC / clang vector extension): the loops below run on whole
+// vectors on any x86-64 (two SSE registers each on the baseline ISA) instead of scalar chains.
+typedef float F8 __attribute__((vector_size(32)));
+typedef int32_t I8 __attribute__((vector_size(32)));
+
+float hsum(F8 v) {
+  float s = 0.f;
+  for (int l = 0; l < 8; ++l) s += v[l];
+  return s;
+}
+
 void fit_sub_block(const float* x, float* s_out, float* m_out) {
   float lo = 0.f, hi = x[0];
   for (int i = 0; i < kSub; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
   *s_out = 0.f;
   *m_out = -lo;
   if (!(hi > lo)) return;  // all equal and <= 0: -m alone represents it
-  double best = INFINITY;
-  for (int t = -4; t <= 12; ++t) {
-    const float s0 = (hi - lo) / (15.f + 0.25f * float(t));
-    int q[kSub];
-    double sq = 0, sx = 0, sqq = 0, sqx = 0;
-    for (int i = 0; i < kSub; ++i) {
-      q[i] = nearest_q((x[i] - lo) / s0, 15);
-      sq += q[i], sx += x[i], sqq += double(q[i]) * q[i], sqx += double(q[i]) * x[i];
+  F8 xv[kSub / 8];
+  std::memcpy(xv, x, sizeof xv);
+  F8 sxv = {};
+  for (const F8& v : xv) sxv += v;
+  const float sx = hsum(sxv);
+  const F8 zero = {}, fifteen = zero + 15.f;
+  // Sums of 32 terms: fp32 is plenty for choosing a grid.
+  float best = INFINITY;
+  for (int t = -4; t <= 12; t += 2) {  // 9 grids: all 17 were 2x slower for 0.6% less RMS
+    const float inv = (15.f + 0.25f * float(t)) / (hi - lo);
+    F8 q[kSub / 8], vsq = {}, vsqq = {}, vsqx = {};
+    for (int j = 0; j < kSub / 8; ++j) {
+      F8 u = (xv[j] - lo) * inv;
+      u = u < zero ? zero : u;
+      u = u > fifteen ? fifteen : u;
+      q[j] = __builtin_convertvector(__builtin_convertvector(u + 0.5f, I8), F8);  // round
+      vsq += q[j], vsqq += q[j] * q[j], vsqx += q[j] * xv[j];
     }
+    const float sq = hsum(vsq), sqq = hsum(vsqq), sqx = hsum(vsqx);
     // Least squares x ~ s q + c with c = -m <= 0; if the free fit wants c > 0, fit s alone.
-    double s = 0, c = 0;
-    const double det = kSub * sqq - sq * sq;
-    if (det > 0) {
-      s = (kSub * sqx - sq * sx) / det;
-      c = (sx - s * sq) / kSub;
+    float s = 0.f, c = 0.f;
+    const float det = float(kSub) * sqq - sq * sq;
+    if (det > 0.f) {
+      s = (float(kSub) * sqx - sq * sx) / det;
+      c = (sx - s * sq) / float(kSub);
     }
-    if (det <= 0 || c > 0 || s <= 0) {
-      c = std::min(0.0, double(lo));
-      s = sqq > 0 ? (sqx - c * sq) / sqq : 0.0;
+    if (det <= 0.f || c > 0.f || s <= 0.f) {
+      c = std::min(0.f, lo);
+      s = sqq > 0.f ? (sqx - c * sq) / sqq : 0.f;
     }
-    if (s <= 0) continue;
-    double err = 0;
-    for (int i = 0; i < kSub; ++i) {
-      const double e = s * q[i] + c - x[i];
-      err += e * e;
+    if (!(s > 0.f)) continue;
+    F8 verr = {};
+    for (int j = 0; j < kSub / 8; ++j) {
+      const F8 e = q[j] * s + c - xv[j];
+      verr += e * e;
     }
+    const float err = hsum(verr);
     if (err < best) {
       best = err;
-      *s_out = float(s);
-      *m_out = float(-c);
+      *s_out = s;
+      *m_out = -c;
     }
   }
 }
