@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/engine.h"
 #include "gemm/gemm.h"
 #include "model/gguf_file.h"
 #include "model/model.h"
@@ -157,6 +158,19 @@ void walk_model(const ff::GgufFile& file) {
   }
 }
 
+// The tokenizer a GGUF file's vocabulary describes (what `--model FILE.gguf` builds): when it
+// loads, a short text must encode to ids inside the vocabulary and decode without error.
+void walk_vocab(const ff::GgufFile& file) {
+  ff::GgufVocab vocab;
+  if (!try_call([&] { vocab = ff::engine::gguf_vocab(file); })) return;
+  std::optional<ff::Tokenizer> tok;
+  if (!try_call([&] { tok.emplace(ff::Tokenizer::from_gguf_vocab(vocab, file.path())); })) return;
+  std::vector<int32_t> ids;
+  GGUF_FUZZ_ASSERT(try_call([&] { ids = tok->encode("Hello, world 123 <｜User｜> ab\n", true); }));
+  for (const int32_t id : ids) GGUF_FUZZ_ASSERT(id >= 0 && size_t(id) < tok->vocab_size());
+  GGUF_FUZZ_ASSERT(try_call([&] { tok->decode(ids); }));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -176,5 +190,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   walk_metadata(file);
   walk_tensors(file, data, size);
   walk_model(file);
+  walk_vocab(file);
   return 0;
 }

@@ -231,7 +231,7 @@ def tensor_type(name, a, qtype):
     if a.ndim <= 1 or name.endswith("_norm.weight") or ".ffn_gate_inp." in name \
             or not name.endswith(".weight"):
         return T.F32
-    if qtype == T.Q8_0 and a.shape[-1] % 32 != 0:
+    if a.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0] != 0:
         return T.F16  # the converter's fallback when a row is not a multiple of the block
     return qtype
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 namespace ff {
 
 namespace {
@@ -121,12 +123,47 @@ struct Binder {
       w.block = *block;
       return w;
     }
+    if (type == gemm::GgufType::Q4_0 || type == gemm::GgufType::Q5_0) {
+      // x = d * q with q in [-8, 7] / [-16, 15] and an f16 d first in each 32-block: exactly a
+      // Q8_0 block of the same d (what llama.cpp's Q4_K_M files hold where rows do not fit 256).
+      const int64_t qrb = gemm::row_bytes(gemm::GgufType::Q8_0, k);
+      std::vector<uint8_t>& out = mw.owned_bytes.emplace_back(size_t(rows * qrb));
+      parallel_for(rows, [&](int64_t b, int64_t e) {
+        std::vector<float> row(static_cast<size_t>(k));
+        for (int64_t r = b; r < e; ++r) {
+          gemm::dequantize_gguf(type, data + r * rb, k, row.data());
+          to_q8_0(t, data + r * rb, gemm::gguf_type_size(type), row.data(), k,
+                  out.data() + r * qrb);
+        }
+      });
+      w.block = gemm::Block::Q8_0;
+      w.data = out.data();
+      return w;
+    }
     std::vector<float>& out = mw.owned_f32.emplace_back(size_t(rows * k));
     for (int64_t r = 0; r < rows; ++r)
       gemm::dequantize_gguf(type, data + r * rb, k, out.data() + r * k);
     w.dtype = DType::F32;
     w.data = out.data();
     return w;
+  }
+
+  // One row of a 32-block format whose values are d * q (f16 d first in each block of
+  // `block_bytes`, integer |q| <= 127): the same d and q as Q8_0 blocks. `x` holds the row's
+  // values (exact products, so x / d gives q back exactly).
+  static void to_q8_0(const TensorInfo& t, const uint8_t* src, int64_t block_bytes, const float* x,
+                      int64_t k, uint8_t* dst) {
+    for (int64_t b = 0; b < k / 32; ++b, src += block_bytes, dst += 34) {
+      uint16_t dh;
+      std::memcpy(&dh, src, 2);
+      const float d = f16_to_f32(dh);
+      FF_CHECK(std::isfinite(d), "{}: tensor {} has a non-finite block scale", *t.file, t.name);
+      std::memcpy(dst, src, 2);
+      for (int i = 0; i < 32; ++i) {
+        const float q = d == 0.f ? 0.f : x[b * 32 + i] / d;
+        dst[2 + i] = uint8_t(int8_t(q));
+      }
+    }
   }
 
   // A linear layer, quantized as `quantize` asks.

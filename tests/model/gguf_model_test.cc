@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -196,6 +197,45 @@ TEST(GgufModel, GreedyTokensMatchLlamaCppAwayFromTies) {
     EXPECT_GT(compared, int(want.size()) / 2) << name;
     std::printf("[ %s ] %d of %zu llama.cpp greedy steps away from ties, all matched\n",
                 name.c_str(), compared, want.size());
+  }
+}
+
+// Q4_0 and Q5_0 (llama.cpp's fallback where rows do not fit Q4_K's 256) are d * q with |q| <= 16:
+// bound as Q8_0 blocks of the same d and q, exactly (not widened to fp32).
+TEST(GgufModel, Q4_0AndQ5_0BindAsExactQ8_0) {
+  for (const char* name : {"micro-q4_0.gguf", "micro-q5_0.gguf"}) {
+    const GgufFile f(gguf_fixture(name));
+    auto m = Model::load(gguf_fixture(name));
+    const MlpWeights& mlp = m->weights().layers[0].mlp;
+    const MlpWeights& ex = m->weights().layers[1].moe.experts[3];
+    const struct {
+      const gemm::Weight* w;
+      const char* tensor;
+      int64_t slab;  // expert index of a stacked tensor, else 0
+    } cases[] = {{&mlp.gate, "blk.0.ffn_gate.weight", 0},
+                 {&mlp.down, "blk.0.ffn_down.weight", 0},
+                 {&ex.up, "blk.1.ffn_up_exps.weight", 3},
+                 {&m->weights().lm_head, "output.weight", 0}};
+    for (const auto& c : cases) {
+      EXPECT_EQ(c.w->block, gemm::Block::Q8_0) << name << " " << c.tensor;
+      const GgufTensor& t = f.get_tensor(c.tensor);
+      const int64_t k = t.dims[0], rows = t.dims[1];
+      const int64_t rb = gemm::row_bytes(t.type, k);
+      std::vector<float> want(static_cast<size_t>(k)), got(static_cast<size_t>(k));
+      for (int64_t r = 0; r < rows; ++r) {
+        gemm::dequantize_gguf(t.type, t.data + (c.slab * rows + r) * rb, k, want.data());
+        gemm::dequantize_row(*c.w, r, got.data());
+        ASSERT_EQ(0, std::memcmp(want.data(), got.data(), size_t(k) * 4))
+            << name << " " << c.tensor << " row " << r;
+      }
+    }
+    KVCache cache(m->config(), 4, DType::F32);
+    KVSequence seq;
+    std::vector<float> logits;
+    const std::vector<int32_t> ids = {27, 1, 2, 3};
+    Model::Request req{&seq, ids, false};
+    m->forward({&req, 1}, cache, &logits);
+    for (float v : logits) ASSERT_TRUE(std::isfinite(v));
   }
 }
 
