@@ -18,6 +18,7 @@ The protocol and the token ids are bench_peer --worker's (bench/peer.cc): prompt
 import argparse
 import ctypes
 import json
+import logging
 import sys
 import time
 
@@ -104,6 +105,10 @@ class Engine:
 
 
 def serve(a):
+    # llama-cpp-python routes llama.cpp's log through a Python callback that prints every level;
+    # errors only (the system info goes to stderr, the worker's log file).
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    print(L.llama_print_system_info().decode(), file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     e = Engine(a.model, a.threads, a.prompt, a.gen)
     load_s = time.perf_counter() - t0
