@@ -100,10 +100,13 @@ int write_synthetic(const std::string& dir, const synth::SynthConfig& s,
                     const std::string& tokenizer_dir) {
   namespace fs = std::filesystem;
   synth::write_synthetic(dir, s, /*fp8=*/false);
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
-    if (!tokenizer_dir.empty())
-      fs::copy_file(fs::path(tokenizer_dir) / f, fs::path(dir) / f,
-                    fs::copy_options::overwrite_existing);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    if (tokenizer_dir.empty()) continue;
+    const fs::path to = fs::path(dir) / f;
+    fs::copy_file(fs::path(tokenizer_dir) / f, to, fs::copy_options::overwrite_existing);
+    // A read-only source stays read-only in the copy; a later rewrite must be able to replace it.
+    fs::permissions(to, fs::perms::owner_write, fs::perm_options::add);
+  }
   std::printf("wrote %s (vocab %d, %d layers, %d experts)\n", dir.c_str(), s.vocab, s.layers,
               s.experts);
   return 0;
