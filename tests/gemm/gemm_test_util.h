@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -80,5 +82,13 @@ struct TestWeight {
     }
   }
 };
+
+// The bytes of tests/fixtures/gguf_quant/<name> (goldens of tools/make_gguf_goldens.py).
+inline std::vector<uint8_t> read_fixture(const std::string& name) {
+  const std::string path = std::string(FF_FIXTURES_DIR) + "/gguf_quant/" + name;
+  std::ifstream f(path, std::ios::binary);
+  EXPECT_TRUE(f.good()) << "cannot open " << path;
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
 
 }  // namespace ff::gemm::testing

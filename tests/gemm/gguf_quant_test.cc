@@ -16,13 +16,7 @@ namespace ff::gemm {
 namespace {
 
 using testing::expect_error;
-
-std::vector<uint8_t> read_fixture(const std::string& name) {
-  const std::string path = std::string(FF_FIXTURES_DIR) + "/gguf_quant/" + name;
-  std::ifstream f(path, std::ios::binary);
-  EXPECT_TRUE(f.good()) << "cannot open " << path;
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
+using testing::read_fixture;
 
 class GgufGolden : public ::testing::TestWithParam<GgufType> {};
 
