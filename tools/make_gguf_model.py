@@ -131,7 +131,7 @@ def add_vocab(w, d, vocab_size, pre):
         w.add_chat_template(cfg["chat_template"])
 
 
-def add_params(w, c, file_type):
+def add_params(w, c, file_type, legacy=False):
     w.add_block_count(c["num_hidden_layers"])
     w.add_context_length(c["max_position_embeddings"])
     w.add_embedding_length(c["hidden_size"])
@@ -170,10 +170,14 @@ def add_params(w, c, file_type):
         w.add_q_lora_rank(c["q_lora_rank"])
     r = c.get("kv_lora_rank", 512)
     w.add_kv_lora_rank(r)
-    w.add_key_length(r + c["qk_rope_head_dim"])
-    w.add_value_length(r)
-    w.add_key_length_mla(c["qk_nope_head_dim"] + c["qk_rope_head_dim"])
-    w.add_value_length_mla(c["v_head_dim"])
+    if legacy:  # converters before MLA absorption: per-head lengths, no *_mla keys
+        w.add_key_length(c["qk_nope_head_dim"] + c["qk_rope_head_dim"])
+        w.add_value_length(c["v_head_dim"])
+    else:
+        w.add_key_length(r + c["qk_rope_head_dim"])
+        w.add_value_length(r)
+        w.add_key_length_mla(c["qk_nope_head_dim"] + c["qk_rope_head_dim"])
+        w.add_value_length_mla(c["v_head_dim"])
     w.add_expert_feed_forward_length(c.get("moe_intermediate_size", c["intermediate_size"]))
     w.add_expert_shared_count(c.get("n_shared_experts", 0))
     if c.get("routed_scaling_factor") is not None:
@@ -185,7 +189,7 @@ def add_params(w, c, file_type):
         w.add_rope_scaling_yarn_log_mul(0.1 * rs["mscale_all_dim"])
 
 
-def tensors_in_gguf_order(c, t):
+def tensors_in_gguf_order(c, t, legacy=False):
     """(gguf name, float32 array in HF / numpy order) in the converter's order of names."""
     H, nope, v = c["num_attention_heads"], c["qk_nope_head_dim"], c["v_head_dim"]
     yield "token_embd.weight", t["model.embed_tokens.weight"]
@@ -213,9 +217,12 @@ def tensors_in_gguf_order(c, t):
             if p + hf in t:
                 yield g + gg, t[p + hf]
         kvb = t[p + "self_attn.kv_b_proj.weight"]
-        kv = kvb.reshape(H, nope + v, kvb.shape[-1])
-        yield g + "attn_k_b.weight", np.ascontiguousarray(kv[:, :nope, :].transpose(0, 2, 1))
-        yield g + "attn_v_b.weight", np.ascontiguousarray(kv[:, nope:, :])
+        if legacy:
+            yield g + "attn_kv_b.weight", kvb
+        else:
+            kv = kvb.reshape(H, nope + v, kvb.shape[-1])
+            yield g + "attn_k_b.weight", np.ascontiguousarray(kv[:, :nope, :].transpose(0, 2, 1))
+            yield g + "attn_v_b.weight", np.ascontiguousarray(kv[:, nope:, :])
         if p + "mlp.experts.0.gate_proj.weight" in t:
             n = c["n_routed_experts"]
             for proj, gg in (("down_proj", "ffn_down_exps"), ("gate_proj", "ffn_gate_exps"),
@@ -236,15 +243,15 @@ def tensor_type(name, a, qtype):
     return qtype
 
 
-def write(model_dir, out, type_name, pre):
+def write(model_dir, out, type_name, pre, legacy=False):
     c = json.load(open(os.path.join(model_dir, "config.json")))
     qtype, ftype = TYPES[type_name]
     t = load_checkpoint(model_dir)
     w = gguf.GGUFWriter(out, "deepseek2")
     w.add_name(os.path.basename(os.path.normpath(model_dir)))
-    add_params(w, c, ftype)
+    add_params(w, c, ftype, legacy)
     add_vocab(w, model_dir, c["vocab_size"], pre)
-    for name, a in tensors_in_gguf_order(c, t):
+    for name, a in tensors_in_gguf_order(c, t, legacy):
         ty = tensor_type(name, a, qtype)
         data = gguf.quants.quantize(a.astype(np.float32), ty)
         w.add_tensor(name, data, raw_dtype=ty)
@@ -260,8 +267,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--type", default="bf16", choices=sorted(TYPES))
     ap.add_argument("--pre", default="deepseek-v3", help="tokenizer.ggml.pre")
+    ap.add_argument("--legacy", action="store_true",
+                    help="the layout of converters before MLA absorption (2024 - mid 2025 files): "
+                         "attn_kv_b unsplit, per-head key_length / value_length, no *_mla keys")
     a = ap.parse_args()
-    write(a.model, a.out, a.type, a.pre)
+    write(a.model, a.out, a.type, a.pre, a.legacy)
     print(f"wrote {a.out} ({os.path.getsize(a.out)} bytes)")
 
 

@@ -130,10 +130,14 @@ TEST_P(GgufLossless, ConfigAndLogitsMatchTheHfCheckpointBitwise) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GgufLossless,
                          ::testing::Values(LosslessCase{"tiny-v3-bf16.gguf", "tiny-v3-bf16"},
+                                           // Before MLA absorption converters kept attn_kv_b
+                                           // whole, with per-head key / value lengths.
+                                           LosslessCase{"tiny-v3-bf16-legacy.gguf", "tiny-v3-bf16"},
                                            LosslessCase{"tiny-v2-lite-f32.gguf", "tiny-v2-lite"},
                                            LosslessCase{"tiny-v2-glg-f32.gguf", "tiny-v2-glg"}),
                          [](const auto& info) {
-                           std::string s = info.param.hf;
+                           std::string s = info.param.gguf;
+                           s = s.substr(0, s.find(".gguf"));
                            for (char& ch : s)
                              if (ch == '-') ch = '_';
                            return s;
