@@ -1,4 +1,4 @@
-// Private to the CLI: one function pair per subcommand.
+// Private to the CLI: one function pair per subcommand, and the options several of them share.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <optional>
@@ -6,6 +6,16 @@
 #include <vector>
 
 namespace ff::cli {
+
+// --quantize none|q8|q4|fp8 (generate, serve): the linear weights' format at load
+// (ff::parse_quantize turns the value into Model::load's Quantize).
+inline void add_quantize_option(CLI::App* cmd, std::string& value) {
+  cmd->add_option("--quantize", value,
+                  "Quantize the linear weights at load: q8 (GGUF Q8_0), q4 (Q4_K; Q8_0 where rows "
+                  "are not a multiple of 256) or fp8 (e4m3, 128x128 block scales); none keeps them")
+      ->check(CLI::IsMember({"none", "q8", "q4", "fp8"}))
+      ->capture_default_str();
+}
 
 struct GenerateArgs {
   std::string model;

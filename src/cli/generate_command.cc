@@ -30,11 +30,7 @@ void add_generate_command(CLI::App& app, GenerateArgs& a) {
       ->check(CLI::IsMember({"f32", "bf16"}));
   g->add_flag("--ignore-eos", a.ignore_eos, "Do not stop at the end-of-sequence token");
   g->add_flag("--no-stats", a.quiet_stats, "Do not print the tokens/s line");
-  g->add_option("--quantize", a.quantize,
-                "Quantize the linear weights at load: q8 (GGUF Q8_0), q4 (Q4_K; Q8_0 where rows "
-                "are not a multiple of 256) or fp8 (e4m3, 128x128 block scales); none keeps them")
-      ->check(CLI::IsMember({"none", "q8", "q4", "fp8"}))
-      ->capture_default_str();
+  add_quantize_option(g, a.quantize);
 }
 
 int run_generate(const GenerateArgs& a) {

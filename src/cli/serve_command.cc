@@ -10,12 +10,7 @@ namespace ff::cli {
 void add_serve_command(CLI::App& app, ServeArgs& a) {
   CLI::App* s = app.add_subcommand("serve", "Serve the OpenAI-compatible HTTP API");
   s->add_option("--model,-m", a.model, "HF checkpoint directory or GGUF file")->required();
-  s->add_option("--quantize", a.quantize,
-                "Quantize the linear weights at load: q8 (GGUF Q8_0), q4 (Q4_K; Q8_0 where rows "
-                "are not a multiple of 256) or fp8 (e4m3, 128x128 block scales); none keeps them")
-      ->check(CLI::IsMember({"none", "q8", "q4", "fp8"}))
-      ->capture_default_str();
-
+  add_quantize_option(s, a.quantize);
   s->add_option("--host", a.host, "Address to listen on")->capture_default_str();
   s->add_option("--port", a.port, "Port to listen on (0: any free one)")
       ->check(CLI::Range(0, 65535))

@@ -1,6 +1,4 @@
 // Tokenizers for the model paths Model::load accepts: an HF directory or a GGUF file.
-#include <filesystem>
-
 #include "engine/engine.h"
 
 namespace ff::engine {
@@ -37,8 +35,7 @@ GgufVocab gguf_vocab(const GgufFile& f) {
 }
 
 Tokenizer load_tokenizer(const std::string& model_path) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(model_path) && fs::exists(model_path) && is_gguf_path(model_path)) {
+  if (is_gguf_path(model_path)) {
     const GgufFile f(model_path);
     return Tokenizer::from_gguf_vocab(gguf_vocab(f), f.path());
   }

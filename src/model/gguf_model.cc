@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <regex>
 
 #include "model/model.h"
@@ -112,8 +113,7 @@ ModelConfig gguf_model_config(const GgufFile& f) {
     c.bos_token_id = int(f.get_u32("tokenizer.ggml.bos_token_id"));
   if (f.find("tokenizer.ggml.eos_token_id"))
     c.eos_token_ids = {int(f.get_u32("tokenizer.ggml.eos_token_id"))};
-  const std::string where = f.path();
-  c.validate(where);
+  c.validate(f.path());
   return c;
 }
 
@@ -241,6 +241,8 @@ Checkpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file) {
 }
 
 bool is_gguf_path(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;
   if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) return true;
   FILE* fp = std::fopen(path.c_str(), "rb");
   if (!fp) return false;

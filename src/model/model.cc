@@ -19,22 +19,24 @@ void rms_norm(float* x, int64_t rows, int64_t n, int64_t ld, const float* w, dou
 
 std::unique_ptr<Model> Model::load(const std::string& dir, Quantize quantize) {
   namespace fs = std::filesystem;
-  if (!fs::is_directory(dir) && fs::exists(dir) && is_gguf_path(dir)) {
+  ModelConfig config;
+  Checkpoint ckpt;
+  if (is_gguf_path(dir)) {
     auto file = std::make_shared<const GgufFile>(dir);
-    ModelConfig config = gguf_model_config(*file);
-    auto weights = ModelWeights::load(config, gguf_checkpoint(std::move(file)), quantize);
-    if (quantize == Quantize::None) weights->checkpoint.prefault();
-    return std::make_unique<Model>(std::move(config), std::move(weights));
+    config = gguf_model_config(*file);
+    ckpt = gguf_checkpoint(std::move(file));
+  } else {
+    FF_CHECK(fs::exists(dir),
+             "{}: no such file or directory (expected an HF checkpoint directory or a GGUF file)",
+             dir);
+    FF_CHECK(
+        fs::is_directory(dir),
+        "{}: not a directory or a GGUF file (expected an HF checkpoint directory or a GGUF file)",
+        dir);
+    config = ModelConfig::load((fs::path(dir) / "config.json").string());
+    ckpt = Checkpoint::open(dir);
   }
-  FF_CHECK(fs::exists(dir),
-           "{}: no such file or directory (expected an HF checkpoint directory or a GGUF file)",
-           dir);
-  FF_CHECK(
-      fs::is_directory(dir),
-      "{}: not a directory or a GGUF file (expected an HF checkpoint directory or a GGUF file)",
-      dir);
-  ModelConfig config = ModelConfig::load((fs::path(dir) / "config.json").string());
-  auto weights = ModelWeights::load(config, Checkpoint::open(dir), quantize);
+  auto weights = ModelWeights::load(config, std::move(ckpt), quantize);
   if (quantize == Quantize::None) weights->checkpoint.prefault();
   return std::make_unique<Model>(std::move(config), std::move(weights));
 }

@@ -24,7 +24,7 @@ namespace ff {
 class Model {
  public:
   // Loads an HF checkpoint directory (DIR/config.json and DIR's safetensors) or a GGUF file of
-  // llama.cpp's deepseek2 architecture (a path ending in .gguf or starting with the GGUF magic);
+  // llama.cpp's deepseek2 architecture (is_gguf_path);
   // throws ff::Error naming the file and the key or tensor. `quantize` converts the linear
   // weights at load (weights.h); without it the mapped weights are faulted in at load
   // (Checkpoint::prefault) so the first forward pass does not pay for it.
@@ -82,7 +82,7 @@ ModelConfig gguf_model_config(const GgufFile& file);
 // one tensor per expert; the split attn_k_b / attn_v_b keep their own names k_b_proj /
 // v_b_proj). Tensors keep their GGUF names (for messages), types and data; nothing is copied.
 Checkpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file);
-// True when `path` ends in .gguf or its first four bytes are the GGUF magic.
+// True when `path` is a regular file that ends in .gguf or starts with the GGUF magic.
 bool is_gguf_path(const std::string& path);
 
 // RMSNorm of `rows` rows of length n (row stride ld), in place, with weight w.

@@ -165,8 +165,10 @@ const TensorInfo* Checkpoint::find(const std::string& name) const {
 
 const TensorInfo& Checkpoint::get(const std::string& name) const {
   const TensorInfo* t = find(name);
-  if (t == nullptr && file_name_) fail("{}: missing tensor {} ({})", dir_, file_name_(name), name);
-  FF_CHECK(t != nullptr, "{}: missing tensor {}", dir_, name);
+  if (t == nullptr) {
+    if (file_name_) fail("{}: missing tensor {} ({})", dir_, file_name_(name), name);
+    fail("{}: missing tensor {}", dir_, name);
+  }
   return *t;
 }
 

@@ -29,6 +29,16 @@ void widen_to_f32(const uint8_t* src, DType t, float* out, size_t n) {
   }
 }
 
+// Element idx of an F32 or BF16 array at base (derived matrices the weights own; BF16 rounds).
+void put_value(DType dt, uint8_t* base, int64_t idx, float x) {
+  if (dt == DType::F32) {
+    std::memcpy(base + 4 * idx, &x, 4);
+  } else {
+    const uint16_t h = f32_to_bf16(x);
+    std::memcpy(base + 2 * idx, &h, 2);
+  }
+}
+
 struct Binder {
   const ModelConfig& c;
   ModelWeights& mw;
@@ -231,14 +241,7 @@ struct Binder {
     a.absorbed_storage.resize(size_t(H) * size_t(nope + v) * size_t(r) * es);
     uint8_t* base = a.absorbed_storage.data();
     std::vector<float> row(static_cast<size_t>(r));
-    auto put = [&](uint8_t* dst, int64_t idx, float x) {
-      if (dt == DType::F32)
-        std::memcpy(dst + 4 * idx, &x, 4);
-      else {
-        const uint16_t h = f32_to_bf16(x);
-        std::memcpy(dst + 2 * idx, &h, 2);
-      }
-    };
+    auto put = [&](uint8_t* dst, int64_t idx, float x) { put_value(dt, dst, idx, x); };
     for (int64_t h = 0; h < H; ++h) {
       uint8_t* uk = base + size_t(h) * size_t(nope + v) * size_t(r) * es;
       uint8_t* uv = uk + size_t(nope) * size_t(r) * es;
@@ -280,14 +283,7 @@ struct Binder {
     a.absorbed_storage.resize(size_t(H) * size_t(nope + v) * size_t(r) * es);
     uint8_t* base = a.absorbed_storage.data();
     std::vector<float> row(size_t(std::max(r, nope)));
-    auto put = [&](int64_t idx, float x) {
-      if (dt == DType::F32) {
-        std::memcpy(base + 4 * idx, &x, 4);
-      } else {
-        const uint16_t hb = f32_to_bf16(x);
-        std::memcpy(base + 2 * idx, &hb, 2);
-      }
-    };
+    auto put = [&](int64_t idx, float x) { put_value(dt, base, idx, x); };
     for (int64_t h = 0; h < H; ++h) {
       const int64_t row0 = h * (nope + v);
       for (int64_t j = 0; j < r; ++j) {  // row j of W_UK(h)^T is column j of rows row0..+nope
