@@ -9,7 +9,9 @@
 // Every timed call reads a different copy of the weight, and the copies together exceed the
 // last-level cache many times over, so decode figures are DRAM figures, not L3 figures.
 //
-// Block weights: for m <= 16 the baseline is the read bandwidth (ratio = frac_bw: weight bytes /
+// Block weights: where linear takes the int8 kernel (AVX512-VNNI, m <= 8; kernel=int8) the fp32
+// kernel is timed too in alternated rounds (float_GBps). For m <= 16 the baseline is the read
+// bandwidth (ratio = frac_bw: weight bytes /
 // time against the bound); for larger m it is BF16 linear on the same shape in the same run
 // (ratio = t_bf16 / t).
 //
@@ -20,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -139,11 +142,14 @@ Timing time_linear(Isa isa, const WeightSet& ws, const float* x, int64_t m, floa
 
 template <class Set>
 Timing time_linear_set(Isa isa, const Set& ws, const float* x, int64_t m, float* y, int reps,
-                       int warmup) {
+                       int warmup, std::optional<gemm::BlockKernel> kernel = std::nullopt) {
   size_t next = 0;
   return time_runs(
       [&] {
-        gemm::linear_with_isa(isa, x, m, ws.k, ws.copies[next], y, ws.n);
+        if (kernel)
+          gemm::linear_with_kernels(isa, *kernel, x, m, ws.k, ws.copies[next], y, ws.n);
+        else
+          gemm::linear_with_isa(isa, x, m, ws.k, ws.copies[next], y, ws.n);
         next = (next + 1) % ws.copies.size();
       },
       reps, warmup);
@@ -197,7 +203,21 @@ void run_block_case(const BlockWeightSet& ws, const WeightSet& bf16, int64_t m, 
   const double flops = 2.0 * double(m) * double(ws.n) * double(ws.k);
   const double guess = std::max(double(ws.bytes_per_copy) / (mach.read_gbps * 1e9), flops / 1.5e11);
   const int reps = quick ? 3 : std::clamp(int(0.3 / guess), 5, 200);
-  const Timing timing = time_linear_set(active_isa(), ws, x.data(), m, y.data(), reps, 2);
+  // Where linear runs the int8 kernel, the fp32 one too, in alternated rounds (best median of
+  // each), so the two are compared under the same load.
+  const gemm::BlockKernel kernel =
+      active_isa() == Isa::Avx512 ? gemm::block_kernel() : gemm::BlockKernel::Float;
+  const bool int8 = gemm::int8_block_path(active_isa(), kernel, ws.copies[0], m);
+  Timing timing = time_linear_set(active_isa(), ws, x.data(), m, y.data(), reps, 2, kernel);
+  double t_float = 0;
+  for (int round = 0; int8 && round < 3; ++round) {
+    const double tf =
+        time_linear_set(active_isa(), ws, x.data(), m, y.data(), reps, 1, gemm::BlockKernel::Float)
+            .median;
+    t_float = round == 0 ? tf : std::min(t_float, tf);
+    const Timing ti = time_linear_set(active_isa(), ws, x.data(), m, y.data(), reps, 1, kernel);
+    if (ti.median < timing.median) timing = ti;
+  }
   const double t = timing.median;
   const double gbps = double(ws.bytes_per_copy) / t / 1e9;
   const char* type = ws.block == gemm::Block::Q8_0 ? "q8_0" : "q4_k";
@@ -210,11 +230,12 @@ void run_block_case(const BlockWeightSet& ws, const WeightSet& bf16, int64_t m, 
     baseline = "bf16";
   }
   std::printf(
-      "BENCH gemm_linear_block %s_%ldx%ld_m%ld m=%ld n=%ld k=%ld type=%s isa=%s time_us=%.1f "
-      "GBps=%.2f GFLOPs=%.2f frac_bw=%.3f best_GBps=%.2f bf16_GFLOPs=%.2f baseline=%s "
-      "ratio=%.3f\n",
+      "BENCH gemm_linear_block %s_%ldx%ld_m%ld m=%ld n=%ld k=%ld type=%s isa=%s kernel=%s "
+      "time_us=%.1f GBps=%.2f GFLOPs=%.2f frac_bw=%.3f float_GBps=%.2f best_GBps=%.2f "
+      "bf16_GFLOPs=%.2f baseline=%s ratio=%.3f\n",
       type, long(ws.n), long(ws.k), long(m), long(m), long(ws.n), long(ws.k), type,
-      isa_name(active_isa()), t * 1e6, gbps, flops / t / 1e9, gbps / mach.read_gbps,
+      isa_name(active_isa()), int8 ? "int8" : "float", t * 1e6, gbps, flops / t / 1e9,
+      gbps / mach.read_gbps, t_float > 0 ? double(ws.bytes_per_copy) / t_float / 1e9 : gbps,
       double(ws.bytes_per_copy) / timing.best / 1e9, t_bf16 > 0 ? flops / t_bf16 / 1e9 : 0.0,
       baseline, ratio);
   std::fflush(stdout);

@@ -20,6 +20,7 @@ const CpuFeatures& cpu_features() {
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vl");
     c.avx512_bf16 = c.avx512 && __builtin_cpu_supports("avx512bf16");
+    c.avx512_vnni = c.avx512 && __builtin_cpu_supports("avx512vnni");
     c.avx512_fp16 = c.avx512_bf16 && __builtin_cpu_supports("avx512fp16");
     unsigned max_leaf = 0, v[3] = {0, 0, 0};
     if (__get_cpuid(0, &max_leaf, &v[0], &v[2], &v[1])) {  // the name is in EBX, EDX, ECX

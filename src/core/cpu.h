@@ -12,6 +12,8 @@ struct CpuFeatures {
   bool avx2_fma = false;  // AVX2 + FMA + F16C
   bool avx512 = false;    // F, BW, DQ, VL
   bool avx512_bf16 = false;
+  // AVX512-VNNI (vpdpbusd, int8 dot products into int32): the GGUF block weights' int8 path.
+  bool avx512_vnni = false;
   // AVX512-FP16 arithmetic (Sapphire Rapids on): the FP8 GEMM's W8A8 path.
   bool avx512_fp16 = false;
   // Where an instruction's speed differs between CPUs with the same flags (vdpbf16ps is half-rate

@@ -1,6 +1,8 @@
 // gemm::linear's host side: input checks, the scalar dequantizer, backend dispatch and the
 // split of output columns across the thread pool.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "core/core.h"
@@ -93,8 +95,30 @@ constexpr int64_t kColumnGrain = 32;
 
 }  // namespace
 
-void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
-                     int64_t ldy) {
+BlockKernel resolve_block_kernel(const CpuFeatures& cpu, const char* env) {
+  const bool vnni = cpu.avx512 && cpu.avx512_vnni;
+  if (env == nullptr || *env == '\0') return vnni ? BlockKernel::Int8 : BlockKernel::Float;
+  if (!std::strcmp(env, "float")) return BlockKernel::Float;
+  FF_CHECK(!std::strcmp(env, "int8"),
+           "FF_GEMM_BLOCK_KERNEL={}: unknown kernel (expected int8 or float)", printable(env));
+  FF_CHECK(vnni, "FF_GEMM_BLOCK_KERNEL=int8: this CPU lacks AVX512-VNNI");
+  return BlockKernel::Int8;
+}
+
+BlockKernel block_kernel() {
+  static const BlockKernel k =
+      resolve_block_kernel(cpu_features(), std::getenv("FF_GEMM_BLOCK_KERNEL"));
+  return k;
+}
+
+bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m) {
+  return isa == Isa::Avx512 && kernel == BlockKernel::Int8 && m > 0 &&
+         (w.block == Block::Q8_0 || w.block == Block::Q4_K || w.block == Block::Q6_K) &&
+         m <= int8_max_rows(w.block);
+}
+
+void linear_with_kernels(Isa isa, BlockKernel kernel, const float* x, int64_t m, int64_t ldx,
+                         const Weight& w, float* y, int64_t ldy) {
   FF_CHECK(m >= 0, "linear: negative row count {}", m);
   if (m == 0) return;  // nothing to compute, and nothing of w is read
   validate(w, "linear");
@@ -103,13 +127,35 @@ void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weig
   FF_CHECK(ldy >= w.n, "linear: output row stride {} < n {}", ldy, w.n);
   FF_CHECK(int(isa) <= int(best_isa()), "linear: backend {} not supported by this CPU",
            isa_name(isa));
+  FF_CHECK(kernel == BlockKernel::Float || cpu_features().avx512_vnni,
+           "linear: the int8 block kernel needs AVX512-VNNI");
+  const bool small = m * w.n * w.k < kMinParallelMacs;
+  if (int8_block_path(isa, kernel, w, m)) {
+    // The caller's thread's buffer: the pool's threads read it through this reference (naming a
+    // thread_local inside the lambda would name theirs).
+    thread_local Int8Rows tls;
+    Int8Rows& qx = tls;
+    if (quantize_rows_int8(w.block, x, m, ldx, w.k, qx)) {
+      if (small) return linear_int8_avx512_rows(qx, w, y, ldy, 0, w.n);
+      parallel_for(
+          w.n, [&](int64_t b, int64_t e) { linear_int8_avx512_rows(qx, w, y, ldy, b, e); },
+          kColumnGrain);
+      return;
+    }
+  }
   const RowsFn fn = backend(isa);
-  if (m * w.n * w.k < kMinParallelMacs) {
+  if (small) {
     fn(x, m, ldx, w, y, ldy, 0, w.n);
     return;
   }
   parallel_for(
       w.n, [&](int64_t b, int64_t e) { fn(x, m, ldx, w, y, ldy, b, e); }, kColumnGrain);
+}
+
+void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+                     int64_t ldy) {
+  linear_with_kernels(isa, isa == Isa::Avx512 ? block_kernel() : BlockKernel::Float, x, m, ldx, w,
+                      y, ldy);
 }
 
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy) {
@@ -176,7 +222,8 @@ void for_each_column_run(std::span<const BatchShape> shapes,
   });
 }
 
-void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
+void linear_batch_with_kernels(Isa isa, BlockKernel kernel,
+                               std::span<const LinearProblem> problems) {
   std::vector<BatchShape> shapes(problems.size());
   for (size_t i = 0; i < problems.size(); ++i) {
     const LinearProblem& p = problems[i];
@@ -193,11 +240,34 @@ void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
   }
   FF_CHECK(int(isa) <= int(best_isa()), "linear_batch: backend {} not supported by this CPU",
            isa_name(isa));
+  FF_CHECK(kernel == BlockKernel::Float || cpu_features().avx512_vnni,
+           "linear_batch: the int8 block kernel needs AVX512-VNNI");
+  // The int8 problems' rows, quantized once before the split (reused between calls).
+  // (References to the caller's thread's buffers, as in linear_with_kernels.)
+  thread_local std::vector<Int8Rows> tls_rows;
+  thread_local std::vector<char> tls_int8;
+  std::vector<Int8Rows>& qx = tls_rows;
+  std::vector<char>& int8 = tls_int8;
+  if (qx.size() < problems.size()) qx.resize(problems.size());
+  int8.assign(problems.size(), 0);
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const LinearProblem& p = problems[i];
+    int8[i] = p.m > 0 && int8_block_path(isa, kernel, *p.w, p.m) &&
+              quantize_rows_int8(p.w->block, p.x, p.m, p.ldx, p.w->k, qx[i]);
+  }
   const RowsFn fn = backend(isa);
   for_each_column_run(shapes, [&](size_t i, int64_t c0, int64_t c1) {
     const LinearProblem& p = problems[i];
-    fn(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, c0, c1);
+    if (int8[i])
+      linear_int8_avx512_rows(qx[i], *p.w, p.y, p.ldy, c0, c1);
+    else
+      fn(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, c0, c1);
   });
+}
+
+void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
+  linear_batch_with_kernels(isa, isa == Isa::Avx512 ? block_kernel() : BlockKernel::Float,
+                            problems);
 }
 
 void linear_batch(std::span<const LinearProblem> problems) {

@@ -6,6 +6,7 @@
 #pragma once
 #include <functional>
 #include <span>
+#include <vector>
 
 #include "core/cpu.h"
 #include "gemm/gemm.h"
@@ -19,6 +20,16 @@ void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weig
 
 // Runs linear_batch on backend `isa`.
 void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems);
+
+// The kernel for GGUF block weights at few rows (see the int8 section below).
+enum class BlockKernel { Float, Int8 };
+// The same with the kernel for block weights given (see the int8 section; Int8 needs
+// AVX512-VNNI and applies on Isa::Avx512 only). linear_with_isa / linear_batch_with_isa pass
+// block_kernel() on Avx512.
+void linear_with_kernels(Isa isa, BlockKernel kernel, const float* x, int64_t m, int64_t ldx,
+                         const Weight& w, float* y, int64_t ldy);
+void linear_batch_with_kernels(Isa isa, BlockKernel kernel,
+                               std::span<const LinearProblem> problems);
 
 // One product of a batch as the column split sees it: rows, the weight's n and k, bytes a weight.
 struct BatchShape {
@@ -41,5 +52,82 @@ void linear_avx2_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, f
                       int64_t ldy, int64_t n0, int64_t n1);
 void linear_avx512_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                         int64_t ldy, int64_t n0, int64_t n1);
+
+// ---- int8 activations for GGUF block weights (AVX512-VNNI) -------------------------------
+//
+// Decode over Q8_0 / Q4_K / Q6_K weights is bound by decoding the weights to fp32, not by memory
+// (Q4_K at m = 1 reaches ~0.4 of the read bandwidth that way). The int8 kernel instead quantizes
+// the few rows of X once per call and multiplies the weights' integer quants by X's with
+// vpdpbusd (exact int32 sums of 4 products a lane), applying the block scales once per 4 lanes
+// of products: llama.cpp's approach, with X in finer blocks than its Q8_K.
+//
+// X's quantization (quantize_rows_int8), per row and per group of consecutive elements (32 for
+// Q8_0, like its blocks; 256 for Q4_K / Q6_K, their super-blocks, llama.cpp's Q8_K): d = amax /
+// 127 (fp32), q = round-half-even(x * (1 / d)) in [-127, 127] (q = 0 where d = 0). The result of
+// a column is then the sum of W's exact values times d * q: Q8_0 exact int32 sums of 4 products
+// per lane, scaled and summed in fp32 per lane; Q4_K / Q6_K exact int32 sums over a whole
+// super-block, scaled in fp32 once per super-block. It depends only on m, k and the column's
+// own weights, not on the split of n.
+// The kernel for block weights at few rows: Int8 where the CPU has AVX-512 with VNNI (full-rate
+// on every such CPU we know), Float elsewhere. ff_gemm_block_kernel (the FF_GEMM_BLOCK_KERNEL
+// value; null or "" for none) "int8" or "float" forces one; another value, or "int8" without
+// AVX512-VNNI, throws ff::Error naming it.
+BlockKernel resolve_block_kernel(const CpuFeatures& cpu, const char* ff_gemm_block_kernel);
+// resolve_block_kernel(cpu_features(), getenv("FF_GEMM_BLOCK_KERNEL")), read once per process.
+BlockKernel block_kernel();
+// Rows up to which a block format takes the int8 kernel; more rows run the fp32 kernels, which
+// decode each weight once for all rows. Q8_0's per-32 scales cost the int8 kernel a multiply
+// per 16 products and row, so it gains only at 1..2 rows (1.4x at one row, even at 3, slower
+// past); Q4_K / Q6_K sum whole super-blocks in int32 and gain up to 8 rows (one thread, weights
+// in L2, Zen 4: Q4_K 2.7x at 1 row, 1.6x at 4 and 8).
+constexpr int64_t int8_max_rows(Block b) {
+  return b == Block::Q8_0 ? 2 : 8;
+}
+// Whether linear on backend `isa` with kernel `kernel` runs w at m rows through the int8 kernel.
+bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m);
+
+// Rows of X quantized for one block format (see above), laid out as the int8 kernel reads them.
+class Int8Rows {
+ public:
+  int64_t m() const { return m_; }
+  int64_t k() const { return k_; }
+  int64_t kp() const { return kp_; }  // k rounded up to 64
+  Block block() const { return block_; }
+  // Row r: kp() quants in the format's order (Q4_K: per 128 elements, 0..31, 64..95, 32..63,
+  // 96..127, matching the nibbles of one 64-byte load; else natural), zero past k.
+  const int8_t* q(int64_t r) const { return reinterpret_cast<const int8_t*>(row(r)); }
+  // Q8_0: per 64 quants, 16 lanes of the block scale (each lane's 4 quants share a block);
+  // Q4_K / Q6_K: one scale per 256.
+  const float* dx(int64_t r) const { return reinterpret_cast<const float*>(row(r) + kp_); }
+  // Q8_0: per lane of 4 quants, -128 times the lane's sum of quants (the dot product's start:
+  // the kernel reads the weights' quants as q + 128).
+  const int32_t* bias(int64_t r) const {
+    return reinterpret_cast<const int32_t*>(row(r) + 2 * kp_);
+  }
+  // Sums of the quants in natural order: Q4_K per 32 (its sub-blocks, for the mins), Q6_K per
+  // 16 (its scale groups, for the offset of 32).
+  const int16_t* bsums(int64_t r) const {
+    return reinterpret_cast<const int16_t*>(row(r) + 2 * kp_);
+  }
+
+ private:
+  friend bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k,
+                                 Int8Rows& out);
+  const uint8_t* row(int64_t r) const { return data_.data() + r * 3 * kp_; }
+  int16_t* bsums_mut(int64_t r) {
+    return reinterpret_cast<int16_t*>(data_.data() + r * 3 * kp_ + 2 * kp_);
+  }
+  Block block_ = Block::None;
+  int64_t m_ = 0, k_ = 0, kp_ = 0;
+  std::vector<uint8_t> data_;
+};
+
+// Quantizes X [m, k] (row stride ldx) for block format b (Q8_0, Q4_K or Q6_K) into out, reusing
+// its memory; false (out unusable) when X holds a NaN or an infinity, which have no int8 scale.
+// Needs AVX512-VNNI.
+bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out);
+// Columns [n0, n1) of Y [x.m(), n] = X W^T from the quantized rows (w.block == x.block()).
+void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0,
+                             int64_t n1);
 
 }  // namespace ff::gemm

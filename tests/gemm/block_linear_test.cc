@@ -3,6 +3,7 @@
 // the validation errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -108,18 +109,56 @@ double tolerance(int64_t k, double magnitude) {
   return 1e-6 * std::sqrt(double(k)) * magnitude + 1e-30;
 }
 
+// X as the int8 kernel sees it (linear_kernels.h), written out independently: per row and group
+// of g elements (Q8_0 32, K types 256) d = amax / 127 in fp32, q = round-half-even(x * (1 / d)),
+// the value q * d.
+std::vector<float> int8_rounded(const std::vector<float>& x, int64_t m, int64_t ldx, int64_t k,
+                                int64_t g) {
+  std::vector<float> out = x;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j0 = 0; j0 < k; j0 += g) {
+      const float* b = x.data() + r * ldx + j0;
+      float amax = 0.f;
+      for (int64_t i = 0; i < g; ++i) amax = std::max(amax, std::fabs(b[i]));
+      const float d = amax / 127.f;
+      const volatile float id = d != 0.f ? 1.f / d : 0.f;  // as rounded to fp32
+      for (int64_t i = 0; i < g; ++i) {
+        const volatile float p = b[i] * id;
+        out[size_t(r * ldx + j0 + i)] = float(std::nearbyint(p)) * d;  // exact: |q| <= 127
+      }
+    }
+  return out;
+}
+
+// The backends and, on AVX-512 with VNNI, the int8 kernel for few rows.
+struct Backend {
+  Isa isa;
+  BlockKernel kernel;
+};
+std::vector<Backend> block_backends() {
+  std::vector<Backend> out;
+  for (Isa isa : backends()) out.push_back({isa, BlockKernel::Float});
+  if (best_isa() == Isa::Avx512 && cpu_features().avx512_vnni)
+    out.push_back({Isa::Avx512, BlockKernel::Int8});
+  return out;
+}
+
 constexpr float kSentinel = 12345.f;
 
 void check_case(Block b, int64_t m, int64_t n, int64_t k, int64_t ld) {
   const int64_t ldx = k + 3, ldy = n + 2;
   BlockWeight bw(b, n, k, ld, uint32_t(n * 131 + k * 7 + int(b)));
   const auto x = random_floats(size_t(m * ldx), uint32_t(m * 17 + k));
-  std::vector<double> want, mag;
-  oracle(x.data(), m, ldx, bw.w, &want, &mag);
-  for (Isa isa : backends()) {
+  for (const Backend& be : block_backends()) {
+    // The int8 kernel's oracle is the product over X as it quantizes it; where it does not
+    // apply (m > int8_max_rows, Q5_K), linear falls back to the fp32 kernel.
+    const bool int8 = int8_block_path(be.isa, be.kernel, bw.w, m);
+    std::vector<double> want, mag;
+    oracle(int8 ? int8_rounded(x, m, ldx, k, b == Block::Q8_0 ? 32 : 256).data() : x.data(), m, ldx,
+           bw.w, &want, &mag);
     std::vector<float> y(size_t(m * ldy), kSentinel);
-    linear_with_isa(isa, x.data(), m, ldx, bw.w, y.data(), ldy);
-    const std::string where = std::string(isa_name(isa)) + " " +
+    linear_with_kernels(be.isa, be.kernel, x.data(), m, ldx, bw.w, y.data(), ldy);
+    const std::string where = std::string(isa_name(be.isa)) + (int8 ? " int8 " : " ") +
                               gguf_type_name(block_gguf_type(b)) + " m=" + std::to_string(m) +
                               " n=" + std::to_string(n) + " k=" + std::to_string(k) +
                               " ld=" + std::to_string(ld);
@@ -246,6 +285,67 @@ TEST(BlockLinearValidate, DequantizeRow) {
   dequantize_gguf(GgufType::Q6_K, static_cast<const uint8_t*>(bw.w.data) + 2 * 2 * 210, 256,
                   want.data());
   EXPECT_EQ(got, want);
+}
+
+// The block kernel's choice: the CPU's default, the forcing variable's values and its errors.
+TEST(BlockLinearInt8, KernelChoice) {
+  CpuFeatures vnni;
+  vnni.avx512 = vnni.avx512_vnni = true;
+  CpuFeatures plain;
+  plain.avx512 = true;
+  EXPECT_EQ(resolve_block_kernel(vnni, nullptr), BlockKernel::Int8);
+  EXPECT_EQ(resolve_block_kernel(vnni, ""), BlockKernel::Int8);
+  EXPECT_EQ(resolve_block_kernel(plain, nullptr), BlockKernel::Float);
+  EXPECT_EQ(resolve_block_kernel(vnni, "float"), BlockKernel::Float);
+  EXPECT_EQ(resolve_block_kernel(vnni, "int8"), BlockKernel::Int8);
+  expect_error([&] { resolve_block_kernel(plain, "int8"); }, "lacks AVX512-VNNI");
+  expect_error([&] { resolve_block_kernel(vnni, "int4"); }, "FF_GEMM_BLOCK_KERNEL=int4");
+  // Where the kernel applies: AVX-512 only, Q8_0 up to 2 rows, Q4_K / Q6_K up to 8, never Q5_K.
+  Weight w;
+  w.block = Block::Q8_0;
+  EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 2));
+  EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 3));
+  EXPECT_FALSE(int8_block_path(Isa::Avx2, BlockKernel::Int8, w, 1));
+  EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Float, w, 1));
+  w.block = Block::Q4_K;
+  EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 8));
+  EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 9));
+  w.block = Block::Q5_K;
+  EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 1));
+}
+
+// A NaN or infinity in X has no int8 scale: linear falls back to the fp32 kernel for the call,
+// so the result is the fp32 kernel's (non-finite where the input is), never a silent number.
+// Columns are also the same whatever the split of n (one call on all, one per column).
+TEST(BlockLinearInt8, NonFiniteInputAndColumnSplit) {
+  if (!(best_isa() == Isa::Avx512 && cpu_features().avx512_vnni)) GTEST_SKIP() << "no AVX512-VNNI";
+  for (Block b : {Block::Q8_0, Block::Q4_K, Block::Q6_K}) {
+    const int64_t n = 70, k = 512;
+    BlockWeight bw(b, n, k, k, 9);
+    auto x = random_floats(size_t(2 * k), 5);
+    std::vector<float> whole(size_t(2 * n)), part(size_t(2 * n));
+    linear_with_kernels(Isa::Avx512, BlockKernel::Int8, x.data(), 2, k, bw.w, whole.data(), n);
+    for (int64_t c = 0; c < n; ++c) {
+      Weight one = bw.w;
+      one.n = 1;
+      one.data = static_cast<const uint8_t*>(bw.w.data) + c * row_bytes(block_gguf_type(b), k);
+      float y1[2];
+      linear_with_kernels(Isa::Avx512, BlockKernel::Int8, x.data(), 2, k, one, y1, 1);
+      part[size_t(c)] = y1[0];
+      part[size_t(n + c)] = y1[1];
+    }
+    EXPECT_EQ(whole, part) << gguf_type_name(block_gguf_type(b));
+    for (float bad : {std::nanf(""), INFINITY}) {
+      x[size_t(k + 7)] = bad;
+      std::vector<float> got(size_t(2 * n)), want(size_t(2 * n));
+      linear_with_kernels(Isa::Avx512, BlockKernel::Int8, x.data(), 2, k, bw.w, got.data(), n);
+      linear_with_kernels(Isa::Avx512, BlockKernel::Float, x.data(), 2, k, bw.w, want.data(), n);
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_TRUE(got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i])))
+            << gguf_type_name(block_gguf_type(b)) << " " << i;
+      EXPECT_FALSE(std::isfinite(got[size_t(n)]));
+    }
+  }
 }
 
 }  // namespace

@@ -1,0 +1,450 @@
+// The int8 kernel of gemm::linear for GGUF block weights on AVX512-VNNI (see linear_kernels.h):
+// X quantized once per call, the weights' quants fed to the integer dot products as stored.
+//
+// Q8_0 (X in 32-blocks like the weights): one 512-bit vector holds two blocks; the signed quants
+//   are read as q + 128 (one xor) for vpdpbusd's unsigned operand, and each lane's int32 sum
+//   starts at -128 times the lane's sum of X's quants, so it is exactly sum(w_q * x_q) over the
+//   lane's 4 k. Then one multiply by (d_w * d_x) per lane and an FMA into fp32.
+// Q4_K / Q6_K (X in 256-blocks): per vector of 64 quants vpmaddubsw (unsigned quants as stored:
+//   Q4_K nibbles 0..15, Q6_K 0..63 before its -32; signed X) gives int16 sums of pairs, and
+//   vpdpwssd multiplies pairs of those by the int16 scale of their sub-block (6-bit Q4_K sc,
+//   int8 Q6_K scales) into int32 lanes: the whole super-block sums in int32, then one FMA by
+//   d_w * d_x. Q4_K's one 64-byte load of qs holds sub-blocks 2h, 2h + 2 (low nibbles) and
+//   2h + 1, 2h + 3 (high nibbles) of half h, which is why X is stored in that order. Its mins
+//   enter once per super-block: -dmin * d_x * sum_j m_j * (sum of X's quants in sub-block j), and
+//   Q6_K's -32: -32 * sum_i scale_i * (sum of X's quants in group i), in the int32 sums.
+// Rows of X (m <= 8) share each decoded weight vector; columns come in tiles of N rows of W
+// streamed once, prefetched 2 KiB ahead as the fp32 streaming kernels do.
+//
+// (The warnings are off as in linear_avx512.cc: GCC 12's AVX-512 intrinsics, GCC PR 105593.)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "gemm/linear_block_simd.h"  // BlockConsts, block_consts
+#include "gemm/linear_kernels.h"
+
+namespace ff::gemm {
+namespace {
+
+__attribute__((always_inline)) inline float f16_at(const uint8_t* p) {
+  return block_f16(p);
+}
+
+inline float hsum512(__m512 v) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hsum256(__m256 h) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// ---- Q8_0: X in 32-element blocks like the weights ---------------------------------------
+
+constexpr int kQ8UnitBytes = 68;  // a step: two blocks, 64 k
+
+// The two blocks' d (lanes 0..7, 8..15; `half`: the row's last block alone) and their 64 quants
+// read as q + 128 (the second block zero when half).
+__attribute__((always_inline)) inline __m512 q8_factors(const uint8_t* b, bool half) {
+  const float d0 = f16_at(b), d1 = half ? 0.f : f16_at(b + 34);
+  return _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
+}
+__attribute__((always_inline)) inline __m512i q8_quants(const uint8_t* b, bool half) {
+  const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+  const __m256i hi =
+      half ? _mm256_setzero_si256() : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 36));
+  return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                          _mm512_set1_epi8(char(0x80)));
+}
+
+// Y[r, c] for r < M (rows r0.. of X), c < N (weight rows `rows`, row_stride bytes apart).
+template <int M, int N>
+void q8_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64_t row_stride,
+             float* y, int64_t ldy) {
+  const int64_t units = x.kp() / 64;
+  const bool half_tail = x.k() % 64 != 0;
+  const int64_t row_bytes = x.k() / 32 * 34;
+  __m512 acc[M][N];
+#pragma GCC unroll 8
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t u = 0; u < units; ++u) {
+    const bool half = half_tail && u == units - 1;
+    int64_t ahead = u * kQ8UnitBytes + kBlockPrefetchBytes;
+    if (ahead >= row_bytes) ahead += N * row_stride - row_bytes;
+    __m512i wq[N];
+    __m512 wf[N];
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) {
+      const uint8_t* blk = rows[c] + u * kQ8UnitBytes;
+      __builtin_prefetch(rows[c] + ahead, 0, 3);
+      __builtin_prefetch(rows[c] + ahead + 64, 0, 3);
+      wq[c] = q8_quants(blk, half);
+      wf[c] = q8_factors(blk, half);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < M; ++r) {
+      const __m512i xq = _mm512_loadu_si512(x.q(r0 + r) + 64 * u);
+      const __m512 dx = _mm512_loadu_ps(x.dx(r0 + r) + 16 * u);
+      const __m512i start = _mm512_loadu_si512(x.bias(r0 + r) + 16 * u);
+#pragma GCC unroll 4
+      for (int c = 0; c < N; ++c) {
+        const __m512i s = _mm512_dpbusd_epi32(start, wq[c], xq);
+        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(wf[c], dx), acc[r][c]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) y[r * ldy + c] = hsum512(acc[r][c]);
+}
+
+// ---- Q4_K / Q6_K: X in 256-element blocks (llama.cpp's Q8_K), int32 sums per super-block ------
+
+template <Block B>
+constexpr int kSuperBytes = B == Block::Q4_K ? 144 : 210;
+
+// One super-block's scales for one row of W: Q4_K the 8 sub-block scales and mins as int16
+// (lanes 0..7 of `sc`, of `mins`), d and -dmin; Q6_K the 16 int8 scales as int16 and d.
+struct SuperScales {
+  __m512i sc;    // int16 scales in the low lanes (what the per-vector permutes read)
+  __m128i mins;  // Q4_K
+  float d, neg_dmin;
+};
+
+template <Block B>
+__attribute__((always_inline)) inline void super_scales(const uint8_t* b, SuperScales& s) {
+  if constexpr (B == Block::Q4_K) {
+    // scales[12] (gguf_quant.h) as three little-endian words a, m, c: sc_j, m_j for j < 4 are the
+    // low 6 bits of the bytes of a, m; for j >= 4 the low, high nibble of c's byte j - 4 with bits
+    // 4..5 from the top 2 bits of a's, m's byte j - 4.
+    uint32_t w[3];
+    std::memcpy(w, b + 4, 12);
+    const uint64_t sc = uint64_t(w[0] & 0x3f3f3f3fu) |
+                        uint64_t((w[2] & 0x0f0f0f0fu) | ((w[0] >> 2) & 0x30303030u)) << 32;
+    const uint64_t mn = uint64_t(w[1] & 0x3f3f3f3fu) |
+                        uint64_t(((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 2) & 0x30303030u)) << 32;
+    s.sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(sc))));
+    s.mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(mn)));
+    s.d = f16_at(b);
+    s.neg_dmin = -f16_at(b + 2);
+  } else {
+    s.sc = _mm512_castsi256_si512(
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))));
+    s.d = f16_at(b + 208);
+  }
+}
+
+// Vector v of a super-block: 64 quants (unsigned: Q4_K 0..15, Q6_K 0..63, as stored) in the order
+// X's quants are stored.
+template <Block B, int v>
+__attribute__((always_inline)) inline __m512i super_quants(const uint8_t* b) {
+  if constexpr (B == Block::Q4_K) {
+    // One 64-byte load of qs: low nibbles sub-blocks 2v', 2v' + 2 ... (see the file comment).
+    const __m512i q = _mm512_loadu_si512(b + 16 + 64 * (v / 2));
+    const __m512i nib = v % 2 ? _mm512_srli_epi16(q, 4) : q;
+    return _mm512_and_si512(nib, _mm512_set1_epi8(15));
+  } else {
+    // ql[64h .. 64h + 63]: low nibbles k 128h + 0..63 (v = 2h), high nibbles 128h + 64..127; the
+    // two high bits of k 128h + 32g + l sit at bits 2g..2g+1 of qh[32h + l].
+    constexpr int h = v / 2;
+    const __m512i ql = _mm512_loadu_si512(b + 64 * h);
+    const __m512i qh = _mm512_broadcast_i64x4(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    if constexpr (v % 2 == 0) {
+      const __m512i hb =
+          _mm512_sllv_epi16(qh, _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1));
+      return _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(hb, m30));
+    } else {
+      const __m512i hb = _mm512_srlv_epi16(
+          qh, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1));
+      return _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                             _mm512_and_si512(hb, m30));
+    }
+  }
+}
+
+// The int16 scale of each pair of int16 products of vector v (vpdpwssd's second operand): the
+// scale of the 4 quants that int32 lane covers.
+template <Block B, int v>
+__attribute__((always_inline)) inline __m512i super_lane_scales(const SuperScales& s) {
+  __m512i idx;
+  if constexpr (B == Block::Q4_K) {
+    // int32 lanes 0..7 sub-block 4 (v / 2) + v % 2, lanes 8..15 that + 2.
+    constexpr int sb = 4 * (v / 2) + v % 2;
+    idx = _mm512_inserti64x4(_mm512_set1_epi16(sb), _mm256_set1_epi16(sb + 2), 1);
+  } else {
+    // int32 lane l covers k 64v + 4l .. +3: scale 4v + l / 4, i.e. int16 lane j: 4v + j / 8.
+    idx = _mm512_add_epi16(
+        _mm512_set1_epi16(4 * v),
+        _mm512_inserti64x4(_mm512_castsi256_si512(
+                               _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)),
+                           _mm256_setr_epi16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3), 1));
+  }
+  return _mm512_permutexvar_epi16(idx, s.sc);
+}
+
+template <Block B, int M, int N>
+void super_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64_t row_stride,
+                float* y, int64_t ldy) {
+  constexpr int SB = kSuperBytes<B>;
+  const int64_t units = x.k() / 256, row_bytes = units * SB;
+  __m512 acc[M][N];
+  __m128 accm[M][N];  // Q4_K: the mins' part
+#pragma GCC unroll 8
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) {
+      acc[r][c] = _mm512_setzero_ps();
+      accm[r][c] = _mm_setzero_ps();
+    }
+  for (int64_t u = 0; u < units; ++u) {
+    int64_t ahead = u * SB + kBlockPrefetchBytes;
+    if (ahead >= row_bytes) ahead += N * row_stride - row_bytes;
+    SuperScales ss[N];
+    const uint8_t* blk[N];
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) {
+      blk[c] = rows[c] + u * SB;
+      for (int o = 0; o < SB; o += 64) __builtin_prefetch(rows[c] + ahead + o, 0, 3);
+      super_scales<B>(blk[c], ss[c]);
+    }
+    __m512i iacc[M][N];
+#pragma GCC unroll 8
+    for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+      for (int c = 0; c < N; ++c) iacc[r][c] = _mm512_setzero_si512();
+    // Per vector: u8 x s8 pairs into int16 (no saturation: |sum| <= 2 * 63 * 127), then pairs of
+    // those times the lane's scale into int32.
+    const auto step = [&]<int v>(std::integral_constant<int, v>) {
+      __m512i wq[N], ws[N];
+#pragma GCC unroll 4
+      for (int c = 0; c < N; ++c) {
+        wq[c] = super_quants<B, v>(blk[c]);
+        ws[c] = super_lane_scales<B, v>(ss[c]);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < M; ++r) {
+        const __m512i xq = _mm512_loadu_si512(x.q(r0 + r) + 256 * u + 64 * v);
+#pragma GCC unroll 4
+        for (int c = 0; c < N; ++c)
+          iacc[r][c] = _mm512_dpwssd_epi32(iacc[r][c], _mm512_maddubs_epi16(wq[c], xq), ws[c]);
+      }
+    };
+    [&]<int... v>(std::integer_sequence<int, v...>) {
+      (step(std::integral_constant<int, v>{}), ...);
+    }
+    (std::make_integer_sequence<int, 4>{});
+#pragma GCC unroll 8
+    for (int r = 0; r < M; ++r) {
+      const float dx = x.dx(r0 + r)[u];
+      const int16_t* bs = x.bsums(r0 + r);
+#pragma GCC unroll 4
+      for (int c = 0; c < N; ++c) {
+        __m512i is = iacc[r][c];
+        if constexpr (B == Block::Q6_K) {
+          // The stored quants are q + 32: subtract 32 * sum_i scale_i * (sum of X's quants i).
+          const __m256i b16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs + 16 * u));
+          const __m256i corr = _mm256_madd_epi16(_mm512_castsi512_si256(ss[c].sc), b16);
+          is = _mm512_sub_epi32(is, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
+        } else {
+          const __m128i b8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bs + 8 * u));
+          accm[r][c] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(ss[c].mins, b8)),
+                                    _mm_set1_ps(ss[c].neg_dmin * dx), accm[r][c]);
+        }
+        acc[r][c] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(ss[c].d * dx), acc[r][c]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) {
+      float v = hsum512(acc[r][c]);
+      if constexpr (B == Block::Q4_K) {
+        __m128 m = accm[r][c];
+        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        v += _mm_cvtss_f32(m);
+      }
+      y[r * ldy + c] = v;
+    }
+}
+
+template <Block B, int M, int N>
+void int8_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64_t row_stride,
+               float* y, int64_t ldy) {
+  if constexpr (B == Block::Q8_0)
+    q8_tile<M, N>(x, r0, rows, row_stride, y, ldy);
+  else
+    super_tile<B, M, N>(x, r0, rows, row_stride, y, ldy);
+}
+
+// Weight rows per tile for M rows of X.
+constexpr int int8_cols(int M) {
+  return M == 1 ? 4 : M <= 3 ? 2 : 1;
+}
+
+template <Block B, int M>
+void int8_cols_range(const Int8Rows& x, int64_t r0, const Weight& w, int64_t rb, float* y,
+                     int64_t ldy, int64_t c0, int64_t c1) {
+  constexpr int N = int8_cols(M);
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  int64_t c = c0;
+  for (; c + N <= c1; c += N) {
+    const uint8_t* rows[N];
+    for (int i = 0; i < N; ++i) rows[i] = base + (c + i) * rb;
+    int8_tile<B, M, N>(x, r0, rows, rb, y + c, ldy);
+  }
+  for (; c < c1; ++c) {
+    const uint8_t* rows[1] = {base + c * rb};
+    int8_tile<B, M, 1>(x, r0, rows, rb, y + c, ldy);
+  }
+}
+
+template <Block B>
+void int8_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  using Fn =
+      void (*)(const Int8Rows&, int64_t, const Weight&, int64_t, float*, int64_t, int64_t, int64_t);
+  static constexpr Fn kByRows[] = {
+      nullptr,
+      int8_cols_range<B, 1>,
+      int8_cols_range<B, 2>,
+      int8_cols_range<B, 3>,
+      int8_cols_range<B, 4>,
+      int8_cols_range<B, 5>,
+      int8_cols_range<B, 6>,
+      int8_cols_range<B, 7>,
+      int8_cols_range<B, 8>,
+  };
+  const int64_t rb = row_bytes(block_gguf_type(B), w.ld);
+  for (int64_t r0 = 0; r0 < x.m(); r0 += 8) {
+    const int64_t rows = std::min<int64_t>(8, x.m() - r0);
+    kByRows[rows](x, r0, w, rb, y + r0 * ldy, ldy, n0, n1);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// max |v| over n floats (n a multiple of 16), or -1 when one is a NaN or an infinity.
+float abs_max(const float* v, int64_t n) {
+  __m512 mx = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 a = _mm512_loadu_ps(v + i);
+    bad |= _mm512_fpclass_ps_mask(a, 0x99);  // QNaN, SNaN, +inf, -inf
+    mx = _mm512_max_ps(mx, _mm512_abs_ps(a));
+  }
+  if (bad) return -1.f;
+  const __m256 m8 =
+      _mm256_max_ps(_mm512_castps512_ps256(mx),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(mx), 1)));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  return _mm_cvtss_f32(m4);
+}
+
+// q[0..15] = round-half-even(v[0..15] * id) as int8, returning the 16 values as int32 lanes.
+__attribute__((always_inline)) inline __m512i quantize16(const float* v, float id, int8_t* q) {
+  // vcvtps2dq rounds half to even (the default MXCSR mode); |v * id| <= 127 up to rounding.
+  const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v), _mm512_set1_ps(id)));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(qi));
+  return qi;
+}
+
+// Q4_K: where natural 32-block t of each 128 elements goes in X's stored order.
+constexpr int kQ4kSlot[4] = {0, 2, 1, 3};
+
+}  // namespace
+
+bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out) {
+  FF_CHECK(b == Block::Q8_0 || b == Block::Q4_K || b == Block::Q6_K,
+           "quantize_rows_int8: no int8 kernel for block format {}", int(b));
+  const int64_t group = b == Block::Q8_0 ? 32 : 256;
+  FF_CHECK(k > 0 && k % group == 0, "quantize_rows_int8: k = {} is not a positive multiple of {}",
+           k, group);
+  out.block_ = b;
+  out.m_ = m;
+  out.k_ = k;
+  out.kp_ = (k + 63) / 64 * 64;
+  const int64_t kp = out.kp_;
+  out.data_.assign(size_t(m * 3 * kp), 0);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * ldx;
+    uint8_t* row = out.data_.data() + r * 3 * kp;
+    int8_t* q = reinterpret_cast<int8_t*>(row);
+    float* dx = reinterpret_cast<float*>(row + kp);
+    for (int64_t g0 = 0; g0 < k; g0 += group) {
+      const float amax = abs_max(xr + g0, group);
+      if (amax < 0.f) return false;
+      const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+      if (b == Block::Q8_0) {
+        quantize16(xr + g0, id, q + g0);
+        quantize16(xr + g0 + 16, id, q + g0 + 16);
+        _mm256_storeu_ps(dx + g0 / 4, _mm256_set1_ps(d));
+        continue;
+      }
+      dx[g0 / 256] = d;
+      int16_t* bsums = out.bsums_mut(r);
+      for (int64_t j = 0; j < 256; j += 32) {
+        const int64_t pos =
+            b == Block::Q4_K ? g0 + 128 * (j / 128) + 32 * kQ4kSlot[j % 128 / 32] : g0 + j;
+        const int s0 = _mm512_reduce_add_epi32(quantize16(xr + g0 + j, id, q + pos));
+        const int s1 = _mm512_reduce_add_epi32(quantize16(xr + g0 + j + 16, id, q + pos + 16));
+        if (b == Block::Q4_K) {
+          bsums[(g0 + j) / 32] = int16_t(s0 + s1);
+        } else {
+          bsums[(g0 + j) / 16] = int16_t(s0);
+          bsums[(g0 + j) / 16 + 1] = int16_t(s1);
+        }
+      }
+    }
+    if (b == Block::Q8_0) {
+      // Each lane's dot product starts at -128 times the lane's sum of X's quants (the weights
+      // are read as q + 128).
+      int32_t* bias = reinterpret_cast<int32_t*>(row + 2 * kp);
+      for (int64_t e = 0; e < kp; e += 64) {
+        const __m512i s4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1),
+                                               _mm512_loadu_si512(q + e));
+        _mm512_storeu_si512(bias + e / 4,
+                            _mm512_slli_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), s4), 7));
+      }
+    }
+  }
+  return true;
+}
+
+void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0,
+                             int64_t n1) {
+  switch (x.block()) {
+    case Block::Q8_0:
+      return int8_rows<Block::Q8_0>(x, w, y, ldy, n0, n1);
+    case Block::Q4_K:
+      return int8_rows<Block::Q4_K>(x, w, y, ldy, n0, n1);
+    case Block::Q6_K:
+      return int8_rows<Block::Q6_K>(x, w, y, ldy, n0, n1);
+    default:
+      fail("linear: no int8 kernel for block format {}", int(x.block()));
+  }
+}
+
+}  // namespace ff::gemm
