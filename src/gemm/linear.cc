@@ -112,8 +112,7 @@ BlockKernel block_kernel() {
 }
 
 bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m) {
-  return isa == Isa::Avx512 && kernel == BlockKernel::Int8 && m > 0 &&
-         (w.block == Block::Q8_0 || w.block == Block::Q4_K || w.block == Block::Q6_K) &&
+  return isa == Isa::Avx512 && kernel == BlockKernel::Int8 && m > 0 && w.block != Block::None &&
          m <= int8_max_rows(w.block);
 }
 

@@ -5,12 +5,12 @@
 //   are read as q + 128 (one xor) for vpdpbusd's unsigned operand, and each lane's int32 sum
 //   starts at -128 times the lane's sum of X's quants, so it is exactly sum(w_q * x_q) over the
 //   lane's 4 k. Then one multiply by (d_w * d_x) per lane and an FMA into fp32.
-// Q4_K / Q6_K (X in 256-blocks): per vector of 64 quants vpmaddubsw (unsigned quants as stored:
-//   Q4_K nibbles 0..15, Q6_K 0..63 before its -32; signed X) gives int16 sums of pairs, and
-//   vpdpwssd multiplies pairs of those by the int16 scale of their sub-block (6-bit Q4_K sc,
-//   int8 Q6_K scales) into int32 lanes: the whole super-block sums in int32, then one FMA by
-//   d_w * d_x. Q4_K's one 64-byte load of qs holds sub-blocks 2h, 2h + 2 (low nibbles) and
-//   2h + 1, 2h + 3 (high nibbles) of half h, which is why X is stored in that order. Its mins
+// Q4_K / Q5_K / Q6_K (X in 256-blocks): per vector of 64 quants vpmaddubsw (unsigned quants as
+//   stored: Q4_K nibbles 0..15, Q5_K 0..31, Q6_K 0..63 before its -32; signed X) gives int16 sums
+//   of pairs, and vpdpwssd multiplies pairs of those by the int16 scale of their sub-block (6-bit
+//   Q4_K sc, int8 Q6_K scales) into int32 lanes: the whole super-block sums in int32, then one FMA
+//   by d_w * d_x. Q4_K's (Q5_K's) one 64-byte load of qs holds sub-blocks 4h, 4h + 2 (low nibbles)
+//   and 4h + 1, 4h + 3 (high nibbles) of half h, which is why X is stored in that order. Its mins
 //   enter once per super-block: -dmin * d_x * sum_j m_j * (sum of X's quants in sub-block j), and
 //   Q6_K's -32: -32 * sum_i scale_i * (sum of X's quants in group i), in the int32 sums.
 // Rows of X (m <= 8) share each decoded weight vector; columns come in tiles of N rows of W
@@ -113,22 +113,24 @@ void q8_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64_t 
     for (int c = 0; c < N; ++c) y[r * ldy + c] = hsum512(acc[r][c]);
 }
 
-// ---- Q4_K / Q6_K: X in 256-element blocks (llama.cpp's Q8_K), int32 sums per super-block ------
+// ---- K types: X in 256-element blocks (llama.cpp's Q8_K), int32 sums per super-block ------
 
 template <Block B>
-constexpr int kSuperBytes = B == Block::Q4_K ? 144 : 210;
+constexpr int kSuperBytes = B == Block::Q4_K   ? 144
+                            : B == Block::Q5_K ? 176
+                                               : 210;
 
-// One super-block's scales for one row of W: Q4_K the 8 sub-block scales and mins as int16
+// One super-block's scales for one row of W: Q4_K / Q5_K the 8 sub-block scales and mins as int16
 // (lanes 0..7 of `sc`, of `mins`), d and -dmin; Q6_K the 16 int8 scales as int16 and d.
 struct SuperScales {
   __m512i sc;    // int16 scales in the low lanes (what the per-vector permutes read)
-  __m128i mins;  // Q4_K
+  __m128i mins;  // Q4_K / Q5_K
   float d, neg_dmin;
 };
 
 template <Block B>
 __attribute__((always_inline)) inline void super_scales(const uint8_t* b, SuperScales& s) {
-  if constexpr (B == Block::Q4_K) {
+  if constexpr (B == Block::Q4_K || B == Block::Q5_K) {
     // scales[12] (gguf_quant.h) as three little-endian words a, m, c: sc_j, m_j for j < 4 are the
     // low 6 bits of the bytes of a, m; for j >= 4 the low, high nibble of c's byte j - 4 with bits
     // 4..5 from the top 2 bits of a's, m's byte j - 4.
@@ -149,15 +151,28 @@ __attribute__((always_inline)) inline void super_scales(const uint8_t* b, SuperS
   }
 }
 
-// Vector v of a super-block: 64 quants (unsigned: Q4_K 0..15, Q6_K 0..63, as stored) in the order
+// Vector v of a super-block: 64 quants (unsigned: Q4_K 0..15, Q5_K 0..31, Q6_K 0..63) in the order
 // X's quants are stored.
 template <Block B, int v>
 __attribute__((always_inline)) inline __m512i super_quants(const uint8_t* b) {
-  if constexpr (B == Block::Q4_K) {
-    // One 64-byte load of qs: low nibbles sub-blocks 2v', 2v' + 2 ... (see the file comment).
-    const __m512i q = _mm512_loadu_si512(b + 16 + 64 * (v / 2));
-    const __m512i nib = v % 2 ? _mm512_srli_epi16(q, 4) : q;
-    return _mm512_and_si512(nib, _mm512_set1_epi8(15));
+  if constexpr (B == Block::Q4_K || B == Block::Q5_K) {
+    // One 64-byte load of qs holds sub-blocks 4h, 4h + 2 (low nibbles, v = 2h) and 4h + 1, 4h + 3
+    // (high nibbles) of half h = v / 2.
+    constexpr int kQs = B == Block::Q4_K ? 16 : 48;
+    const __m512i q = _mm512_loadu_si512(b + kQs + 64 * (v / 2));
+    const __m512i nib = _mm512_and_si512(v % 2 ? _mm512_srli_epi16(q, 4) : q, _mm512_set1_epi8(15));
+    if constexpr (B == Block::Q4_K) return nib;
+    // Q5_K's fifth bit of element l of sub-block s is bit s of qh[l]: the 32 bytes of qh in both
+    // halves, shifted right by the halves' sub-blocks (16-bit shifts: a byte's bit 0 is its own
+    // bit s), masked to bit 0 and moved to bit 4.
+    constexpr int s0 = 4 * (v / 2) + v % 2;
+    const __m512i qh =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)));
+    const __m512i bit = _mm512_and_si512(
+        _mm512_srlv_epi16(qh,
+                          _mm512_inserti64x4(_mm512_set1_epi16(s0), _mm256_set1_epi16(s0 + 2), 1)),
+        _mm512_set1_epi8(1));
+    return _mm512_or_si512(nib, _mm512_slli_epi16(bit, 4));
   } else {
     // ql[64h .. 64h + 63]: low nibbles k 128h + 0..63 (v = 2h), high nibbles 128h + 64..127; the
     // two high bits of k 128h + 32g + l sit at bits 2g..2g+1 of qh[32h + l].
@@ -184,7 +199,7 @@ __attribute__((always_inline)) inline __m512i super_quants(const uint8_t* b) {
 template <Block B, int v>
 __attribute__((always_inline)) inline __m512i super_lane_scales(const SuperScales& s) {
   __m512i idx;
-  if constexpr (B == Block::Q4_K) {
+  if constexpr (B == Block::Q4_K || B == Block::Q5_K) {
     // int32 lanes 0..7 sub-block 4 (v / 2) + v % 2, lanes 8..15 that + 2.
     constexpr int sb = 4 * (v / 2) + v % 2;
     idx = _mm512_inserti64x4(_mm512_set1_epi16(sb), _mm256_set1_epi16(sb + 2), 1);
@@ -205,7 +220,7 @@ void super_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64
   constexpr int SB = kSuperBytes<B>;
   const int64_t units = x.k() / 256, row_bytes = units * SB;
   __m512 acc[M][N];
-  __m128 accm[M][N];  // Q4_K: the mins' part
+  __m128 accm[M][N];  // Q4_K / Q5_K: the mins' part
 #pragma GCC unroll 8
   for (int r = 0; r < M; ++r)
 #pragma GCC unroll 4
@@ -262,7 +277,7 @@ void super_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64
           const __m256i b16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs + 16 * u));
           const __m256i corr = _mm256_madd_epi16(_mm512_castsi512_si256(ss[c].sc), b16);
           is = _mm512_sub_epi32(is, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
-        } else {
+        } else {  // Q4_K, Q5_K
           const __m128i b8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bs + 8 * u));
           accm[r][c] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(ss[c].mins, b8)),
                                     _mm_set1_ps(ss[c].neg_dmin * dx), accm[r][c]);
@@ -277,7 +292,7 @@ void super_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64
 #pragma GCC unroll 4
     for (int c = 0; c < N; ++c) {
       float v = hsum512(acc[r][c]);
-      if constexpr (B == Block::Q4_K) {
+      if constexpr (B != Block::Q6_K) {
         __m128 m = accm[r][c];
         m = _mm_add_ps(m, _mm_movehl_ps(m, m));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
@@ -371,13 +386,13 @@ __attribute__((always_inline)) inline __m512i quantize16(const float* v, float i
   return qi;
 }
 
-// Q4_K: where natural 32-block t of each 128 elements goes in X's stored order.
+// Q4_K / Q5_K: where natural 32-block t of each 128 elements goes in X's stored order.
 constexpr int kQ4kSlot[4] = {0, 2, 1, 3};
 
 }  // namespace
 
 bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out) {
-  FF_CHECK(b == Block::Q8_0 || b == Block::Q4_K || b == Block::Q6_K,
+  FF_CHECK(b == Block::Q8_0 || b == Block::Q4_K || b == Block::Q5_K || b == Block::Q6_K,
            "quantize_rows_int8: no int8 kernel for block format {}", int(b));
   const int64_t group = b == Block::Q8_0 ? 32 : 256;
   FF_CHECK(k > 0 && k % group == 0, "quantize_rows_int8: k = {} is not a positive multiple of {}",
@@ -407,10 +422,10 @@ bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t
       int16_t* bsums = out.bsums_mut(r);
       for (int64_t j = 0; j < 256; j += 32) {
         const int64_t pos =
-            b == Block::Q4_K ? g0 + 128 * (j / 128) + 32 * kQ4kSlot[j % 128 / 32] : g0 + j;
+            b == Block::Q6_K ? g0 + j : g0 + 128 * (j / 128) + 32 * kQ4kSlot[j % 128 / 32];
         const int s0 = _mm512_reduce_add_epi32(quantize16(xr + g0 + j, id, q + pos));
         const int s1 = _mm512_reduce_add_epi32(quantize16(xr + g0 + j + 16, id, q + pos + 16));
-        if (b == Block::Q4_K) {
+        if (b != Block::Q6_K) {
           bsums[(g0 + j) / 32] = int16_t(s0 + s1);
         } else {
           bsums[(g0 + j) / 16] = int16_t(s0);
@@ -440,6 +455,8 @@ void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64
       return int8_rows<Block::Q8_0>(x, w, y, ldy, n0, n1);
     case Block::Q4_K:
       return int8_rows<Block::Q4_K>(x, w, y, ldy, n0, n1);
+    case Block::Q5_K:
+      return int8_rows<Block::Q5_K>(x, w, y, ldy, n0, n1);
     case Block::Q6_K:
       return int8_rows<Block::Q6_K>(x, w, y, ldy, n0, n1);
     default:

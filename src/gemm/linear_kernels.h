@@ -55,17 +55,17 @@ void linear_avx512_rows(const float* x, int64_t m, int64_t ldx, const Weight& w,
 
 // ---- int8 activations for GGUF block weights (AVX512-VNNI) -------------------------------
 //
-// Decode over Q8_0 / Q4_K / Q6_K weights is bound by decoding the weights to fp32, not by memory
-// (Q4_K at m = 1 reaches ~0.4 of the read bandwidth that way). The int8 kernel instead quantizes
-// the few rows of X once per call and multiplies the weights' integer quants by X's with
+// Decode over Q8_0 / Q4_K / Q5_K / Q6_K weights is bound by decoding the weights to fp32, not by
+// memory (Q4_K at m = 1 reaches ~0.4 of the read bandwidth that way). The int8 kernel instead
+// quantizes the few rows of X once per call and multiplies the weights' integer quants by X's with
 // vpdpbusd (exact int32 sums of 4 products a lane), applying the block scales once per 4 lanes
 // of products: llama.cpp's approach, with X in finer blocks than its Q8_K.
 //
 // X's quantization (quantize_rows_int8), per row and per group of consecutive elements (32 for
-// Q8_0, like its blocks; 256 for Q4_K / Q6_K, their super-blocks, llama.cpp's Q8_K): d = amax /
+// Q8_0, like its blocks; 256 for the K types, their super-blocks, llama.cpp's Q8_K): d = amax /
 // 127 (fp32), q = round-half-even(x * (1 / d)) in [-127, 127] (q = 0 where d = 0). The result of
 // a column is then the sum of W's exact values times d * q: Q8_0 exact int32 sums of 4 products
-// per lane, scaled and summed in fp32 per lane; Q4_K / Q6_K exact int32 sums over a whole
+// per lane, scaled and summed in fp32 per lane; the K types exact int32 sums over a whole
 // super-block, scaled in fp32 once per super-block. It depends only on m, k and the column's
 // own weights, not on the split of n.
 // The kernel for block weights at few rows: Int8 where the CPU has AVX-512 with VNNI (full-rate
@@ -78,7 +78,7 @@ BlockKernel block_kernel();
 // Rows up to which a block format takes the int8 kernel; more rows run the fp32 kernels, which
 // decode each weight once for all rows. Q8_0's per-32 scales cost the int8 kernel a multiply
 // per 16 products and row, so it gains only at 1..2 rows (1.4x at one row, even at 3, slower
-// past); Q4_K / Q6_K sum whole super-blocks in int32 and gain up to 8 rows (one thread, weights
+// past); the K types sum whole super-blocks in int32 and gain up to 8 rows (one thread, weights
 // in L2, Zen 4: Q4_K 2.7x at 1 row, 1.6x at 4 and 8).
 constexpr int64_t int8_max_rows(Block b) {
   return b == Block::Q8_0 ? 2 : 8;
@@ -93,19 +93,19 @@ class Int8Rows {
   int64_t k() const { return k_; }
   int64_t kp() const { return kp_; }  // k rounded up to 64
   Block block() const { return block_; }
-  // Row r: kp() quants in the format's order (Q4_K: per 128 elements, 0..31, 64..95, 32..63,
+  // Row r: kp() quants in the format's order (Q4_K / Q5_K: per 128 elements, 0..31, 64..95, 32..63,
   // 96..127, matching the nibbles of one 64-byte load; else natural), zero past k.
   const int8_t* q(int64_t r) const { return reinterpret_cast<const int8_t*>(row(r)); }
   // Q8_0: per 64 quants, 16 lanes of the block scale (each lane's 4 quants share a block);
-  // Q4_K / Q6_K: one scale per 256.
+  // K types: one scale per 256.
   const float* dx(int64_t r) const { return reinterpret_cast<const float*>(row(r) + kp_); }
   // Q8_0: per lane of 4 quants, -128 times the lane's sum of quants (the dot product's start:
   // the kernel reads the weights' quants as q + 128).
   const int32_t* bias(int64_t r) const {
     return reinterpret_cast<const int32_t*>(row(r) + 2 * kp_);
   }
-  // Sums of the quants in natural order: Q4_K per 32 (its sub-blocks, for the mins), Q6_K per
-  // 16 (its scale groups, for the offset of 32).
+  // Sums of the quants in natural order: Q4_K / Q5_K per 32 (their sub-blocks, for the mins), Q6_K
+  // per 16 (its scale groups, for the offset of 32).
   const int16_t* bsums(int64_t r) const {
     return reinterpret_cast<const int16_t*>(row(r) + 2 * kp_);
   }
@@ -122,9 +122,9 @@ class Int8Rows {
   std::vector<uint8_t> data_;
 };
 
-// Quantizes X [m, k] (row stride ldx) for block format b (Q8_0, Q4_K or Q6_K) into out, reusing
-// its memory; false (out unusable) when X holds a NaN or an infinity, which have no int8 scale.
-// Needs AVX512-VNNI.
+// Quantizes X [m, k] (row stride ldx) for block format b (Q8_0, Q4_K, Q5_K or Q6_K) into out,
+// reusing its memory; false (out unusable) when X holds a NaN or an infinity, which have no int8
+// scale. Needs AVX512-VNNI.
 bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out);
 // Columns [n0, n1) of Y [x.m(), n] = X W^T from the quantized rows (w.block == x.block()).
 void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0,

@@ -151,7 +151,7 @@ void check_case(Block b, int64_t m, int64_t n, int64_t k, int64_t ld) {
   const auto x = random_floats(size_t(m * ldx), uint32_t(m * 17 + k));
   for (const Backend& be : block_backends()) {
     // The int8 kernel's oracle is the product over X as it quantizes it; where it does not
-    // apply (m > int8_max_rows, Q5_K), linear falls back to the fp32 kernel.
+    // apply (m > int8_max_rows), linear falls back to the fp32 kernel.
     const bool int8 = int8_block_path(be.isa, be.kernel, bw.w, m);
     std::vector<double> want, mag;
     oracle(int8 ? int8_rounded(x, m, ldx, k, b == Block::Q8_0 ? 32 : 256).data() : x.data(), m, ldx,
@@ -300,7 +300,7 @@ TEST(BlockLinearInt8, KernelChoice) {
   EXPECT_EQ(resolve_block_kernel(vnni, "int8"), BlockKernel::Int8);
   expect_error([&] { resolve_block_kernel(plain, "int8"); }, "lacks AVX512-VNNI");
   expect_error([&] { resolve_block_kernel(vnni, "int4"); }, "FF_GEMM_BLOCK_KERNEL=int4");
-  // Where the kernel applies: AVX-512 only, Q8_0 up to 2 rows, Q4_K / Q6_K up to 8, never Q5_K.
+  // Where the kernel applies: AVX-512 only, Q8_0 up to 2 rows, the K types up to 8.
   Weight w;
   w.block = Block::Q8_0;
   EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 2));
@@ -311,6 +311,8 @@ TEST(BlockLinearInt8, KernelChoice) {
   EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 8));
   EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 9));
   w.block = Block::Q5_K;
+  EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 1));
+  w.block = Block::None;
   EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 1));
 }
 
@@ -319,7 +321,7 @@ TEST(BlockLinearInt8, KernelChoice) {
 // Columns are also the same whatever the split of n (one call on all, one per column).
 TEST(BlockLinearInt8, NonFiniteInputAndColumnSplit) {
   if (!(best_isa() == Isa::Avx512 && cpu_features().avx512_vnni)) GTEST_SKIP() << "no AVX512-VNNI";
-  for (Block b : {Block::Q8_0, Block::Q4_K, Block::Q6_K}) {
+  for (Block b : kBlocks) {
     const int64_t n = 70, k = 512;
     BlockWeight bw(b, n, k, k, 9);
     auto x = random_floats(size_t(2 * k), 5);
