@@ -43,11 +43,15 @@ struct Weight {
 // null X / Y; m == 0 does nothing.
 //
 // Precision: products and sums are fp32 for every weight dtype (weights are widened exactly,
-// FP8 block scales applied per 128 columns). X is never rounded to bf16 for vdpbf16ps: that
-// would add ~2^-9 relative error per product, far above the 1e-4 at which fp32 models are
-// checked against HF transformers; decode is bandwidth-bound anyway, and on the Sapphire
-// Rapids-class CPUs we measured vdpbf16ps peaks at half the fp32 FMA rate (~105 vs ~214
-// GFLOP/s per core), so prefill would not gain either.
+// FP8 block scales applied per 128 columns), with one exception: on CPUs where vdpbf16ps runs at
+// full rate (AMD Zen 4 / Zen 5, AVX512-BF16; the choice is by CPU identity, never by timing),
+// BF16 weights at m > 16 on the AVX-512 backend multiply X rounded to bf16 (round to nearest
+// even), as oneDNN and llama.cpp do: ~2^-9 relative error per product, sums still fp32, twice
+// the FMA rate. FF_GEMM_BF16_KERNEL=fma keeps fp32 products everywhere (what the tests that
+// compare fp32 models against HF transformers at 1e-4 use); =dot forces the bf16 products on any
+// CPU with AVX512-BF16. Intel CPUs we measured (Sapphire Rapids class) run vdpbf16ps at half the
+// fp32 FMA rate (~105 vs ~214 GFLOP/s per core), so there prefill keeps fp32; decode (m <= 16) is
+// bandwidth-bound and keeps fp32 X everywhere.
 // Backends: AVX-512, AVX2 or the scalar reference by ff::active_isa() (FF_ISA). Small m (up to
 // 8; 12 for non-FP8 weights on AVX-512) streams W once (decode); on AVX-512, 13..16 rows (FP8:
 // 9..16) widen each weight once into an L1 tile and broadcast it against X transposed; larger m
@@ -140,7 +144,8 @@ void quantize_q4_k(const float* x, int64_t n, void* out);
 // k group an fp32 partial dot product of the raw e4m3 values, multiplied by sa[i,g] * sb[j/128,g]
 // and added to an fp32 accumulator; then C is added and D is rounded to its dtype (bf16: RNE).
 // The SIMD backends compute the same sum with A's scale folded into A before the products
-// (the difference is fp32 rounding, ~1e-7 relative) through gemm::linear's kernels.
+// (the difference is fp32 rounding, ~1e-7 relative) through gemm::linear's kernels; BF16 B with
+// more than 16 rows of A in a product takes linear's BF16 kernel choice (see its Precision).
 // UE8M0: scales are passed as fp32 values; GemmOptions::ue8m0 asks validation to check that
 // every scale is an exact power of two (what quantize_*(…, ue8m0 = true) produces; DeepGEMM's
 // packed ue8m0 bytes convert with ff::ue8m0_to_f32). The arithmetic is the same.

@@ -1,6 +1,8 @@
 // gemm::linear's host side: input checks, the scalar dequantizer, backend dispatch and the
 // split of output columns across the thread pool.
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "core/core.h"
@@ -74,7 +76,11 @@ namespace {
 using RowsFn = void (*)(const float*, int64_t, int64_t, const Weight&, float*, int64_t, int64_t,
                         int64_t);
 
-RowsFn backend(Isa isa) {
+// The rows function for one product: the BF16 dot kernel where it was chosen and applies.
+RowsFn backend(Isa isa, Bf16Kernel bf16, const Weight& w, int64_t m) {
+  if (isa == Isa::Avx512 && bf16 == Bf16Kernel::Dot && w.dtype == DType::BF16 &&
+      w.block == Block::None && m >= kBf16DotMinRows)
+    return linear_bf16dot_rows;
   switch (isa) {
     case Isa::Avx512:
       return linear_avx512_rows;
@@ -91,10 +97,39 @@ constexpr int64_t kMinParallelMacs = int64_t(1) << 16;
 // ragged panel in the middle of the matrix.
 constexpr int64_t kColumnGrain = 32;
 
+void check_bf16_kernel(Bf16Kernel bf16, const char* what) {
+  FF_CHECK(bf16 == Bf16Kernel::Fma || cpu_features().avx512_bf16,
+           "{}: the BF16 dot kernel needs AVX512-BF16, which this CPU lacks", what);
+}
+
 }  // namespace
+
+Bf16Kernel resolve_bf16_gemm_kernel(const CpuFeatures& cpu, const char* env) {
+  if (env && *env) {
+    const std::string v(env);
+    FF_CHECK(v == "dot" || v == "fma", "FF_GEMM_BF16_KERNEL={}: expected dot or fma", v);
+    FF_CHECK(v == "fma" || cpu.avx512_bf16, "FF_GEMM_BF16_KERNEL=dot: this CPU lacks AVX512-BF16");
+    return v == "dot" ? Bf16Kernel::Dot : Bf16Kernel::Fma;
+  }
+  // Zen 4 and Zen 5 (Zen 3, also family 0x19, lacks AVX512-BF16) run vdpbf16ps at twice the FMA
+  // rate; Intel parts measured so far at half of it. Unknown CPUs keep fp32 products.
+  const bool full_rate_dot = cpu.vendor == CpuVendor::Amd && cpu.family >= 0x19;
+  return cpu.avx512 && cpu.avx512_bf16 && full_rate_dot ? Bf16Kernel::Dot : Bf16Kernel::Fma;
+}
+
+Bf16Kernel bf16_gemm_kernel() {
+  static const Bf16Kernel k =
+      resolve_bf16_gemm_kernel(cpu_features(), std::getenv("FF_GEMM_BF16_KERNEL"));
+  return k;
+}
 
 void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                      int64_t ldy) {
+  linear_with_isa(isa, bf16_gemm_kernel(), x, m, ldx, w, y, ldy);
+}
+
+void linear_with_isa(Isa isa, Bf16Kernel bf16, const float* x, int64_t m, int64_t ldx,
+                     const Weight& w, float* y, int64_t ldy) {
   FF_CHECK(m >= 0, "linear: negative row count {}", m);
   if (m == 0) return;  // nothing to compute, and nothing of w is read
   validate(w, "linear");
@@ -103,7 +138,8 @@ void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weig
   FF_CHECK(ldy >= w.n, "linear: output row stride {} < n {}", ldy, w.n);
   FF_CHECK(int(isa) <= int(best_isa()), "linear: backend {} not supported by this CPU",
            isa_name(isa));
-  const RowsFn fn = backend(isa);
+  check_bf16_kernel(bf16, "linear");
+  const RowsFn fn = backend(isa, bf16, w, m);
   if (m * w.n * w.k < kMinParallelMacs) {
     fn(x, m, ldx, w, y, ldy, 0, w.n);
     return;
@@ -177,6 +213,10 @@ void for_each_column_run(std::span<const BatchShape> shapes,
 }
 
 void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
+  linear_batch_with_isa(isa, bf16_gemm_kernel(), problems);
+}
+
+void linear_batch_with_isa(Isa isa, Bf16Kernel bf16, std::span<const LinearProblem> problems) {
   std::vector<BatchShape> shapes(problems.size());
   for (size_t i = 0; i < problems.size(); ++i) {
     const LinearProblem& p = problems[i];
@@ -193,10 +233,10 @@ void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
   }
   FF_CHECK(int(isa) <= int(best_isa()), "linear_batch: backend {} not supported by this CPU",
            isa_name(isa));
-  const RowsFn fn = backend(isa);
+  check_bf16_kernel(bf16, "linear_batch");
   for_each_column_run(shapes, [&](size_t i, int64_t c0, int64_t c1) {
     const LinearProblem& p = problems[i];
-    fn(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, c0, c1);
+    backend(isa, bf16, *p.w, p.m)(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, c0, c1);
   });
 }
 
