@@ -1,6 +1,7 @@
 // gemm::linear's host side: input checks, the scalar dequantizer, backend dispatch and the
 // split of output columns across the thread pool.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -117,10 +118,27 @@ Bf16Kernel resolve_bf16_gemm_kernel(const CpuFeatures& cpu, const char* env) {
   return cpu.avx512 && cpu.avx512_bf16 && full_rate_dot ? Bf16Kernel::Dot : Bf16Kernel::Fma;
 }
 
-Bf16Kernel bf16_gemm_kernel() {
-  static const Bf16Kernel k =
-      resolve_bf16_gemm_kernel(cpu_features(), std::getenv("FF_GEMM_BF16_KERNEL"));
+namespace {
+
+std::atomic<Bf16Kernel>& chosen_bf16_kernel() {
+  static std::atomic<Bf16Kernel> k{
+      resolve_bf16_gemm_kernel(cpu_features(), std::getenv("FF_GEMM_BF16_KERNEL"))};
   return k;
+}
+
+}  // namespace
+
+Bf16Kernel bf16_gemm_kernel() {
+  return chosen_bf16_kernel().load(std::memory_order_relaxed);
+}
+
+ScopedBf16GemmKernel::ScopedBf16GemmKernel(Bf16Kernel kernel) : previous_(bf16_gemm_kernel()) {
+  check_bf16_kernel(kernel, "ScopedBf16GemmKernel");
+  chosen_bf16_kernel().store(kernel, std::memory_order_relaxed);
+}
+
+ScopedBf16GemmKernel::~ScopedBf16GemmKernel() {
+  chosen_bf16_kernel().store(previous_, std::memory_order_relaxed);
 }
 
 void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,

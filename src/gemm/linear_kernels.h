@@ -26,8 +26,23 @@ constexpr int64_t kBf16DotMinRows = 17;  // decode (memory-bound) keeps the fp32
 // timing, so a model's output is the same on every run of one machine.
 Bf16Kernel resolve_bf16_gemm_kernel(const CpuFeatures& cpu, const char* ff_gemm_bf16_kernel);
 
-// resolve_bf16_gemm_kernel(cpu_features(), getenv("FF_GEMM_BF16_KERNEL")), read once per process.
+// resolve_bf16_gemm_kernel(cpu_features(), getenv("FF_GEMM_BF16_KERNEL")), read once per process
+// (or what a ScopedBf16GemmKernel set).
 Bf16Kernel bf16_gemm_kernel();
+
+// For tests: replaces this process's choice while it lives (a test that compares an fp32 forward
+// with fp32 goldens at 1e-4 keeps fp32 products; Dot needs AVX512-BF16). Not for concurrent use
+// with other threads running gemm::linear.
+class ScopedBf16GemmKernel {
+ public:
+  explicit ScopedBf16GemmKernel(Bf16Kernel kernel);
+  ~ScopedBf16GemmKernel();
+  ScopedBf16GemmKernel(const ScopedBf16GemmKernel&) = delete;
+  ScopedBf16GemmKernel& operator=(const ScopedBf16GemmKernel&) = delete;
+
+ private:
+  Bf16Kernel previous_;
+};
 
 // Runs linear on backend `isa` (which the CPU must support) with `bf16` as the BF16 prefill
 // kernel (Dot needs AVX512-BF16; it applies to the AVX-512 backend only). Validates like

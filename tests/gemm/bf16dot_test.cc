@@ -209,6 +209,30 @@ TEST(Bf16GemmKernelChoice, DotWithoutTheInstructionIsRefused) {
   testing::expect_error(
       [&] { linear_with_isa(Isa::Scalar, Bf16Kernel::Dot, x.data(), 20, 4, tw.w, y.data(), 4); },
       "AVX512-BF16");
+  testing::expect_error([] { ScopedBf16GemmKernel dot(Bf16Kernel::Dot); }, "AVX512-BF16");
+}
+
+// A scoped choice reaches the public entry and is undone afterwards.
+TEST(Bf16GemmKernelChoice, ScopedChoiceReachesLinearAndIsRestored) {
+  const Bf16Kernel before = bf16_gemm_kernel();
+  const uint16_t one = f32_to_bf16(1.f);
+  const Weight w{DType::BF16, Block::None, &one, 1, 1, 1, nullptr};
+  const std::vector<float> x(20, 1.f + 1.f / 1024.f);  // 1 once rounded to bf16
+  std::vector<float> y(20);
+  {
+    const ScopedBf16GemmKernel fma(Bf16Kernel::Fma);
+    EXPECT_EQ(bf16_gemm_kernel(), Bf16Kernel::Fma);
+    linear(x.data(), 20, 1, w, y.data(), 1);
+    EXPECT_EQ(y[0], x[0]);
+  }
+  EXPECT_EQ(bf16_gemm_kernel(), before);
+  if (!have_dot() || active_isa() != Isa::Avx512) return;
+  {
+    const ScopedBf16GemmKernel dot(Bf16Kernel::Dot);
+    linear(x.data(), 20, 1, w, y.data(), 1);
+    EXPECT_EQ(y[0], 1.f);
+  }
+  EXPECT_EQ(bf16_gemm_kernel(), before);
 }
 
 // Runs by itself only in the child processes started below: the kernel the public entry used,
