@@ -10,8 +10,14 @@
 // For m <= 16 every call reads another copy of the weights (>= 512 MiB in all, for every
 // library), so decode figures are DRAM figures. Times are medians.
 //
-// Usage: bench_gemm [--quick] [--rows M] [--no-grouped | --grouped-only]   (FF_NUM_THREADS sets the
-// threads; the baselines get the same count through OMP_NUM_THREADS / openblas_set_num_threads)
+// BF16 cases (`kind=bf16`, m > 16): gemm::linear on the dense shapes' weights rounded to bf16
+// (the oneDNN baseline's B), fp32 X, with each BF16 prefill kernel: the process's choice
+// (`kernel=`, gemm::bf16_gemm_kernel: vdpbf16ps on X rounded to bf16 on Zen 4 / Zen 5) against
+// oneDNN on the same bf16 data; fma_us / fma_GFLOPs: the fp32-FMA kernel in the same run.
+//
+// Usage: bench_gemm [--quick] [--rows M] [--no-grouped | --grouped-only | --bf16-only]
+// (FF_NUM_THREADS sets the threads; the baselines get the same count through OMP_NUM_THREADS /
+// openblas_set_num_threads)
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -27,6 +33,7 @@
 #include "bench_util.h"
 #include "core/core.h"
 #include "gemm/gemm.h"
+#include "gemm/linear_kernels.h"
 
 #ifdef FF_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -281,8 +288,58 @@ void run_case(const char* kind, const Experts& ex, const std::vector<int64_t>& m
   std::fflush(stdout);
 }
 
+// One BF16 linear case (see the header): the chosen kernel, the FMA kernel and oneDNN.
+void run_bf16_case(const Experts& ex, int64_t m, const Machine& mach, bool quick) {
+  const int64_t n = ex.n, k = ex.k;
+  std::vector<float> x(size_t(m * k)), y(size_t(m * n));
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (float& v : x) v = nd(rng);
+  gemm::Weight w;
+  w.dtype = DType::BF16;
+  w.data = ex.bf16[0]->data();
+  w.n = n;
+  w.k = k;
+  w.ld = k;
+  const double flops = 2.0 * double(m) * double(n) * double(k);
+  const double peak = mach.bf16_gflops > 0 ? mach.bf16_gflops : mach.fma_gflops;
+  const int reps = quick ? 5 : std::clamp(int(0.5 / (flops / (peak * 1e9) * 2)), 5, 100);
+  const auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(300)); };
+  const auto time_kernel = [&](gemm::Bf16Kernel kernel) {
+    settle();
+    return time_runs(
+               [&] { gemm::linear_with_isa(active_isa(), kernel, x.data(), m, k, w, y.data(), n); },
+               reps, 1)
+        .median;
+  };
+  const gemm::Bf16Kernel chosen = gemm::bf16_gemm_kernel();
+  const double t = time_kernel(chosen);
+  const double t_fma = chosen == gemm::Bf16Kernel::Fma ? t : time_kernel(gemm::Bf16Kernel::Fma);
+  double t_dnnl = 0;
+#ifdef FF_HAVE_DNNL
+  {
+    std::vector<uint16_t> xb(x.size());
+    convert_f32_to_bf16(x.data(), xb.data(), x.size());
+    static Dnnl dnnl;
+    settle();
+    t_dnnl = dnnl.time(ex, {m}, xb.data(), y.data(), reps);
+  }
+#endif
+  const double gflops = flops / t / 1e9;
+  char name[96];
+  std::snprintf(name, sizeof name, "bf16_%ldx%ld_m%ld", long(n), long(k), long(m));
+  std::printf(
+      "BENCH gemm %s kind=bf16 kernel=%s m=%ld n=%ld k=%ld time_us=%.1f GFLOPs=%.2f "
+      "frac_bf16=%.3f frac_fma=%.3f fma_us=%.1f fma_GFLOPs=%.2f dnnl_bf16_us=%.1f "
+      "vs_dnnl_bf16=%.2f\n",
+      name, chosen == gemm::Bf16Kernel::Dot ? "dot" : "fma", long(m), long(n), long(k), t * 1e6,
+      gflops, mach.bf16_gflops > 0 ? gflops / mach.bf16_gflops : 0.0, gflops / mach.fma_gflops,
+      t_fma * 1e6, flops / t_fma / 1e9, t_dnnl * 1e6, t_dnnl > 0 ? t_dnnl / t : 0.0);
+  std::fflush(stdout);
+}
+
 int run(int argc, char** argv) {
-  bool quick = false, grouped = true, dense = true;
+  bool quick = false, grouped = true, dense = true, bf16 = true;
   int64_t only_rows = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) {
@@ -290,11 +347,14 @@ int run(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--no-grouped")) {
       grouped = false;
     } else if (!std::strcmp(argv[i], "--grouped-only")) {
-      dense = false;
+      dense = bf16 = false;
+    } else if (!std::strcmp(argv[i], "--bf16-only")) {
+      dense = grouped = false;
     } else if (!std::strcmp(argv[i], "--rows") && i + 1 < argc) {
       only_rows = std::atol(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--rows M] [--no-grouped | --grouped-only]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--quick] [--rows M] [--no-grouped | --grouped-only | --bf16-only]\n",
                    argv[0]);
       return 2;
     }
@@ -344,6 +404,12 @@ int run(int argc, char** argv) {
       for (int64_t m : all_rows)
         if (m > 16 && (only_rows == 0 || m == only_rows)) run_case("dense", ex, {m}, mach, quick);
     }
+  }
+  for (const auto& s : shapes) {
+    if (!bf16 || (only_rows != 0 && only_rows <= 16)) break;
+    const Experts ex(1, s[0], s[1], /*rotate=*/false, /*baselines=*/true);
+    for (int64_t m : all_rows)
+      if (m > 16 && (only_rows == 0 || m == only_rows)) run_bf16_case(ex, m, mach, quick);
   }
   if (grouped) {
     // MoE: 8 experts of 2048 x 7168 (gate / up) and 7168 x 2048 (down).

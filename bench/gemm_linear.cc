@@ -147,7 +147,8 @@ Timing time_linear_set(Isa isa, const Set& ws, const float* x, int64_t m, float*
   return time_runs(
       [&] {
         if (kernel)
-          gemm::linear_with_kernels(isa, *kernel, x, m, ws.k, ws.copies[next], y, ws.n);
+          gemm::linear_with_kernels(isa, gemm::bf16_gemm_kernel(), *kernel, x, m, ws.k,
+                                    ws.copies[next], y, ws.n);
         else
           gemm::linear_with_isa(isa, x, m, ws.k, ws.copies[next], y, ws.n);
         next = (next + 1) % ws.copies.size();

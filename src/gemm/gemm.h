@@ -43,11 +43,17 @@ struct Weight {
 // null X / Y; m == 0 does nothing.
 //
 // Precision: products and sums are fp32 for every weight dtype (weights are widened exactly,
-// FP8 block scales applied per 128 columns). X is never rounded to bf16 for vdpbf16ps: that
-// would add ~2^-9 relative error per product, far above the 1e-4 at which fp32 models are
-// checked against HF transformers; decode is bandwidth-bound anyway, and on the Sapphire
-// Rapids-class CPUs we measured vdpbf16ps peaks at half the fp32 FMA rate (~105 vs ~214
-// GFLOP/s per core), so prefill would not gain either.
+// FP8 block scales applied per 128 columns). Opt-in exception, FF_GEMM_BF16_KERNEL=dot (any CPU
+// with AVX512-BF16) or =auto (dot where vdpbf16ps runs at full rate: AMD Zen 4 / Zen 5, by CPU
+// identity, never by timing): BF16 weights on the AVX-512 backend multiply X rounded to bf16
+// (round to nearest even), as oneDNN and llama.cpp do, ~2^-9 relative error per product, sums
+// still fp32; m > 16 on vdpbf16ps at twice the FMA rate (~2x prefill GEMMs on Zen 4), fewer rows
+// on the fp32 kernels over the same rounded X, so a row's value does not depend on m beyond fp32
+// summation order. Not the default because a model's result then depends on the path at bf16
+// precision, not at fp32's: MLA prefill rounds the latent where decode rounds q (its absorbed
+// form), so a preempted and recomputed request, or prefill against decode, can differ by ~1e-2
+// of the logits' scale and flip near-ties (tests/engine's preemption test does, at a 0.09 gap).
+// Intel CPUs we measured (Sapphire Rapids class) run vdpbf16ps at half the FMA rate.
 // Backends: AVX-512, AVX2 or the scalar reference by ff::active_isa() (FF_ISA). Small m (up to
 // 8; 12 for non-FP8 weights on AVX-512) streams W once (decode); on AVX-512, 13..16 rows (FP8:
 // 9..16) widen each weight once into an L1 tile and broadcast it against X transposed; larger m
@@ -144,7 +150,8 @@ void quantize_q4_k(const float* x, int64_t n, void* out);
 // k group an fp32 partial dot product of the raw e4m3 values, multiplied by sa[i,g] * sb[j/128,g]
 // and added to an fp32 accumulator; then C is added and D is rounded to its dtype (bf16: RNE).
 // The SIMD backends compute the same sum with A's scale folded into A before the products
-// (the difference is fp32 rounding, ~1e-7 relative) through gemm::linear's kernels.
+// (the difference is fp32 rounding, ~1e-7 relative) through gemm::linear's kernels; BF16 B with
+// more than 16 rows of A in a product takes linear's BF16 kernel choice (see its Precision).
 // UE8M0: scales are passed as fp32 values; GemmOptions::ue8m0 asks validation to check that
 // every scale is an exact power of two (what quantize_*(…, ue8m0 = true) produces; DeepGEMM's
 // packed ue8m0 bytes convert with ff::ue8m0_to_f32). The arithmetic is the same.

@@ -1,8 +1,10 @@
 // gemm::linear's host side: input checks, the scalar dequantizer, backend dispatch and the
 // split of output columns across the thread pool.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/core.h"
@@ -76,7 +78,11 @@ namespace {
 using RowsFn = void (*)(const float*, int64_t, int64_t, const Weight&, float*, int64_t, int64_t,
                         int64_t);
 
-RowsFn backend(Isa isa) {
+// The rows function for one product: the BF16 dot kernel where it was chosen and applies.
+RowsFn backend(Isa isa, Bf16Kernel bf16, const Weight& w, int64_t m) {
+  if (isa == Isa::Avx512 && bf16 == Bf16Kernel::Dot && w.dtype == DType::BF16 &&
+      w.block == Block::None && m >= kBf16DotMinRows)
+    return linear_bf16dot_rows;
   switch (isa) {
     case Isa::Avx512:
       return linear_avx512_rows;
@@ -93,7 +99,48 @@ constexpr int64_t kMinParallelMacs = int64_t(1) << 16;
 // ragged panel in the middle of the matrix.
 constexpr int64_t kColumnGrain = 32;
 
+void check_bf16_kernel(Bf16Kernel bf16, const char* what) {
+  FF_CHECK(bf16 == Bf16Kernel::Fma || cpu_features().avx512_bf16,
+           "{}: the BF16 dot kernel needs AVX512-BF16, which this CPU lacks", what);
+}
+
 }  // namespace
+
+Bf16Kernel resolve_bf16_gemm_kernel(const CpuFeatures& cpu, const char* env) {
+  const std::string v = env ? env : "";
+  FF_CHECK(v.empty() || v == "dot" || v == "fma" || v == "auto",
+           "FF_GEMM_BF16_KERNEL={}: expected dot, fma or auto", printable(v));
+  FF_CHECK(v != "dot" || cpu.avx512_bf16, "FF_GEMM_BF16_KERNEL=dot: this CPU lacks AVX512-BF16");
+  if (v == "dot") return Bf16Kernel::Dot;
+  if (v != "auto") return Bf16Kernel::Fma;  // the default: fp32 products, no path dependence
+  // auto: Zen 4 and Zen 5 (Zen 3, also family 0x19, lacks AVX512-BF16) run vdpbf16ps at twice
+  // the FMA rate; Intel parts measured so far at half of it. Unknown CPUs keep fp32 products.
+  const bool full_rate_dot = cpu.vendor == CpuVendor::Amd && cpu.family >= 0x19;
+  return cpu.avx512 && cpu.avx512_bf16 && full_rate_dot ? Bf16Kernel::Dot : Bf16Kernel::Fma;
+}
+
+namespace {
+
+std::atomic<Bf16Kernel>& chosen_bf16_kernel() {
+  static std::atomic<Bf16Kernel> k{
+      resolve_bf16_gemm_kernel(cpu_features(), std::getenv("FF_GEMM_BF16_KERNEL"))};
+  return k;
+}
+
+}  // namespace
+
+Bf16Kernel bf16_gemm_kernel() {
+  return chosen_bf16_kernel().load(std::memory_order_relaxed);
+}
+
+ScopedBf16GemmKernel::ScopedBf16GemmKernel(Bf16Kernel kernel) : previous_(bf16_gemm_kernel()) {
+  check_bf16_kernel(kernel, "ScopedBf16GemmKernel");
+  chosen_bf16_kernel().store(kernel, std::memory_order_relaxed);
+}
+
+ScopedBf16GemmKernel::~ScopedBf16GemmKernel() {
+  chosen_bf16_kernel().store(previous_, std::memory_order_relaxed);
+}
 
 BlockKernel resolve_block_kernel(const CpuFeatures& cpu, const char* env) {
   const bool vnni = cpu.avx512 && cpu.avx512_vnni;
@@ -116,8 +163,55 @@ bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m) {
          m <= int8_max_rows(w.block);
 }
 
-void linear_with_kernels(Isa isa, BlockKernel kernel, const float* x, int64_t m, int64_t ldx,
-                         const Weight& w, float* y, int64_t ldy) {
+namespace {
+
+BlockKernel default_block_kernel(Isa isa) {
+  return isa == Isa::Avx512 ? block_kernel() : BlockKernel::Float;
+}
+
+}  // namespace
+
+void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+                     int64_t ldy) {
+  linear_with_kernels(isa, bf16_gemm_kernel(), default_block_kernel(isa), x, m, ldx, w, y, ldy);
+}
+
+void linear_with_isa(Isa isa, Bf16Kernel bf16, const float* x, int64_t m, int64_t ldx,
+                     const Weight& w, float* y, int64_t ldy) {
+  linear_with_kernels(isa, bf16, default_block_kernel(isa), x, m, ldx, w, y, ldy);
+}
+
+namespace {
+
+// The rounding of X that the kernel choice implies, applied at every m so that a row's result
+// does not depend on how many rows share the call (a server's batch): with the dot kernel, BF16
+// weights multiply bf16-rounded X also where the fp32 kernels run (m <= 16: decode); with the
+// int8 kernel, block weights multiply int8-rounded X (q * d, X's quantization) also where the
+// fp32 kernels run (m past int8_max_rows). The kernels then differ only in fp32 summation order.
+// Writes the rounded rows to `out` (stride k) and returns true when one applies; false (X used
+// as it is) otherwise, or where X holds a non-finite value the int8 scale cannot take.
+bool round_x_for(Isa isa, Bf16Kernel bf16, BlockKernel block, const float* x, int64_t m,
+                 int64_t ldx, const Weight& w, std::vector<float>& out) {
+  if (isa != Isa::Avx512) return false;
+  if (bf16 == Bf16Kernel::Dot && w.block == Block::None && w.dtype == DType::BF16 &&
+      m < kBf16DotMinRows) {
+    out.resize(size_t(m * w.k));
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t j = 0; j < w.k; ++j)
+        out[size_t(r * w.k + j)] = bf16_to_f32(f32_to_bf16(x[r * ldx + j]));
+    return true;
+  }
+  if (block == BlockKernel::Int8 && w.block != Block::None && m > int8_max_rows(w.block)) {
+    out.resize(size_t(m * w.k));
+    return round_rows_int8(w.block, x, m, ldx, w.k, out.data());
+  }
+  return false;
+}
+
+}  // namespace
+
+void linear_with_kernels(Isa isa, Bf16Kernel bf16, BlockKernel kernel, const float* x, int64_t m,
+                         int64_t ldx, const Weight& w, float* y, int64_t ldy) {
   FF_CHECK(m >= 0, "linear: negative row count {}", m);
   if (m == 0) return;  // nothing to compute, and nothing of w is read
   validate(w, "linear");
@@ -126,6 +220,7 @@ void linear_with_kernels(Isa isa, BlockKernel kernel, const float* x, int64_t m,
   FF_CHECK(ldy >= w.n, "linear: output row stride {} < n {}", ldy, w.n);
   FF_CHECK(int(isa) <= int(best_isa()), "linear: backend {} not supported by this CPU",
            isa_name(isa));
+  check_bf16_kernel(bf16, "linear");
   FF_CHECK(kernel == BlockKernel::Float || cpu_features().avx512_vnni,
            "linear: the int8 block kernel needs AVX512-VNNI");
   const bool small = m * w.n * w.k < kMinParallelMacs;
@@ -142,19 +237,19 @@ void linear_with_kernels(Isa isa, BlockKernel kernel, const float* x, int64_t m,
       return;
     }
   }
-  const RowsFn fn = backend(isa);
+  thread_local std::vector<float> tls_x;
+  std::vector<float>& rounded = tls_x;
+  if (round_x_for(isa, bf16, kernel, x, m, ldx, w, rounded)) {
+    x = rounded.data();
+    ldx = w.k;
+  }
+  const RowsFn fn = backend(isa, bf16, w, m);
   if (small) {
     fn(x, m, ldx, w, y, ldy, 0, w.n);
     return;
   }
   parallel_for(
       w.n, [&](int64_t b, int64_t e) { fn(x, m, ldx, w, y, ldy, b, e); }, kColumnGrain);
-}
-
-void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
-                     int64_t ldy) {
-  linear_with_kernels(isa, isa == Isa::Avx512 ? block_kernel() : BlockKernel::Float, x, m, ldx, w,
-                      y, ldy);
 }
 
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy) {
@@ -221,7 +316,15 @@ void for_each_column_run(std::span<const BatchShape> shapes,
   });
 }
 
-void linear_batch_with_kernels(Isa isa, BlockKernel kernel,
+void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
+  linear_batch_with_kernels(isa, bf16_gemm_kernel(), default_block_kernel(isa), problems);
+}
+
+void linear_batch_with_isa(Isa isa, Bf16Kernel bf16, std::span<const LinearProblem> problems) {
+  linear_batch_with_kernels(isa, bf16, default_block_kernel(isa), problems);
+}
+
+void linear_batch_with_kernels(Isa isa, Bf16Kernel bf16, BlockKernel kernel,
                                std::span<const LinearProblem> problems) {
   std::vector<BatchShape> shapes(problems.size());
   for (size_t i = 0; i < problems.size(); ++i) {
@@ -239,34 +342,42 @@ void linear_batch_with_kernels(Isa isa, BlockKernel kernel,
   }
   FF_CHECK(int(isa) <= int(best_isa()), "linear_batch: backend {} not supported by this CPU",
            isa_name(isa));
+  check_bf16_kernel(bf16, "linear_batch");
   FF_CHECK(kernel == BlockKernel::Float || cpu_features().avx512_vnni,
            "linear_batch: the int8 block kernel needs AVX512-VNNI");
   // The int8 problems' rows, quantized once before the split (reused between calls).
   // (References to the caller's thread's buffers, as in linear_with_kernels.)
+  // X rounded as linear_with_kernels rounds it, per problem.
   thread_local std::vector<Int8Rows> tls_rows;
   thread_local std::vector<char> tls_int8;
+  thread_local std::vector<std::vector<float>> tls_x;
   std::vector<Int8Rows>& qx = tls_rows;
   std::vector<char>& int8 = tls_int8;
+  std::vector<std::vector<float>>& rounded = tls_x;
   if (qx.size() < problems.size()) qx.resize(problems.size());
+  if (rounded.size() < problems.size()) rounded.resize(problems.size());
   int8.assign(problems.size(), 0);
+  std::vector<const float*> xs(problems.size());
+  std::vector<int64_t> ldxs(problems.size());
   for (size_t i = 0; i < problems.size(); ++i) {
     const LinearProblem& p = problems[i];
-    int8[i] = p.m > 0 && int8_block_path(isa, kernel, *p.w, p.m) &&
+    xs[i] = p.x;
+    ldxs[i] = p.ldx;
+    if (p.m == 0) continue;
+    int8[i] = int8_block_path(isa, kernel, *p.w, p.m) &&
               quantize_rows_int8(p.w->block, p.x, p.m, p.ldx, p.w->k, qx[i]);
+    if (!int8[i] && round_x_for(isa, bf16, kernel, p.x, p.m, p.ldx, *p.w, rounded[i])) {
+      xs[i] = rounded[i].data();
+      ldxs[i] = p.w->k;
+    }
   }
-  const RowsFn fn = backend(isa);
   for_each_column_run(shapes, [&](size_t i, int64_t c0, int64_t c1) {
     const LinearProblem& p = problems[i];
     if (int8[i])
       linear_int8_avx512_rows(qx[i], *p.w, p.y, p.ldy, c0, c1);
     else
-      fn(p.x, p.m, p.ldx, *p.w, p.y, p.ldy, c0, c1);
+      backend(isa, bf16, *p.w, p.m)(xs[i], p.m, ldxs[i], *p.w, p.y, p.ldy, c0, c1);
   });
-}
-
-void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems) {
-  linear_batch_with_kernels(isa, isa == Isa::Avx512 ? block_kernel() : BlockKernel::Float,
-                            problems);
 }
 
 void linear_batch(std::span<const LinearProblem> problems) {

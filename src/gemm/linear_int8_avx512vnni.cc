@@ -448,6 +448,26 @@ bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t
   return true;
 }
 
+bool round_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, float* out) {
+  const int64_t group = b == Block::Q8_0 ? 32 : 256;
+  FF_CHECK(b != Block::None && k > 0 && k % group == 0,
+           "round_rows_int8: k = {} is not a positive multiple of {}", k, group);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t g0 = 0; g0 < k; g0 += group) {
+      const float* v = x + r * ldx + g0;
+      const float amax = abs_max(v, group);
+      if (amax < 0.f) return false;
+      const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+      for (int64_t i = 0; i < group; i += 16) {
+        const __m512i q =
+            _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), _mm512_set1_ps(id)));
+        _mm512_storeu_ps(out + r * k + g0 + i,
+                         _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(d)));
+      }
+    }
+  return true;
+}
+
 void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0,
                              int64_t n1) {
   switch (x.block()) {

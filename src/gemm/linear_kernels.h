@@ -13,22 +13,60 @@
 
 namespace ff::gemm {
 
-// Runs linear on backend `isa` (which the CPU must support). Validates like linear(); m == 0
-// is a no-op. Tests and benchmarks use it to compare backends within one process.
+// The two kernels for BF16 weights at more than kBf16DotMinRows rows on the AVX-512 backend:
+// Fma widens the weights and multiplies fp32 X (as every other path does); Dot rounds X to bf16
+// and multiplies on vdpbf16ps (linear_bf16dot_avx512.cc), twice the FMA rate where that
+// instruction runs at full rate.
+enum class Bf16Kernel { Fma, Dot };
+constexpr int64_t kBf16DotMinRows = 17;  // fewer rows: the fp32 kernels on bf16-rounded X
+
+// The kernel from ff_gemm_bf16_kernel (the FF_GEMM_BF16_KERNEL value): null, "" or "fma" Fma;
+// "dot" Dot; "auto" Dot on AMD family >= 0x19 with AVX512-BF16 (Zen 4, Zen 5; Intel runs
+// vdpbf16ps at half the FMA rate), Fma elsewhere. Another value, or "dot" on a CPU without
+// AVX512-BF16, throws ff::Error naming it. Depends on the CPU identity only, never on timing,
+// so a model's output is the same on every run of one machine (why Fma is the default: gemm.h).
+Bf16Kernel resolve_bf16_gemm_kernel(const CpuFeatures& cpu, const char* ff_gemm_bf16_kernel);
+
+// resolve_bf16_gemm_kernel(cpu_features(), getenv("FF_GEMM_BF16_KERNEL")), read once per process
+// (or what a ScopedBf16GemmKernel set).
+Bf16Kernel bf16_gemm_kernel();
+
+// For tests: replaces this process's choice while it lives (a test that compares an fp32 forward
+// with fp32 goldens at 1e-4 keeps fp32 products; Dot needs AVX512-BF16). Not for concurrent use
+// with other threads running gemm::linear.
+class ScopedBf16GemmKernel {
+ public:
+  explicit ScopedBf16GemmKernel(Bf16Kernel kernel);
+  ~ScopedBf16GemmKernel();
+  ScopedBf16GemmKernel(const ScopedBf16GemmKernel&) = delete;
+  ScopedBf16GemmKernel& operator=(const ScopedBf16GemmKernel&) = delete;
+
+ private:
+  Bf16Kernel previous_;
+};
+
+// Runs linear on backend `isa` (which the CPU must support) with `bf16` as the BF16 prefill
+// kernel (Dot needs AVX512-BF16; it applies to the AVX-512 backend only). Validates like
+// linear(); m == 0 is a no-op. Tests and benchmarks use it to compare backends within one
+// process.
+void linear_with_isa(Isa isa, Bf16Kernel bf16, const float* x, int64_t m, int64_t ldx,
+                     const Weight& w, float* y, int64_t ldy);
+// The same with this process's bf16_gemm_kernel().
 void linear_with_isa(Isa isa, const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                      int64_t ldy);
 
-// Runs linear_batch on backend `isa`.
+// Runs linear_batch on backend `isa` (with `bf16`, or this process's choice).
+void linear_batch_with_isa(Isa isa, Bf16Kernel bf16, std::span<const LinearProblem> problems);
 void linear_batch_with_isa(Isa isa, std::span<const LinearProblem> problems);
 
 // The kernel for GGUF block weights at few rows (see the int8 section below).
 enum class BlockKernel { Float, Int8 };
-// The same with the kernel for block weights given (see the int8 section; Int8 needs
-// AVX512-VNNI and applies on Isa::Avx512 only). linear_with_isa / linear_batch_with_isa pass
-// block_kernel() on Avx512.
-void linear_with_kernels(Isa isa, BlockKernel kernel, const float* x, int64_t m, int64_t ldx,
-                         const Weight& w, float* y, int64_t ldy);
-void linear_batch_with_kernels(Isa isa, BlockKernel kernel,
+// Both kernel choices given: `bf16` as above, `block` for block weights (Int8 needs AVX512-VNNI
+// and applies on Isa::Avx512 only). The functions above pass block_kernel() on Avx512, Float
+// on the other backends.
+void linear_with_kernels(Isa isa, Bf16Kernel bf16, BlockKernel block, const float* x, int64_t m,
+                         int64_t ldx, const Weight& w, float* y, int64_t ldy);
+void linear_batch_with_kernels(Isa isa, Bf16Kernel bf16, BlockKernel block,
                                std::span<const LinearProblem> problems);
 
 // One product of a batch as the column split sees it: rows, the weight's n and k, bytes a weight.
@@ -52,6 +90,9 @@ void linear_avx2_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, f
                       int64_t ldy, int64_t n0, int64_t n1);
 void linear_avx512_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                         int64_t ldy, int64_t n0, int64_t n1);
+// BF16 weights (no block format) on vdpbf16ps, X rounded to bf16; any m, meant for m > 16.
+void linear_bf16dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+                         int64_t ldy, int64_t n0, int64_t n1);
 
 // ---- int8 activations for GGUF block weights (AVX512-VNNI) -------------------------------
 //
@@ -126,6 +167,10 @@ class Int8Rows {
 // reusing its memory; false (out unusable) when X holds a NaN or an infinity, which have no int8
 // scale. Needs AVX512-VNNI.
 bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out);
+// X's quantization as values: out[r * k + j] = q * d (fp32), for the fp32 kernels where the
+// int8 one does not run (more rows), so that a row's result does not depend on m. False (out
+// unusable) for a NaN or an infinity in X. Needs AVX-512.
+bool round_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, float* out);
 // Columns [n0, n1) of Y [x.m(), n] = X W^T from the quantized rows (w.block == x.block()).
 void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0,
                              int64_t n1);

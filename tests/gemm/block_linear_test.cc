@@ -150,14 +150,15 @@ void check_case(Block b, int64_t m, int64_t n, int64_t k, int64_t ld) {
   BlockWeight bw(b, n, k, ld, uint32_t(n * 131 + k * 7 + int(b)));
   const auto x = random_floats(size_t(m * ldx), uint32_t(m * 17 + k));
   for (const Backend& be : block_backends()) {
-    // The int8 kernel's oracle is the product over X as it quantizes it; where it does not
-    // apply (m > int8_max_rows), linear falls back to the fp32 kernel.
-    const bool int8 = int8_block_path(be.isa, be.kernel, bw.w, m);
+    // With the int8 kernel chosen, the oracle is the product over X as it quantizes it, at
+    // every m: past int8_max_rows the fp32 kernels run on those same rounded values.
+    const bool int8 = be.isa == Isa::Avx512 && be.kernel == BlockKernel::Int8;
     std::vector<double> want, mag;
     oracle(int8 ? int8_rounded(x, m, ldx, k, b == Block::Q8_0 ? 32 : 256).data() : x.data(), m, ldx,
            bw.w, &want, &mag);
     std::vector<float> y(size_t(m * ldy), kSentinel);
-    linear_with_kernels(be.isa, be.kernel, x.data(), m, ldx, bw.w, y.data(), ldy);
+    linear_with_kernels(be.isa, bf16_gemm_kernel(), be.kernel, x.data(), m, ldx, bw.w, y.data(),
+                        ldy);
     const std::string where = std::string(isa_name(be.isa)) + (int8 ? " int8 " : " ") +
                               gguf_type_name(block_gguf_type(b)) + " m=" + std::to_string(m) +
                               " n=" + std::to_string(n) + " k=" + std::to_string(k) +
@@ -326,13 +327,15 @@ TEST(BlockLinearInt8, NonFiniteInputAndColumnSplit) {
     BlockWeight bw(b, n, k, k, 9);
     auto x = random_floats(size_t(2 * k), 5);
     std::vector<float> whole(size_t(2 * n)), part(size_t(2 * n));
-    linear_with_kernels(Isa::Avx512, BlockKernel::Int8, x.data(), 2, k, bw.w, whole.data(), n);
+    linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), 2, k, bw.w,
+                        whole.data(), n);
     for (int64_t c = 0; c < n; ++c) {
       Weight one = bw.w;
       one.n = 1;
       one.data = static_cast<const uint8_t*>(bw.w.data) + c * row_bytes(block_gguf_type(b), k);
       float y1[2];
-      linear_with_kernels(Isa::Avx512, BlockKernel::Int8, x.data(), 2, k, one, y1, 1);
+      linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), 2, k, one,
+                          y1, 1);
       part[size_t(c)] = y1[0];
       part[size_t(n + c)] = y1[1];
     }
@@ -340,8 +343,10 @@ TEST(BlockLinearInt8, NonFiniteInputAndColumnSplit) {
     for (float bad : {std::nanf(""), INFINITY}) {
       x[size_t(k + 7)] = bad;
       std::vector<float> got(size_t(2 * n)), want(size_t(2 * n));
-      linear_with_kernels(Isa::Avx512, BlockKernel::Int8, x.data(), 2, k, bw.w, got.data(), n);
-      linear_with_kernels(Isa::Avx512, BlockKernel::Float, x.data(), 2, k, bw.w, want.data(), n);
+      linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), 2, k, bw.w,
+                          got.data(), n);
+      linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Float, x.data(), 2, k, bw.w,
+                          want.data(), n);
       for (size_t i = 0; i < got.size(); ++i)
         ASSERT_TRUE(got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i])))
             << gguf_type_name(block_gguf_type(b)) << " " << i;

@@ -1,0 +1,256 @@
+// gemm::linear for BF16 weights on vdpbf16ps (AVX512-BF16): Y[0:m, n0:n1] = bf16(X) W^T, fp32
+// accumulation. X is rounded to bf16 (round to nearest even, _mm512_cvtne2ps_pbh); each
+// instruction adds two exact bf16 products per lane into fp32, with the instruction's own
+// rounding (denormal inputs and results flushed to zero). Where vdpbf16ps runs at full rate
+// (AMD Zen 4 / Zen 5) it does twice the multiply-adds of an fp32 FMA per cycle; the choice of
+// kernel is linear.cc's (resolve_bf16_gemm_kernel).
+//
+// Blocking, for one thread's columns [n0, n1):
+//   k in blocks of kKc (outermost), columns in blocks of kNc, rows of X in blocks of kMc.
+//   Per k block, all m rows of X are converted to bf16 once into a compact buffer: row r's dword
+//   q = the pair {X[r, 2q], X[r, 2q + 1]} (the pair's first k in the low half, as vdpbf16ps pairs
+//   them; the odd k's partner zero), rows kXStride dwords apart so a tile's rows do not share
+//   L1 sets. Per (k block, column block) W is packed once into panels of 16 kNv columns: per k
+//   pair q, kNv 64-byte vectors, lane c = the dword {W[col + c, 2q], W[col + c, 2q + 1]}
+//   (columns past the matrix and the odd k's partner zero); the next block's rows are
+//   prefetched while this one computes.
+//   Innermost, a tile of MR <= kMr rows x one panel: MR kNv accumulators; per k pair kNv panel
+//   loads and, per row, one dword of X broadcast by each of kNv vdpbf16ps.
+//   Measured (one thread, Zen 4, m = 512): converting X per (column block, k block) instead,
+//   re-read from L3 in fp32, cost ~15%; 8 x 3 vectors beat 12 x 2 and 14 x 2 by ~5%, and 512
+//   of k per block beat 256 (fewer passes over Y) by ~5-8%.
+// A column's sum is taken over k blocks in order, each block's part in fp32 registers and then
+// added into Y (Y's lines prefetched at the tile's start), and the row tiles depend only on m:
+// the result does not depend on n0, n1, the panel a column falls in or the thread.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+
+#include "core/core.h"
+#include "gemm/linear_kernels.h"
+
+namespace ff::gemm {
+namespace {
+
+constexpr int kKc = 512;  // k per block (256 pairs)
+constexpr int kNc = 256;  // columns per block (rounded down to whole panels)
+constexpr int kMc = 144;  // rows of X per block
+constexpr int kMr = 8;    // rows per tile
+constexpr int kNv = 3;    // vectors (of 16 columns) per panel: 24 accumulators + 3 panel vectors
+constexpr int kKp = kKc / 2;
+constexpr int kXStride = kKp + 16;  // dwords between converted rows of X
+
+// Per-thread scratch (kernels run on the pool's threads): grows on first use, then reused.
+void* scratch(int slot, size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffers[2];
+  Buffer& b = buffers[slot];
+  if (b.size < bytes) {
+    std::free(b.data);
+    b.data = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    FF_CHECK(b.data != nullptr, "linear: cannot allocate {} bytes of scratch", bytes);
+    b.size = bytes;
+  }
+  return b.data;
+}
+
+// r[i] (16 dwords each) -> r[j] = {r[0][j], ..., r[15][j]}: pairs of rows, 4 x 4 blocks in each
+// 128-bit lane, then the lanes.
+void transpose16(__m512i (&r)[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  // u[4i + q], 128-bit lane l, holds rows 4i..4i+3 of dword 4l + q.
+  for (int q = 0; q < 4; ++q) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x88);
+    const __m512i v1 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xdd);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x88);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xdd);
+    r[q] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    r[4 + q] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    r[8 + q] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
+    r[12 + q] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
+  }
+}
+
+// Panel of W[col : col + nr, pc : pc + kc] (nr <= 16 NV) into bp (kp = ceil(kc / 2) pairs x
+// 16 NV dwords), 16 columns x 16 pairs per transpose.
+template <int NV>
+void pack_panel(const Weight& w, int64_t col, int nr, int64_t pc, int kc, uint32_t* bp) {
+  const auto* base = static_cast<const uint16_t*>(w.data);
+  const int kp = (kc + 1) / 2;
+  for (int half = 0; half < NV; ++half) {
+    for (int q0 = 0; q0 < kp; q0 += 16) {
+      const int elems = std::min(32, kc - 2 * q0);  // bf16 of this step in a row
+      const __mmask32 mask = elems == 32 ? ~__mmask32(0) : __mmask32((1u << elems) - 1u);
+      __m512i r[16];
+      for (int i = 0; i < 16; ++i) {
+        const int c = half * 16 + i;
+        r[i] = c < nr ? _mm512_maskz_loadu_epi16(mask, base + (col + c) * w.ld + pc + 2 * q0)
+                      : _mm512_setzero_si512();
+      }
+      transpose16(r);
+      const int pairs = std::min(16, kp - q0);
+      for (int j = 0; j < pairs; ++j)
+        _mm512_store_si512(bp + (size_t(q0 + j) * NV + half) * 16, r[j]);
+    }
+  }
+}
+
+// Rows [0, rows) of X, columns [pc, pc + kc), as bf16 pairs (the odd k's partner zero).
+void convert_rows(const float* x, int64_t ldx, int rows, int64_t pc, int kc, uint32_t* xb) {
+  for (int r = 0; r < rows; ++r) {
+    const float* src = x + r * ldx + pc;
+    uint32_t* dst = xb + size_t(r) * kXStride;
+    for (int j = 0; j < kc; j += 32) {
+      const int t = kc - j;
+      const __m512 lo = t >= 16 ? _mm512_loadu_ps(src + j)
+                                : _mm512_maskz_loadu_ps(__mmask16((1u << t) - 1u), src + j);
+      const __m512 hi = t >= 32 ? _mm512_loadu_ps(src + j + 16)
+                        : t <= 16
+                            ? _mm512_setzero_ps()
+                            : _mm512_maskz_loadu_ps(__mmask16((1u << (t - 16)) - 1u), src + j + 16);
+      _mm512_store_si512(dst + j / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+  }
+}
+
+// acc += b . broadcast(*x), the dword of X as the instruction's embedded broadcast: GCC 12 emits
+// a separate vpbroadcastd for _mm512_set1_epi32, which competes with vdpbf16ps for the vector
+// pipes (one thread, m = 512: ~5% slower).
+__attribute__((always_inline)) inline __m512 dot_bcast(__m512 acc, __m512bh b, const uint32_t* x) {
+  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(b), "m"(*x));
+  return acc;
+}
+
+// Y[0:MR, 0:nr] (+)= X[0:MR] . panel over kp pairs; adds into Y when `accumulate`.
+template <int MR, int NV>
+void dot_tile(const uint32_t* xb, const uint32_t* bp, int kp, float* y, int64_t ldy, int nr,
+              bool accumulate) {
+  // Y's lines are fetched while the tile computes: with k outermost, Y (m x the thread's
+  // columns) is rarely still in L2 when a block comes back to it.
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v <= NV; ++v) __builtin_prefetch(y + r * ldy + 16 * v, 1, 3);
+  __m512 acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int q = 0; q < kp; ++q) {
+    __m512bh b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = (__m512bh)_mm512_load_si512(bp + (q * NV + v) * 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = dot_bcast(acc[r][v], b[v], xb + r * kXStride + q);
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    float* yr = y + r * ldy;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const int t = std::clamp(nr - 16 * v, 0, 16);
+      if (t == 16) {
+        if (accumulate) acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_loadu_ps(yr + 16 * v));
+        _mm512_storeu_ps(yr + 16 * v, acc[r][v]);
+      } else if (t > 0) {
+        const __mmask16 mk = __mmask16((1u << t) - 1u);
+        if (accumulate)
+          acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_maskz_loadu_ps(mk, yr + 16 * v));
+        _mm512_mask_storeu_ps(yr + 16 * v, mk, acc[r][v]);
+      }
+    }
+  }
+}
+
+template <int MR, int NV>
+void dot_tail(int rows, const uint32_t* xb, const uint32_t* bp, int kp, float* y, int64_t ldy,
+              int nr, bool accumulate) {
+  if constexpr (MR > 0) {
+    if (rows == MR)
+      dot_tile<MR, NV>(xb, bp, kp, y, ldy, nr, accumulate);
+    else
+      dot_tail<MR - 1, NV>(rows, xb, bp, kp, y, ldy, nr, accumulate);
+  }
+}
+
+// Prefetches (into L2) W[col : col + nr, pc : pc + kc], the panel that pack_panel reads next
+// time: a panel reads 512 bytes of each of its 32 rows, a whole matrix apart from the previous
+// read of the same rows, too little for the hardware prefetcher to find the streams.
+void prefetch_panel(const Weight& w, int64_t col, int nr, int64_t pc, int kc) {
+  const auto* base = static_cast<const char*>(w.data);
+  for (int c = 0; c < nr; ++c) {
+    const char* row = base + ((col + c) * w.ld + pc) * 2;
+    for (int off = 0; off < kc * 2 + 63; off += 64) __builtin_prefetch(row + off, 0, 2);
+  }
+}
+
+template <int MR, int NV>
+void dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
+              int64_t n0, int64_t n1) {
+  constexpr int kNr = 16 * NV;
+  constexpr int kNcv = kNc / kNr * kNr;
+  auto* bp = static_cast<uint32_t*>(scratch(0, size_t(kNcv) * kKp * 4));
+  auto* xb = static_cast<uint32_t*>(scratch(1, size_t(m) * kXStride * 4));
+  for (int64_t pc = 0; pc < w.k; pc += kKc) {
+    const int kc = int(std::min<int64_t>(kKc, w.k - pc));
+    const int kp = (kc + 1) / 2;
+    convert_rows(x, ldx, int(m), pc, kc, xb);
+    for (int64_t jc = n0; jc < n1; jc += kNcv) {
+      const int nc = int(std::min<int64_t>(kNcv, n1 - jc));
+      // The block packed next: the next columns at this depth, or the first ones at the next.
+      const bool last_col = jc + kNcv >= n1;
+      const int64_t next_jc = last_col ? n0 : jc + kNcv, next_pc = last_col ? pc + kKc : pc;
+      const int next_nc = int(std::min<int64_t>(kNcv, n1 - next_jc));
+      const int next_kc = int(std::min<int64_t>(kKc, w.k - next_pc));
+      for (int jr = 0; jr < nc; jr += kNr)
+        pack_panel<NV>(w, jc + jr, std::min(kNr, nc - jr), pc, kc, bp + size_t(jr) * kKp);
+      for (int64_t ic = 0; ic < m; ic += kMc) {
+        const int mc = int(std::min<int64_t>(kMc, m - ic));
+        const uint32_t* xblock = xb + size_t(ic) * kXStride;
+        // Rows split evenly over the fewest tiles (m = 24: 12 + 12, m = 17: 9 + 8): a short
+        // tile has too few accumulators to hide the latency.
+        const int tiles = (mc + MR - 1) / MR;
+        for (int jr = 0; jr < nc; jr += kNr) {
+          const uint32_t* panel = bp + size_t(jr) * kKp;
+          const int nr = std::min(kNr, nc - jr);
+          float* yb = y + ic * ldy + jc + jr;
+          if (ic == 0 && next_kc > 0 && jr < next_nc)
+            prefetch_panel(w, next_jc + jr, std::min(kNr, next_nc - jr), next_pc, next_kc);
+          for (int t = 0, r = 0; t < tiles; ++t) {
+            const int rows = mc / tiles + (t < mc % tiles ? 1 : 0);
+            dot_tail<MR, NV>(rows, xblock + size_t(r) * kXStride, panel, kp, yb + r * ldy, ldy, nr,
+                             pc > 0);
+            r += rows;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void linear_bf16dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+                         int64_t ldy, int64_t n0, int64_t n1) {
+  dot_rows<kMr, kNv>(x, m, ldx, w, y, ldy, n0, n1);
+}
+
+}  // namespace ff::gemm
