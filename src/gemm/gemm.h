@@ -66,10 +66,11 @@ struct Weight {
 // AVX-512; 9..16 rows as two tiles over the same, cached, weight rows); more rows dequantize W
 // into the fp32 tiles of the paths above, as often as those widen BF16 (AVX-512 broadcast rows,
 // AVX2 packed panels). The reference backend dequantizes a row with dequantize_gguf.
-// Exception, on AVX-512 CPUs with VNNI: at few rows (Q8_0 1..2, K types 1..8) X is quantized
-// to int8 per 32 (Q8_0), resp. 256 (K types) elements and multiplied by the integer quants
-// (llama.cpp's scheme: each x off by at most 1/254 of its group's largest |x|; Q4_K decode 2.7x);
-// FF_GEMM_BLOCK_KERNEL=float keeps the exact path (details in linear_kernels.h).
+// Exception, on AVX-512 CPUs with VNNI: Q4_K / Q5_K / Q6_K weights multiply X quantized to
+// int8 per 256 elements (llama.cpp's Q8_K: each x off by at most 1/254 of its group's largest
+// |x|), at every m (1..8 rows on the int8 kernel, Q4_K decode 1.4-2.7x; more rows on the fp32
+// kernels over the same rounded X); FF_GEMM_BLOCK_KERNEL=float keeps the exact path (details in
+// linear_kernels.h). Q8_0 always runs exact.
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy);
 
 // ---- many products in one pass (grouped GEMM over fp32 activations) ----------------------

@@ -159,8 +159,8 @@ BlockKernel block_kernel() {
 }
 
 bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m) {
-  return isa == Isa::Avx512 && kernel == BlockKernel::Int8 && m > 0 && w.block != Block::None &&
-         m <= int8_max_rows(w.block);
+  return isa == Isa::Avx512 && kernel == BlockKernel::Int8 && m > 0 && int8_block(w.block) &&
+         m <= kInt8MaxRows;
 }
 
 namespace {
@@ -187,7 +187,7 @@ namespace {
 // does not depend on how many rows share the call (a server's batch): with the dot kernel, BF16
 // weights multiply bf16-rounded X also where the fp32 kernels run (m <= 16: decode); with the
 // int8 kernel, block weights multiply int8-rounded X (q * d, X's quantization) also where the
-// fp32 kernels run (m past int8_max_rows). The kernels then differ only in fp32 summation order.
+// fp32 kernels run (m past kInt8MaxRows). The kernels then differ only in fp32 summation order.
 // Writes the rounded rows to `out` (stride k) and returns true when one applies; false (X used
 // as it is) otherwise, or where X holds a non-finite value the int8 scale cannot take.
 bool round_x_for(Isa isa, Bf16Kernel bf16, BlockKernel block, const float* x, int64_t m,
@@ -201,7 +201,7 @@ bool round_x_for(Isa isa, Bf16Kernel bf16, BlockKernel block, const float* x, in
         out[size_t(r * w.k + j)] = bf16_to_f32(f32_to_bf16(x[r * ldx + j]));
     return true;
   }
-  if (block == BlockKernel::Int8 && w.block != Block::None && m > int8_max_rows(w.block)) {
+  if (block == BlockKernel::Int8 && int8_block(w.block) && m > kInt8MaxRows) {
     out.resize(size_t(m * w.k));
     return round_rows_int8(w.block, x, m, ldx, w.k, out.data());
   }

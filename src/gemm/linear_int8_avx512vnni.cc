@@ -1,11 +1,7 @@
 // The int8 kernel of gemm::linear for GGUF block weights on AVX512-VNNI (see linear_kernels.h):
 // X quantized once per call, the weights' quants fed to the integer dot products as stored.
 //
-// Q8_0 (X in 32-blocks like the weights): one 512-bit vector holds two blocks; the signed quants
-//   are read as q + 128 (one xor) for vpdpbusd's unsigned operand, and each lane's int32 sum
-//   starts at -128 times the lane's sum of X's quants, so it is exactly sum(w_q * x_q) over the
-//   lane's 4 k. Then one multiply by (d_w * d_x) per lane and an FMA into fp32.
-// Q4_K / Q5_K / Q6_K (X in 256-blocks): per vector of 64 quants vpmaddubsw (unsigned quants as
+// Per vector of 64 quants vpmaddubsw (unsigned quants as
 //   stored: Q4_K nibbles 0..15, Q5_K 0..31, Q6_K 0..63 before its -32; signed X) gives int16 sums
 //   of pairs, and vpdpwssd multiplies pairs of those by the int16 scale of their sub-block (6-bit
 //   Q4_K sc, int8 Q6_K scales) into int32 lanes: the whole super-block sums in int32, then one FMA
@@ -49,68 +45,6 @@ inline float hsum256(__m256 h) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
-}
-
-// ---- Q8_0: X in 32-element blocks like the weights ---------------------------------------
-
-constexpr int kQ8UnitBytes = 68;  // a step: two blocks, 64 k
-
-// The two blocks' d (lanes 0..7, 8..15; `half`: the row's last block alone) and their 64 quants
-// read as q + 128 (the second block zero when half).
-__attribute__((always_inline)) inline __m512 q8_factors(const uint8_t* b, bool half) {
-  const float d0 = f16_at(b), d1 = half ? 0.f : f16_at(b + 34);
-  return _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
-}
-__attribute__((always_inline)) inline __m512i q8_quants(const uint8_t* b, bool half) {
-  const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-  const __m256i hi =
-      half ? _mm256_setzero_si256() : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 36));
-  return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
-                          _mm512_set1_epi8(char(0x80)));
-}
-
-// Y[r, c] for r < M (rows r0.. of X), c < N (weight rows `rows`, row_stride bytes apart).
-template <int M, int N>
-void q8_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64_t row_stride,
-             float* y, int64_t ldy) {
-  const int64_t units = x.kp() / 64;
-  const bool half_tail = x.k() % 64 != 0;
-  const int64_t row_bytes = x.k() / 32 * 34;
-  __m512 acc[M][N];
-#pragma GCC unroll 8
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < N; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t u = 0; u < units; ++u) {
-    const bool half = half_tail && u == units - 1;
-    int64_t ahead = u * kQ8UnitBytes + kBlockPrefetchBytes;
-    if (ahead >= row_bytes) ahead += N * row_stride - row_bytes;
-    __m512i wq[N];
-    __m512 wf[N];
-#pragma GCC unroll 4
-    for (int c = 0; c < N; ++c) {
-      const uint8_t* blk = rows[c] + u * kQ8UnitBytes;
-      __builtin_prefetch(rows[c] + ahead, 0, 3);
-      __builtin_prefetch(rows[c] + ahead + 64, 0, 3);
-      wq[c] = q8_quants(blk, half);
-      wf[c] = q8_factors(blk, half);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < M; ++r) {
-      const __m512i xq = _mm512_loadu_si512(x.q(r0 + r) + 64 * u);
-      const __m512 dx = _mm512_loadu_ps(x.dx(r0 + r) + 16 * u);
-      const __m512i start = _mm512_loadu_si512(x.bias(r0 + r) + 16 * u);
-#pragma GCC unroll 4
-      for (int c = 0; c < N; ++c) {
-        const __m512i s = _mm512_dpbusd_epi32(start, wq[c], xq);
-        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(wf[c], dx), acc[r][c]);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < N; ++c) y[r * ldy + c] = hsum512(acc[r][c]);
 }
 
 // ---- K types: X in 256-element blocks (llama.cpp's Q8_K), int32 sums per super-block ------
@@ -302,15 +236,6 @@ void super_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64
     }
 }
 
-template <Block B, int M, int N>
-void int8_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64_t row_stride,
-               float* y, int64_t ldy) {
-  if constexpr (B == Block::Q8_0)
-    q8_tile<M, N>(x, r0, rows, row_stride, y, ldy);
-  else
-    super_tile<B, M, N>(x, r0, rows, row_stride, y, ldy);
-}
-
 // Weight rows per tile for M rows of X.
 constexpr int int8_cols(int M) {
   return M == 1 ? 4 : M <= 3 ? 2 : 1;
@@ -325,11 +250,11 @@ void int8_cols_range(const Int8Rows& x, int64_t r0, const Weight& w, int64_t rb,
   for (; c + N <= c1; c += N) {
     const uint8_t* rows[N];
     for (int i = 0; i < N; ++i) rows[i] = base + (c + i) * rb;
-    int8_tile<B, M, N>(x, r0, rows, rb, y + c, ldy);
+    super_tile<B, M, N>(x, r0, rows, rb, y + c, ldy);
   }
   for (; c < c1; ++c) {
     const uint8_t* rows[1] = {base + c * rb};
-    int8_tile<B, M, 1>(x, r0, rows, rb, y + c, ldy);
+    super_tile<B, M, 1>(x, r0, rows, rb, y + c, ldy);
   }
 }
 
@@ -392,16 +317,15 @@ constexpr int kQ4kSlot[4] = {0, 2, 1, 3};
 }  // namespace
 
 bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out) {
-  FF_CHECK(b == Block::Q8_0 || b == Block::Q4_K || b == Block::Q5_K || b == Block::Q6_K,
+  FF_CHECK(b == Block::Q4_K || b == Block::Q5_K || b == Block::Q6_K,
            "quantize_rows_int8: no int8 kernel for block format {}", int(b));
-  const int64_t group = b == Block::Q8_0 ? 32 : 256;
+  constexpr int64_t group = 256;
   FF_CHECK(k > 0 && k % group == 0, "quantize_rows_int8: k = {} is not a positive multiple of {}",
            k, group);
   out.block_ = b;
   out.m_ = m;
   out.k_ = k;
-  out.kp_ = (k + 63) / 64 * 64;
-  const int64_t kp = out.kp_;
+  const int64_t kp = k;  // row layout: q [k], dx [k / 256], bsums [k / 16] within 3k bytes
   out.data_.assign(size_t(m * 3 * kp), 0);
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * ldx;
@@ -412,12 +336,6 @@ bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t
       const float amax = abs_max(xr + g0, group);
       if (amax < 0.f) return false;
       const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
-      if (b == Block::Q8_0) {
-        quantize16(xr + g0, id, q + g0);
-        quantize16(xr + g0 + 16, id, q + g0 + 16);
-        _mm256_storeu_ps(dx + g0 / 4, _mm256_set1_ps(d));
-        continue;
-      }
       dx[g0 / 256] = d;
       int16_t* bsums = out.bsums_mut(r);
       for (int64_t j = 0; j < 256; j += 32) {
@@ -433,24 +351,13 @@ bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t
         }
       }
     }
-    if (b == Block::Q8_0) {
-      // Each lane's dot product starts at -128 times the lane's sum of X's quants (the weights
-      // are read as q + 128).
-      int32_t* bias = reinterpret_cast<int32_t*>(row + 2 * kp);
-      for (int64_t e = 0; e < kp; e += 64) {
-        const __m512i s4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1),
-                                               _mm512_loadu_si512(q + e));
-        _mm512_storeu_si512(bias + e / 4,
-                            _mm512_slli_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), s4), 7));
-      }
-    }
   }
   return true;
 }
 
 bool round_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, float* out) {
-  const int64_t group = b == Block::Q8_0 ? 32 : 256;
-  FF_CHECK(b != Block::None && k > 0 && k % group == 0,
+  constexpr int64_t group = 256;
+  FF_CHECK((b == Block::Q4_K || b == Block::Q5_K || b == Block::Q6_K) && k > 0 && k % group == 0,
            "round_rows_int8: k = {} is not a positive multiple of {}", k, group);
   for (int64_t r = 0; r < m; ++r)
     for (int64_t g0 = 0; g0 < k; g0 += group) {
@@ -471,8 +378,6 @@ bool round_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k,
 void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0,
                              int64_t n1) {
   switch (x.block()) {
-    case Block::Q8_0:
-      return int8_rows<Block::Q8_0>(x, w, y, ldy, n0, n1);
     case Block::Q4_K:
       return int8_rows<Block::Q4_K>(x, w, y, ldy, n0, n1);
     case Block::Q5_K:

@@ -94,76 +94,70 @@ void linear_avx512_rows(const float* x, int64_t m, int64_t ldx, const Weight& w,
 void linear_bf16dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                          int64_t ldy, int64_t n0, int64_t n1);
 
-// ---- int8 activations for GGUF block weights (AVX512-VNNI) -------------------------------
+// ---- int8 activations for GGUF K-quant weights (AVX512-VNNI) ----------------------------
 //
-// Decode over Q8_0 / Q4_K / Q5_K / Q6_K weights is bound by decoding the weights to fp32, not by
-// memory (Q4_K at m = 1 reaches ~0.4 of the read bandwidth that way). The int8 kernel instead
-// quantizes the few rows of X once per call and multiplies the weights' integer quants by X's with
-// vpdpbusd (exact int32 sums of 4 products a lane), applying the block scales once per 4 lanes
-// of products: llama.cpp's approach, with X in finer blocks than its Q8_K.
+// Decode over Q4_K / Q5_K / Q6_K weights is bound by decoding the weights to fp32, not by memory
+// (Q4_K at m = 1 reaches ~0.4 of the read bandwidth that way). The int8 kernel instead quantizes
+// the few rows of X once per call and multiplies the weights' integer quants by X's with
+// vpmaddubsw + vpdpwssd (exact int32 sums over a whole super-block), applying the scales once per
+// super-block: llama.cpp's Q4_K x Q8_K scheme.
 //
-// X's quantization (quantize_rows_int8), per row and per group of consecutive elements (32 for
-// Q8_0, like its blocks; 256 for the K types, their super-blocks, llama.cpp's Q8_K): d = amax /
-// 127 (fp32), q = round-half-even(x * (1 / d)) in [-127, 127] (q = 0 where d = 0). The result of
-// a column is then the sum of W's exact values times d * q: Q8_0 exact int32 sums of 4 products
-// per lane, scaled and summed in fp32 per lane; the K types exact int32 sums over a whole
-// super-block, scaled in fp32 once per super-block. It depends only on m, k and the column's
-// own weights, not on the split of n.
-// The kernel for block weights at few rows: Int8 where the CPU has AVX-512 with VNNI (full-rate
+// X's quantization (quantize_rows_int8), per row and per 256 consecutive elements (the
+// super-blocks): d = amax / 127 (fp32), q = round-half-even(x * (1 / d)) in [-127, 127] (q = 0
+// where d = 0). The result of a column is the sum of W's exact values times d * q, exact in
+// int32 per super-block and lane, scaled and summed in fp32; it depends only on m, k and the
+// column's own weights, not on the split of n. Q8_0 keeps the exact fp32 kernels: its one scale
+// per 32 leaves the int8 kernel a multiply per 16 products and row, and from DRAM it measured no
+// faster (0.9-1.0x at m = 1 on 2048 x 7168 and 7168 x 2048, Zen 4) while adding X's error.
+// The kernel for K-quant weights at few rows: Int8 where the CPU has AVX-512 with VNNI (full-rate
 // on every such CPU we know), Float elsewhere. ff_gemm_block_kernel (the FF_GEMM_BLOCK_KERNEL
 // value; null or "" for none) "int8" or "float" forces one; another value, or "int8" without
 // AVX512-VNNI, throws ff::Error naming it.
 BlockKernel resolve_block_kernel(const CpuFeatures& cpu, const char* ff_gemm_block_kernel);
 // resolve_block_kernel(cpu_features(), getenv("FF_GEMM_BLOCK_KERNEL")), read once per process.
 BlockKernel block_kernel();
-// Rows up to which a block format takes the int8 kernel; more rows run the fp32 kernels, which
-// decode each weight once for all rows. Q8_0's per-32 scales cost the int8 kernel a multiply
-// per 16 products and row, so it gains only at 1..2 rows (1.4x at one row, even at 3, slower
-// past); the K types sum whole super-blocks in int32 and gain up to 8 rows (one thread, weights
-// in L2, Zen 4: Q4_K 2.7x at 1 row, 1.6x at 4 and 8).
-constexpr int64_t int8_max_rows(Block b) {
-  return b == Block::Q8_0 ? 2 : 8;
+// Rows up to which the int8 kernel runs; more rows run the fp32 kernels, which decode each
+// weight once for all rows, on X rounded as the int8 kernel rounds it (round_rows_int8), so a
+// row's value does not depend on m beyond fp32 summation order (one thread, weights in L2,
+// Zen 4: Q4_K 2.7x at 1 row, 1.6x at 4 and 8; from DRAM, 2 threads, 1.4-1.8x at 1 row).
+constexpr int64_t kInt8MaxRows = 8;
+// Whether w is a format the int8 kernel runs (Q4_K, Q5_K, Q6_K).
+constexpr bool int8_block(Block b) {
+  return b == Block::Q4_K || b == Block::Q5_K || b == Block::Q6_K;
 }
 // Whether linear on backend `isa` with kernel `kernel` runs w at m rows through the int8 kernel.
 bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m);
 
-// Rows of X quantized for one block format (see above), laid out as the int8 kernel reads them.
+// Rows of X quantized for one K-quant format (see above), laid out as the int8 kernel reads them.
 class Int8Rows {
  public:
   int64_t m() const { return m_; }
   int64_t k() const { return k_; }
-  int64_t kp() const { return kp_; }  // k rounded up to 64
   Block block() const { return block_; }
-  // Row r: kp() quants in the format's order (Q4_K / Q5_K: per 128 elements, 0..31, 64..95, 32..63,
-  // 96..127, matching the nibbles of one 64-byte load; else natural), zero past k.
+  // Row r: k quants in the format's order (Q4_K / Q5_K: per 128 elements, 0..31, 64..95,
+  // 32..63, 96..127, matching the nibbles of one 64-byte load; Q6_K natural).
   const int8_t* q(int64_t r) const { return reinterpret_cast<const int8_t*>(row(r)); }
-  // Q8_0: per 64 quants, 16 lanes of the block scale (each lane's 4 quants share a block);
-  // K types: one scale per 256.
-  const float* dx(int64_t r) const { return reinterpret_cast<const float*>(row(r) + kp_); }
-  // Q8_0: per lane of 4 quants, -128 times the lane's sum of quants (the dot product's start:
-  // the kernel reads the weights' quants as q + 128).
-  const int32_t* bias(int64_t r) const {
-    return reinterpret_cast<const int32_t*>(row(r) + 2 * kp_);
-  }
-  // Sums of the quants in natural order: Q4_K / Q5_K per 32 (their sub-blocks, for the mins), Q6_K
-  // per 16 (its scale groups, for the offset of 32).
+  // One scale per 256.
+  const float* dx(int64_t r) const { return reinterpret_cast<const float*>(row(r) + k_); }
+  // Sums of the quants in natural order: Q4_K / Q5_K per 32 (their sub-blocks, for the mins),
+  // Q6_K per 16 (its scale groups, for the offset of 32).
   const int16_t* bsums(int64_t r) const {
-    return reinterpret_cast<const int16_t*>(row(r) + 2 * kp_);
+    return reinterpret_cast<const int16_t*>(row(r) + 2 * k_);
   }
 
  private:
   friend bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k,
                                  Int8Rows& out);
-  const uint8_t* row(int64_t r) const { return data_.data() + r * 3 * kp_; }
+  const uint8_t* row(int64_t r) const { return data_.data() + r * 3 * k_; }
   int16_t* bsums_mut(int64_t r) {
-    return reinterpret_cast<int16_t*>(data_.data() + r * 3 * kp_ + 2 * kp_);
+    return reinterpret_cast<int16_t*>(data_.data() + r * 3 * k_ + 2 * k_);
   }
   Block block_ = Block::None;
-  int64_t m_ = 0, k_ = 0, kp_ = 0;
+  int64_t m_ = 0, k_ = 0;
   std::vector<uint8_t> data_;
 };
 
-// Quantizes X [m, k] (row stride ldx) for block format b (Q8_0, Q4_K, Q5_K or Q6_K) into out,
+// Quantizes X [m, k] (row stride ldx) for block format b (Q4_K, Q5_K or Q6_K) into out,
 // reusing its memory; false (out unusable) when X holds a NaN or an infinity, which have no int8
 // scale. Needs AVX512-VNNI.
 bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out);
