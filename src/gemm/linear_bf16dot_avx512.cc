@@ -32,9 +32,11 @@
 
 #include "core/core.h"
 #include "gemm/linear_kernels.h"
+#include "gemm/linear_simd.h"  // thread_scratch
 
 namespace ff::gemm {
 namespace {
+namespace dot {  // (apart from linear_simd.h's names, included for thread_scratch)
 
 constexpr int kKc = 512;  // k per block (256 pairs)
 constexpr int kNc = 256;  // columns per block (rounded down to whole panels)
@@ -43,24 +45,6 @@ constexpr int kMr = 8;    // rows per tile
 constexpr int kNv = 3;    // vectors (of 16 columns) per panel: 24 accumulators + 3 panel vectors
 constexpr int kKp = kKc / 2;
 constexpr int kXStride = kKp + 16;  // dwords between converted rows of X
-
-// Per-thread scratch (kernels run on the pool's threads): grows on first use, then reused.
-void* scratch(int slot, size_t bytes) {
-  struct Buffer {
-    void* data = nullptr;
-    size_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buffers[2];
-  Buffer& b = buffers[slot];
-  if (b.size < bytes) {
-    std::free(b.data);
-    b.data = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-    FF_CHECK(b.data != nullptr, "linear: cannot allocate {} bytes of scratch", bytes);
-    b.size = bytes;
-  }
-  return b.data;
-}
 
 // r[i] (16 dwords each) -> r[j] = {r[0][j], ..., r[15][j]}: pairs of rows, 4 x 4 blocks in each
 // 128-bit lane, then the lanes.
@@ -207,8 +191,8 @@ void dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
               int64_t n0, int64_t n1) {
   constexpr int kNr = 16 * NV;
   constexpr int kNcv = kNc / kNr * kNr;
-  auto* bp = static_cast<uint32_t*>(scratch(0, size_t(kNcv) * kKp * 4));
-  auto* xb = static_cast<uint32_t*>(scratch(1, size_t(m) * kXStride * 4));
+  auto* bp = reinterpret_cast<uint32_t*>(thread_scratch(0, size_t(kNcv) * kKp));
+  auto* xb = reinterpret_cast<uint32_t*>(thread_scratch(1, size_t(m) * kXStride));
   for (int64_t pc = 0; pc < w.k; pc += kKc) {
     const int kc = int(std::min<int64_t>(kKc, w.k - pc));
     const int kp = (kc + 1) / 2;
@@ -246,11 +230,12 @@ void dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
   }
 }
 
+}  // namespace dot
 }  // namespace
 
 void linear_bf16dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                          int64_t ldy, int64_t n0, int64_t n1) {
-  dot_rows<kMr, kNv>(x, m, ldx, w, y, ldy, n0, n1);
+  dot::dot_rows<dot::kMr, dot::kNv>(x, m, ldx, w, y, ldy, n0, n1);
 }
 
 }  // namespace ff::gemm

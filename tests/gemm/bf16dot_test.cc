@@ -18,18 +18,11 @@
 namespace ff::gemm {
 namespace {
 
+using testing::random_floats;
 using testing::TestWeight;
 
 bool have_dot() {
   return int(best_isa()) >= int(Isa::Avx512) && cpu_features().avx512_bf16;
-}
-
-std::vector<float> random_floats(size_t count, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> uni(-1.f, 1.f);
-  std::vector<float> v(count);
-  for (float& f : v) f = uni(rng);
-  return v;
 }
 
 double round_bf16(float v) {

@@ -15,6 +15,15 @@
 namespace ff::gemm::testing {
 
 // Every backend the CPU supports, the scalar reference first.
+// count uniform floats in [-1, 1) from seed.
+inline std::vector<float> random_floats(size_t count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.f, 1.f);
+  std::vector<float> v(count);
+  for (float& f : v) f = uni(rng);
+  return v;
+}
+
 inline std::vector<Isa> backends() {
   std::vector<Isa> out{Isa::Scalar};
   if (int(best_isa()) >= int(Isa::Avx2)) out.push_back(Isa::Avx2);

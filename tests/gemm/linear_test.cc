@@ -17,15 +17,8 @@ namespace {
 
 using testing::backends;
 using testing::expect_error;
+using testing::random_floats;
 using testing::TestWeight;
-
-std::vector<float> random_floats(size_t count, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> uni(-1.f, 1.f);
-  std::vector<float> v(count);
-  for (float& f : v) f = uni(rng);
-  return v;
-}
 
 // Y[r, i] = sum_j X[r, j] * W[i, j] in float64, plus sum_j |X[r, j] * W[i, j]| for the tolerance.
 void oracle(const float* x, int64_t m, int64_t ldx, const Weight& w, std::vector<double>* y,
