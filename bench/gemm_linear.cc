@@ -9,8 +9,8 @@
 // Every timed call reads a different copy of the weight, and the copies together exceed the
 // last-level cache many times over, so decode figures are DRAM figures, not L3 figures.
 //
-// Block weights: where linear takes the int8 kernel (AVX512-VNNI, Q4_K, m <= 8; kernel=int8) the fp32
-// kernel is timed too in alternated rounds (float_GBps). For m <= 16 the baseline is the read
+// Block weights: where linear takes the int8 kernel (AVX512-VNNI, Q4_K, m <= 8; kernel=int8) the
+// fp32 kernel is timed too in alternated rounds (float_GBps). For m <= 16 the baseline is the read
 // bandwidth (ratio = frac_bw: weight bytes /
 // time against the bound); for larger m it is BF16 linear on the same shape in the same run
 // (ratio = t_bf16 / t).

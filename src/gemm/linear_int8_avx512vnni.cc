@@ -9,8 +9,11 @@
 //   and 4h + 1, 4h + 3 (high nibbles) of half h, which is why X is stored in that order. Its mins
 //   enter once per super-block: -dmin * d_x * sum_j m_j * (sum of X's quants in sub-block j), and
 //   Q6_K's -32: -32 * sum_i scale_i * (sum of X's quants in group i), in the int32 sums.
-// Rows of X (m <= 8) share each decoded weight vector; columns come in tiles of N rows of W
-// streamed once, prefetched 2 KiB ahead as the fp32 streaming kernels do.
+// Rows of X (m <= 8) share each decoded weight vector; each thread streams its columns' weight
+// rows one after the other, prefetched 2 KiB ahead as the fp32 streaming kernels do. (Tiles of
+// several weight rows, interleaved streams a row apart, read DRAM 1.4-1.8x slower: Zen 4, 2
+// threads, Q4_K 129280 x 2048, alternated runs, m = 1: 4 rows 18-20 GB/s, one row 26-36 GB/s
+// against a 30-33 GB/s plain read; all they save is one load of X per vector and row.)
 //
 // (The warnings are off as in linear_avx512.cc: GCC 12's AVX-512 intrinsics, GCC PR 105593.)
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -27,20 +30,9 @@
 namespace ff::gemm {
 namespace {
 
-__attribute__((always_inline)) inline float f16_at(const uint8_t* p) {
-  return block_f16(p);
-}
-
 inline float hsum512(__m512 v) {
   const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float hsum256(__m256 h) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -76,12 +68,12 @@ __attribute__((always_inline)) inline void super_scales(const uint8_t* b, SuperS
                         uint64_t(((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 2) & 0x30303030u)) << 32;
     s.sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(sc))));
     s.mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(mn)));
-    s.d = f16_at(b);
-    s.neg_dmin = -f16_at(b + 2);
+    s.d = block_f16(b);
+    s.neg_dmin = -block_f16(b + 2);
   } else {
     s.sc = _mm512_castsi256_si512(
         _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))));
-    s.d = f16_at(b + 208);
+    s.d = block_f16(b + 208);
   }
 }
 
@@ -148,51 +140,38 @@ __attribute__((always_inline)) inline __m512i super_lane_scales(const SuperScale
   return _mm512_permutexvar_epi16(idx, s.sc);
 }
 
-template <Block B, int M, int N>
-void super_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64_t row_stride,
-                float* y, int64_t ldy) {
+// Y[r, 0] for r < M (rows r0.. of X) against one weight row; the rows are row_stride bytes apart,
+// so the prefetch runs on into the next one.
+template <Block B, int M>
+void super_row(const Int8Rows& x, int64_t r0, const uint8_t* row, int64_t row_stride, float* y,
+               int64_t ldy) {
   constexpr int SB = kSuperBytes<B>;
   const int64_t units = x.k() / 256, row_bytes = units * SB;
-  __m512 acc[M][N];
-  __m128 accm[M][N];  // Q4_K / Q5_K: the mins' part
+  __m512 acc[M];
+  __m128 accm[M];  // Q4_K / Q5_K: the mins' part
 #pragma GCC unroll 8
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < N; ++c) {
-      acc[r][c] = _mm512_setzero_ps();
-      accm[r][c] = _mm_setzero_ps();
-    }
+  for (int r = 0; r < M; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    accm[r] = _mm_setzero_ps();
+  }
   for (int64_t u = 0; u < units; ++u) {
     int64_t ahead = u * SB + kBlockPrefetchBytes;
-    if (ahead >= row_bytes) ahead += N * row_stride - row_bytes;
-    SuperScales ss[N];
-    const uint8_t* blk[N];
-#pragma GCC unroll 4
-    for (int c = 0; c < N; ++c) {
-      blk[c] = rows[c] + u * SB;
-      for (int o = 0; o < SB; o += 64) __builtin_prefetch(rows[c] + ahead + o, 0, 3);
-      super_scales<B>(blk[c], ss[c]);
-    }
-    __m512i iacc[M][N];
+    if (ahead >= row_bytes) ahead += row_stride - row_bytes;
+    for (int o = 0; o < SB; o += 64) __builtin_prefetch(row + ahead + o, 0, 3);
+    const uint8_t* blk = row + u * SB;
+    SuperScales ss;
+    super_scales<B>(blk, ss);
+    __m512i iacc[M];
 #pragma GCC unroll 8
-    for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-      for (int c = 0; c < N; ++c) iacc[r][c] = _mm512_setzero_si512();
+    for (int r = 0; r < M; ++r) iacc[r] = _mm512_setzero_si512();
     // Per vector: u8 x s8 pairs into int16 (no saturation: |sum| <= 2 * 63 * 127), then pairs of
     // those times the lane's scale into int32.
     const auto step = [&]<int v>(std::integral_constant<int, v>) {
-      __m512i wq[N], ws[N];
-#pragma GCC unroll 4
-      for (int c = 0; c < N; ++c) {
-        wq[c] = super_quants<B, v>(blk[c]);
-        ws[c] = super_lane_scales<B, v>(ss[c]);
-      }
+      const __m512i wq = super_quants<B, v>(blk), ws = super_lane_scales<B, v>(ss);
 #pragma GCC unroll 8
       for (int r = 0; r < M; ++r) {
         const __m512i xq = _mm512_loadu_si512(x.q(r0 + r) + 256 * u + 64 * v);
-#pragma GCC unroll 4
-        for (int c = 0; c < N; ++c)
-          iacc[r][c] = _mm512_dpwssd_epi32(iacc[r][c], _mm512_maddubs_epi16(wq[c], xq), ws[c]);
+        iacc[r] = _mm512_dpwssd_epi32(iacc[r], _mm512_maddubs_epi16(wq, xq), ws);
       }
     };
     [&]<int... v>(std::integer_sequence<int, v...>) {
@@ -203,61 +182,38 @@ void super_tile(const Int8Rows& x, int64_t r0, const uint8_t* const* rows, int64
     for (int r = 0; r < M; ++r) {
       const float dx = x.dx(r0 + r)[u];
       const int16_t* bs = x.bsums(r0 + r);
-#pragma GCC unroll 4
-      for (int c = 0; c < N; ++c) {
-        __m512i is = iacc[r][c];
-        if constexpr (B == Block::Q6_K) {
-          // The stored quants are q + 32: subtract 32 * sum_i scale_i * (sum of X's quants i).
-          const __m256i b16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs + 16 * u));
-          const __m256i corr = _mm256_madd_epi16(_mm512_castsi512_si256(ss[c].sc), b16);
-          is = _mm512_sub_epi32(is, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
-        } else {  // Q4_K, Q5_K
-          const __m128i b8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bs + 8 * u));
-          accm[r][c] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(ss[c].mins, b8)),
-                                    _mm_set1_ps(ss[c].neg_dmin * dx), accm[r][c]);
-        }
-        acc[r][c] =
-            _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(ss[c].d * dx), acc[r][c]);
+      __m512i is = iacc[r];
+      if constexpr (B == Block::Q6_K) {
+        // The stored quants are q + 32: subtract 32 * sum_i scale_i * (sum of X's quants i).
+        const __m256i b16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs + 16 * u));
+        const __m256i corr = _mm256_madd_epi16(_mm512_castsi512_si256(ss.sc), b16);
+        is = _mm512_sub_epi32(is, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
+      } else {  // Q4_K, Q5_K
+        const __m128i b8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bs + 8 * u));
+        accm[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(ss.mins, b8)),
+                               _mm_set1_ps(ss.neg_dmin * dx), accm[r]);
       }
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(ss.d * dx), acc[r]);
     }
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < N; ++c) {
-      float v = hsum512(acc[r][c]);
-      if constexpr (B != Block::Q6_K) {
-        __m128 m = accm[r][c];
-        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-        m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        v += _mm_cvtss_f32(m);
-      }
-      y[r * ldy + c] = v;
+  for (int r = 0; r < M; ++r) {
+    float v = hsum512(acc[r]);
+    if constexpr (B != Block::Q6_K) {
+      __m128 m = accm[r];
+      m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+      m = _mm_add_ss(m, _mm_movehdup_ps(m));
+      v += _mm_cvtss_f32(m);
     }
+    y[r * ldy] = v;
+  }
 }
-
-// Weight rows per tile: one. Each thread then reads its columns' weights as one sequential
-// stream, which the hardware prefetcher follows; tiles of several rows (interleaved streams a row
-// apart, each software-prefetched) read DRAM 1.4-1.8x slower (Zen 4, 2 threads, Q4_K 129280 x
-// 2048, alternated runs: m = 1 N = 4 18-20 GB/s, N = 1 26-36 GB/s against a 30-33 GB/s plain
-// read), for the little they save (one load of X per vector and row).
-constexpr int int8_cols(int) { return 1; }
 
 template <Block B, int M>
 void int8_cols_range(const Int8Rows& x, int64_t r0, const Weight& w, int64_t rb, float* y,
                      int64_t ldy, int64_t c0, int64_t c1) {
-  constexpr int N = int8_cols(M);
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
-  int64_t c = c0;
-  for (; c + N <= c1; c += N) {
-    const uint8_t* rows[N];
-    for (int i = 0; i < N; ++i) rows[i] = base + (c + i) * rb;
-    super_tile<B, M, N>(x, r0, rows, rb, y + c, ldy);
-  }
-  for (; c < c1; ++c) {
-    const uint8_t* rows[1] = {base + c * rb};
-    super_tile<B, M, 1>(x, r0, rows, rb, y + c, ldy);
-  }
+  for (int64_t c = c0; c < c1; ++c) super_row<B, M>(x, r0, base + c * rb, rb, y + c, ldy);
 }
 
 template <Block B>
@@ -282,10 +238,6 @@ void int8_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_
   }
 }
 
-}  // namespace
-
-namespace {
-
 // max |v| over n floats (n a multiple of 16), or -1 when one is a NaN or an infinity.
 float abs_max(const float* v, int64_t n) {
   __m512 mx = _mm512_setzero_ps();
@@ -303,6 +255,16 @@ float abs_max(const float* v, int64_t n) {
   m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
   m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
   return _mm_cvtss_f32(m4);
+}
+
+// X's scale for one group of 256: d = amax / 127 and its inverse (0 where d is); false for a NaN
+// or an infinity in the group.
+bool group_scale(const float* v, float& d, float& id) {
+  const float amax = abs_max(v, 256);
+  if (amax < 0.f) return false;
+  d = amax / 127.f;
+  id = d != 0.f ? 1.f / d : 0.f;
+  return true;
 }
 
 // q[0..15] = round-half-even(v[0..15] * id) as int8, returning the 16 values as int32 lanes.
@@ -327,19 +289,18 @@ bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t
   out.block_ = b;
   out.m_ = m;
   out.k_ = k;
-  const int64_t kp = k;  // row layout: q [k], dx [k / 256], bsums [k / 16] within 3k bytes
-  out.data_.assign(size_t(m * 3 * kp), 0);
+  // Row layout, 3k bytes: q [k], dx [k / 256], bsums [k / 16]; every byte read is written below.
+  out.data_.resize(size_t(m * 3 * k));
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * ldx;
-    uint8_t* row = out.data_.data() + r * 3 * kp;
+    uint8_t* row = out.data_.data() + r * 3 * k;
     int8_t* q = reinterpret_cast<int8_t*>(row);
-    float* dx = reinterpret_cast<float*>(row + kp);
+    float* dx = reinterpret_cast<float*>(row + k);
+    int16_t* bsums = out.bsums_mut(r);
     for (int64_t g0 = 0; g0 < k; g0 += group) {
-      const float amax = abs_max(xr + g0, group);
-      if (amax < 0.f) return false;
-      const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+      float d, id;
+      if (!group_scale(xr + g0, d, id)) return false;
       dx[g0 / 256] = d;
-      int16_t* bsums = out.bsums_mut(r);
       for (int64_t j = 0; j < 256; j += 32) {
         const int64_t pos =
             b == Block::Q6_K ? g0 + j : g0 + 128 * (j / 128) + 32 * kQ4kSlot[j % 128 / 32];
@@ -364,9 +325,8 @@ bool round_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k,
   for (int64_t r = 0; r < m; ++r)
     for (int64_t g0 = 0; g0 < k; g0 += group) {
       const float* v = x + r * ldx + g0;
-      const float amax = abs_max(v, group);
-      if (amax < 0.f) return false;
-      const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+      float d, id;
+      if (!group_scale(v, d, id)) return false;
       for (int64_t i = 0; i < group; i += 16) {
         const __m512i q =
             _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), _mm512_set1_ps(id)));
