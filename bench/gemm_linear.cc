@@ -9,8 +9,8 @@
 // Every timed call reads a different copy of the weight, and the copies together exceed the
 // last-level cache many times over, so decode figures are DRAM figures, not L3 figures.
 //
-// Block weights: where linear takes the int8 kernel (AVX512-VNNI, Q4_K, m <= 8; kernel=int8) the
-// fp32 kernel is timed too in alternated rounds (float_GBps). For m <= 16 the baseline is the read
+// Block weights: where linear takes the int8 kernels (AVX512-VNNI, Q4_K; kernel=int8) the fp32
+// kernel is timed too in alternated rounds (float_GBps). For m <= 16 the baseline is the read
 // bandwidth (ratio = frac_bw: weight bytes /
 // time against the bound); for larger m it is BF16 linear on the same shape in the same run
 // (ratio = t_bf16 / t).
@@ -163,6 +163,7 @@ const char* dtype_label(DType dt) {
 struct Machine {
   double read_gbps;   // memory read bandwidth
   double fma_gflops;  // fp32 FMA peak
+  double int8_gops;   // vpdpbusd peak (2 ops a multiply-add), 0 without AVX512-VNNI
 };
 
 void run_case(const WeightSet& ws, int64_t m, const Machine& mach, bool quick) {
@@ -230,13 +231,16 @@ void run_block_case(const BlockWeightSet& ws, const WeightSet& bf16, int64_t m, 
     ratio = t_bf16 / t;
     baseline = "bf16";
   }
+  // The compute bound of the kernel that ran: vpdpbusd's peak for the int8 kernels, else fp32 FMA.
+  const double peak = int8 && mach.int8_gops > 0 ? mach.int8_gops : mach.fma_gflops;
   std::printf(
       "BENCH gemm_linear_block %s_%ldx%ld_m%ld m=%ld n=%ld k=%ld type=%s isa=%s kernel=%s "
-      "time_us=%.1f GBps=%.2f GFLOPs=%.2f frac_bw=%.3f float_GBps=%.2f best_GBps=%.2f "
-      "bf16_GFLOPs=%.2f baseline=%s ratio=%.3f\n",
+      "time_us=%.1f GBps=%.2f GFLOPs=%.2f frac_bw=%.3f frac_peak=%.3f float_GBps=%.2f "
+      "best_GBps=%.2f bf16_GFLOPs=%.2f baseline=%s ratio=%.3f\n",
       type, long(ws.n), long(ws.k), long(m), long(m), long(ws.n), long(ws.k), type,
       isa_name(active_isa()), int8 ? "int8" : "float", t * 1e6, gbps, flops / t / 1e9,
-      gbps / mach.read_gbps, t_float > 0 ? double(ws.bytes_per_copy) / t_float / 1e9 : gbps,
+      gbps / mach.read_gbps, flops / t / 1e9 / peak,
+      t_float > 0 ? double(ws.bytes_per_copy) / t_float / 1e9 : gbps,
       double(ws.bytes_per_copy) / timing.best / 1e9, t_bf16 > 0 ? flops / t_bf16 / 1e9 : 0.0,
       baseline, ratio);
   std::fflush(stdout);
@@ -277,15 +281,18 @@ int run(int argc, char** argv) {
     }
   }
   auto wanted = [&](int64_t m) { return only_rows == 0 || m == only_rows; };
-  const Machine mach{measure_read_bandwidth_gbps(), measure_fp32_fma_peak_gflops()};
+  const Machine mach{measure_read_bandwidth_gbps(), measure_fp32_fma_peak_gflops(),
+                     measure_int8_dot_peak_gops()};
   std::printf(
       "# gemm_linear: %d threads, backend %s; memory read bandwidth %.2f GB/s, fp32 FMA peak "
-      "%.1f GFLOP/s, bf16 dot (vdpbf16ps) peak %.1f GFLOP/s (best runs)\n",
+      "%.1f GFLOP/s, bf16 dot (vdpbf16ps) peak %.1f GFLOP/s, int8 dot (vpdpbusd) peak %.1f "
+      "GOP/s (best runs)\n",
       ThreadPool::global().size(), isa_name(active_isa()), mach.read_gbps, mach.fma_gflops,
-      measure_bf16_dot_peak_gflops());
+      measure_bf16_dot_peak_gflops(), mach.int8_gops);
   std::printf(
       "# GBps: weight bytes (+ FP8 scales) one call reads / time; frac_bw = GBps / read "
-      "bandwidth; GFLOPs = 2mnk / time; frac_fma = GFLOPs / fp32 FMA peak; times are medians "
+      "bandwidth; GFLOPs = 2mnk / time; frac_fma = GFLOPs / fp32 FMA peak; frac_peak (blocks) = "
+      "GFLOPs / the peak of the kernel's instruction (int8: vpdpbusd); times are medians "
       "(best_GBps: the fastest run)\n");
   std::fflush(stdout);
 

@@ -97,35 +97,38 @@ void linear_bf16dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w
 // ---- int8 activations for GGUF K-quant weights (AVX512-VNNI) ----------------------------
 //
 // Decode over Q4_K / Q5_K / Q6_K weights is bound by decoding the weights to fp32, not by memory
-// (Q4_K at m = 1 reaches ~0.4 of the read bandwidth that way). The int8 kernel instead quantizes
-// the few rows of X once per call and multiplies the weights' integer quants by X's with
-// vpmaddubsw + vpdpwssd (exact int32 sums over a whole super-block), applying the scales once per
-// super-block: llama.cpp's Q4_K x Q8_K scheme.
+// (Q4_K at m = 1 reaches ~0.4 of the read bandwidth that way), and prefill by the fp32 FMA rate.
+// The int8 kernels instead quantize the rows of X once per call and multiply the weights'
+// integer quants by X's (exact int32 sums over a whole super-block), applying the scales once per
+// super-block: llama.cpp's Q4_K x Q8_K scheme. Up to kInt8MaxRows rows each thread streams its
+// weight rows through vpmaddubsw + vpdpwssd (linear_int8_avx512vnni.cc); more rows multiply
+// panels of 32 repacked columns with vpdpbusd (linear_int8_gemm_avx512vnni.cc).
 //
 // X's quantization (quantize_rows_int8), per row and per 256 consecutive elements (the
 // super-blocks): d = amax / 127 (fp32), q = round-half-even(x * (1 / d)) in [-127, 127] (q = 0
 // where d = 0). The result of a column is the sum of W's exact values times d * q, exact in
-// int32 per super-block and lane, scaled and summed in fp32; it depends only on m, k and the
-// column's own weights, not on the split of n. Q8_0 keeps the exact fp32 kernels: its one scale
+// int32 per super-block and lane, scaled and summed in fp32; it depends only on k and the
+// column's own weights and X's row, not on the split of n, and on m only through the fp32
+// summation order of the two kernels. Q8_0 keeps the exact fp32 kernels: its one scale
 // per 32 leaves the int8 kernel a multiply per 16 products and row, and from DRAM it measured no
 // faster (0.9-1.0x at m = 1 on 2048 x 7168 and 7168 x 2048, Zen 4) while adding X's error.
-// The kernel for K-quant weights at few rows: Int8 where the CPU has AVX-512 with VNNI (full-rate
+// The kernel for K-quant weights: Int8 where the CPU has AVX-512 with VNNI (full-rate
 // on every such CPU we know), Float elsewhere. ff_gemm_block_kernel (the FF_GEMM_BLOCK_KERNEL
 // value; null or "" for none) "int8" or "float" forces one; another value, or "int8" without
 // AVX512-VNNI, throws ff::Error naming it.
 BlockKernel resolve_block_kernel(const CpuFeatures& cpu, const char* ff_gemm_block_kernel);
 // resolve_block_kernel(cpu_features(), getenv("FF_GEMM_BLOCK_KERNEL")), read once per process.
 BlockKernel block_kernel();
-// Rows up to which the int8 kernel runs; more rows run the fp32 kernels, which decode each
-// weight once for all rows, on X rounded as the int8 kernel rounds it (round_rows_int8), so a
-// row's value does not depend on m beyond fp32 summation order (one thread, weights in L2,
-// Zen 4: Q4_K 2.7x at 1 row, 1.6x at 4 and 8; from DRAM, 2 threads, 1.4-1.8x at 1 row).
+// Rows up to which the streaming int8 kernel runs (one thread, weights in L2, Zen 4: Q4_K 2.7x
+// the fp32 kernel at 1 row, 1.6x at 4 and 8; from DRAM, 2 threads, 1.4-1.8x at 1 row); more rows
+// run the panel kernel.
 constexpr int64_t kInt8MaxRows = 8;
 // Whether w is a format the int8 kernel runs (Q4_K, Q5_K, Q6_K).
 constexpr bool int8_block(Block b) {
   return b == Block::Q4_K || b == Block::Q5_K || b == Block::Q6_K;
 }
-// Whether linear on backend `isa` with kernel `kernel` runs w at m rows through the int8 kernel.
+// Whether linear on backend `isa` with kernel `kernel` runs w at m rows (m > 0) through the int8
+// kernels.
 bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m);
 
 // Rows of X quantized for one K-quant format (see above), laid out as the int8 kernel reads them.
@@ -161,12 +164,12 @@ class Int8Rows {
 // reusing its memory; false (out unusable) when X holds a NaN or an infinity, which have no int8
 // scale. Needs AVX512-VNNI.
 bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out);
-// X's quantization as values: out[r * k + j] = q * d (fp32), for the fp32 kernels where the
-// int8 one does not run (more rows), so that a row's result does not depend on m. False (out
-// unusable) for a NaN or an infinity in X. Needs AVX-512.
-bool round_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, float* out);
 // Columns [n0, n1) of Y [x.m(), n] = X W^T from the quantized rows (w.block == x.block()).
+// Either kernel by x.m().
 void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0,
                              int64_t n1);
+// The panel kernel alone (any m; linear_int8_avx512_rows runs it past kInt8MaxRows rows).
+void linear_int8_gemm_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy,
+                                  int64_t n0, int64_t n1);
 
 }  // namespace ff::gemm

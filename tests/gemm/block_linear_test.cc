@@ -305,7 +305,8 @@ TEST(BlockLinearInt8, KernelChoice) {
   w.block = Block::Q4_K;
   EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 1));
   EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 8));
-  EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 9));
+  EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 9));
+  EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 0));
   EXPECT_FALSE(int8_block_path(Isa::Avx2, BlockKernel::Int8, w, 1));
   EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Float, w, 1));
   for (Block b : {Block::Q5_K, Block::Q6_K}) {
