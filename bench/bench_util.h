@@ -221,6 +221,21 @@ __attribute__((target("avx512f,avx512vnni"))) inline float dpbusd_loop(int64_t i
   return float(lanes[0]);
 }
 
+__attribute__((target("avx512f,avx512vnni"))) inline float dpwssd_loop(int64_t iters) {
+  __m512i acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
+  const __m512i b = _mm512_set1_epi16(3), c = _mm512_set1_epi16(-2);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpwssd_epi32(acc[i], b, c);
+  }
+  __m512i s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_epi32(s, acc[i]);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, s);
+  return float(lanes[0]);
+}
+
 // Best-of-`passes` GFLOP/s of a register-only loop run on every pool thread at once.
 template <typename Loop>
 double loop_peak_gflops(Loop&& loop, double flops_per_iter, int passes) {
@@ -258,6 +273,12 @@ inline double measure_bf16_dot_peak_gflops(int passes = 5) {
 inline double measure_int8_dot_peak_gops(int passes = 5) {
   if (!cpu_features().avx512_vnni) return 0.0;
   return detail::loop_peak_gflops(detail::dpbusd_loop, 12 * 128, passes);
+}
+
+// The same for int16 x int16 pairs (vpdpwssd, 32 multiply-adds an instruction).
+inline double measure_int16_dot_peak_gops(int passes = 5) {
+  if (!cpu_features().avx512_vnni) return 0.0;
+  return detail::loop_peak_gflops(detail::dpwssd_loop, 12 * 64, passes);
 }
 
 }  // namespace ff::bench

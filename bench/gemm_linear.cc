@@ -9,11 +9,11 @@
 // Every timed call reads a different copy of the weight, and the copies together exceed the
 // last-level cache many times over, so decode figures are DRAM figures, not L3 figures.
 //
-// Block weights: where linear takes the int8 kernels (AVX512-VNNI, Q4_K; kernel=int8) the fp32
-// kernel is timed too in alternated rounds (float_GBps). For m <= 16 the baseline is the read
-// bandwidth (ratio = frac_bw: weight bytes /
-// time against the bound); for larger m it is BF16 linear on the same shape in the same run
-// (ratio = t_bf16 / t).
+// Block weights: where linear takes the integer kernels (AVX512-VNNI: Q4_K, Q8_0 past 8 rows;
+// kernel=int8) the fp32 kernel is timed too in alternated rounds (float_GBps). For m <= 16 the
+// baseline is the read bandwidth (ratio = frac_bw: weight bytes / time against the bound); for
+// larger m it is BF16 linear on the same shape in the same run (ratio = t_bf16 / t), and
+// frac_peak puts GFLOPs against the peak of the kernel's instruction.
 //
 // Usage: bench_gemm_linear [--quick] [--rows M] [--blocks]   (--rows: only the cases with m == M;
 // --blocks: only the block-weight cases; FF_NUM_THREADS sets the threads, FF_ISA the backend)
@@ -164,6 +164,7 @@ struct Machine {
   double read_gbps;   // memory read bandwidth
   double fma_gflops;  // fp32 FMA peak
   double int8_gops;   // vpdpbusd peak (2 ops a multiply-add), 0 without AVX512-VNNI
+  double int16_gops;  // vpdpwssd peak (the Q8_0 panel kernel's instruction)
 };
 
 void run_case(const WeightSet& ws, int64_t m, const Machine& mach, bool quick) {
@@ -231,8 +232,12 @@ void run_block_case(const BlockWeightSet& ws, const WeightSet& bf16, int64_t m, 
     ratio = t_bf16 / t;
     baseline = "bf16";
   }
-  // The compute bound of the kernel that ran: vpdpbusd's peak for the int8 kernels, else fp32 FMA.
-  const double peak = int8 && mach.int8_gops > 0 ? mach.int8_gops : mach.fma_gflops;
+  // The compute bound of the kernel that ran: vpdpbusd's peak for the int8 kernels (vpdpwssd's
+  // for Q8_0's panel kernel), else fp32 FMA (Q8_0 at few rows).
+  const bool int8_run = int8 && mach.int8_gops > 0;
+  const double peak = !int8_run                       ? mach.fma_gflops
+                      : ws.block == gemm::Block::Q8_0 ? mach.int16_gops
+                                                      : mach.int8_gops;
   std::printf(
       "BENCH gemm_linear_block %s_%ldx%ld_m%ld m=%ld n=%ld k=%ld type=%s isa=%s kernel=%s "
       "time_us=%.1f GBps=%.2f GFLOPs=%.2f frac_bw=%.3f frac_peak=%.3f float_GBps=%.2f "
@@ -282,17 +287,18 @@ int run(int argc, char** argv) {
   }
   auto wanted = [&](int64_t m) { return only_rows == 0 || m == only_rows; };
   const Machine mach{measure_read_bandwidth_gbps(), measure_fp32_fma_peak_gflops(),
-                     measure_int8_dot_peak_gops()};
+                     measure_int8_dot_peak_gops(), measure_int16_dot_peak_gops()};
   std::printf(
       "# gemm_linear: %d threads, backend %s; memory read bandwidth %.2f GB/s, fp32 FMA peak "
       "%.1f GFLOP/s, bf16 dot (vdpbf16ps) peak %.1f GFLOP/s, int8 dot (vpdpbusd) peak %.1f "
-      "GOP/s (best runs)\n",
+      "GOP/s, int16 dot (vpdpwssd) peak %.1f GOP/s (best runs)\n",
       ThreadPool::global().size(), isa_name(active_isa()), mach.read_gbps, mach.fma_gflops,
-      measure_bf16_dot_peak_gflops(), mach.int8_gops);
+      measure_bf16_dot_peak_gflops(), mach.int8_gops, mach.int16_gops);
   std::printf(
       "# GBps: weight bytes (+ FP8 scales) one call reads / time; frac_bw = GBps / read "
       "bandwidth; GFLOPs = 2mnk / time; frac_fma = GFLOPs / fp32 FMA peak; frac_peak (blocks) = "
-      "GFLOPs / the peak of the kernel's instruction (int8: vpdpbusd); times are medians "
+      "GFLOPs / the peak of the kernel's instruction (int8: vpdpbusd, Q8_0 vpdpwssd); times are "
+      "medians "
       "(best_GBps: the fastest run)\n");
   std::fflush(stdout);
 

@@ -159,7 +159,8 @@ BlockKernel block_kernel() {
 }
 
 bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m) {
-  return isa == Isa::Avx512 && kernel == BlockKernel::Int8 && m > 0 && int8_block(w.block);
+  return isa == Isa::Avx512 && kernel == BlockKernel::Int8 && m > 0 && int8_block(w.block) &&
+         (w.block != Block::Q8_0 || m > kInt8MaxRows);
 }
 
 namespace {
@@ -185,11 +186,13 @@ namespace {
 // The rounding of X that the kernel choice implies, applied at every m so that a row's result
 // does not depend on how many rows share the call (a server's batch): with the dot kernel, BF16
 // weights multiply bf16-rounded X also where the fp32 kernels run (m <= 16: decode), which then
-// differ from it only in fp32 summation order. (The int8 kernels quantize X the same way at every
-// m.) Writes the rounded rows to `out` (stride k) and returns true when one applies; false (X
-// used as it is) otherwise.
-bool round_x_for(Isa isa, Bf16Kernel bf16, const float* x, int64_t m, int64_t ldx, const Weight& w,
-                 std::vector<float>& out) {
+// differ from it only in fp32 summation order; with the int8 kernel, Q8_0 weights multiply
+// int8-rounded X (q * d) where the fp32 kernels run (m up to kInt8MaxRows). (The K types run the
+// int8 kernels at every m.) Writes the rounded rows to `out` (stride k) and returns true when one
+// applies; false (X used as it is) otherwise, or where X holds a non-finite value the int8 scale
+// cannot take.
+bool round_x_for(Isa isa, Bf16Kernel bf16, BlockKernel block, const float* x, int64_t m,
+                 int64_t ldx, const Weight& w, std::vector<float>& out) {
   if (isa != Isa::Avx512) return false;
   if (bf16 == Bf16Kernel::Dot && w.block == Block::None && w.dtype == DType::BF16 &&
       m < kBf16DotMinRows) {
@@ -198,6 +201,10 @@ bool round_x_for(Isa isa, Bf16Kernel bf16, const float* x, int64_t m, int64_t ld
       for (int64_t j = 0; j < w.k; ++j)
         out[size_t(r * w.k + j)] = bf16_to_f32(f32_to_bf16(x[r * ldx + j]));
     return true;
+  }
+  if (block == BlockKernel::Int8 && w.block == Block::Q8_0 && m <= kInt8MaxRows) {
+    out.resize(size_t(m * w.k));
+    return round_rows_int8(w.block, x, m, ldx, w.k, out.data());
   }
   return false;
 }
@@ -233,7 +240,7 @@ void linear_with_kernels(Isa isa, Bf16Kernel bf16, BlockKernel kernel, const flo
   }
   thread_local std::vector<float> tls_x;
   std::vector<float>& rounded = tls_x;
-  if (round_x_for(isa, bf16, x, m, ldx, w, rounded)) {
+  if (round_x_for(isa, bf16, kernel, x, m, ldx, w, rounded)) {
     x = rounded.data();
     ldx = w.k;
   }
@@ -360,7 +367,7 @@ void linear_batch_with_kernels(Isa isa, Bf16Kernel bf16, BlockKernel kernel,
     if (p.m == 0) continue;
     int8[i] = int8_block_path(isa, kernel, *p.w, p.m) &&
               quantize_rows_int8(p.w->block, p.x, p.m, p.ldx, p.w->k, qx[i]);
-    if (!int8[i] && round_x_for(isa, bf16, p.x, p.m, p.ldx, *p.w, rounded[i])) {
+    if (!int8[i] && round_x_for(isa, bf16, kernel, p.x, p.m, p.ldx, *p.w, rounded[i])) {
       xs[i] = rounded[i].data();
       ldxs[i] = p.w->k;
     }

@@ -176,12 +176,12 @@ float abs_max(const float* v, int64_t n) {
   return _mm_cvtss_f32(m4);
 }
 
-// X's scale for one group of 256: d = amax / 127 and its inverse (0 where d is); false for a NaN
+// X's scale for one group of n: d = amax / qmax and its inverse (0 where d is); false for a NaN
 // or an infinity in the group.
-bool group_scale(const float* v, float& d, float& id) {
-  const float amax = abs_max(v, 256);
+bool group_scale(const float* v, int64_t n, float qmax, float& d, float& id) {
+  const float amax = abs_max(v, n);
   if (amax < 0.f) return false;
-  d = amax / 127.f;
+  d = amax / qmax;
   id = d != 0.f ? 1.f / d : 0.f;
   return true;
 }
@@ -197,27 +197,42 @@ __attribute__((always_inline)) inline __m512i quantize16(const float* v, float i
 }  // namespace
 
 bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out) {
-  FF_CHECK(b == Block::Q4_K || b == Block::Q5_K || b == Block::Q6_K,
-           "quantize_rows_int8: no int8 kernel for block format {}", int(b));
-  constexpr int64_t group = 256;
+  FF_CHECK(int8_block(b), "quantize_rows_int8: no int8 kernel for block format {}", int(b));
+  const int64_t group = int8_group(b);
   FF_CHECK(k > 0 && k % group == 0, "quantize_rows_int8: k = {} is not a positive multiple of {}",
            k, group);
   out.block_ = b;
   out.m_ = m;
   out.k_ = k;
-  // Row layout, 3k bytes: q [k], dx [k / 256], bsums [k / 16]; every byte read is written below.
+  // Row layout, 3k bytes: q [k] (Q8_0: int16 [k]), dx [k / group], bsums [k / 16] (K types);
+  // every byte read is written below.
   out.data_.resize(size_t(m * 3 * k));
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * ldx;
     uint8_t* row = out.data_.data() + r * 3 * k;
+    if (b == Block::Q8_0) {
+      int16_t* q = reinterpret_cast<int16_t*>(row);
+      float* dx = reinterpret_cast<float*>(row + 2 * k);
+      for (int64_t g0 = 0; g0 < k; g0 += 32) {
+        float d, id;
+        if (!group_scale(xr + g0, 32, 32767.f, d, id)) return false;
+        dx[g0 / 32] = d;
+        for (int64_t j = 0; j < 32; j += 16) {
+          const __m512i qi =
+              _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xr + g0 + j), _mm512_set1_ps(id)));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g0 + j), _mm512_cvtsepi32_epi16(qi));
+        }
+      }
+      continue;
+    }
     int8_t* q = reinterpret_cast<int8_t*>(row);
     float* dx = reinterpret_cast<float*>(row + k);
     int16_t* bsums = out.bsums_mut(r);
     for (int64_t g0 = 0; g0 < k; g0 += group) {
       float d, id;
-      if (!group_scale(xr + g0, d, id)) return false;
-      dx[g0 / 256] = d;
-      for (int64_t j = 0; j < 256; j += 32) {
+      if (!group_scale(xr + g0, group, 127.f, d, id)) return false;
+      dx[g0 / group] = d;
+      for (int64_t j = 0; j < group; j += 32) {
         const int64_t pos =
             b == Block::Q6_K ? g0 + j : g0 + 128 * (j / 128) + 32 * kQ4kSlot[j % 128 / 32];
         const int s0 = _mm512_reduce_add_epi32(quantize16(xr + g0 + j, id, q + pos));
@@ -234,9 +249,29 @@ bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t
   return true;
 }
 
+bool round_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, float* out) {
+  const int64_t group = int8_group(b);
+  FF_CHECK(int8_block(b) && k > 0 && k % group == 0,
+           "round_rows_int8: k = {} is not a positive multiple of {}", k, group);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t g0 = 0; g0 < k; g0 += group) {
+      const float* v = x + r * ldx + g0;
+      float d, id;
+      if (!group_scale(v, group, float(int8_qmax(b)), d, id)) return false;
+      for (int64_t i = 0; i < group; i += 16) {
+        const __m512i q =
+            _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), _mm512_set1_ps(id)));
+        _mm512_storeu_ps(out + r * k + g0 + i,
+                         _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(d)));
+      }
+    }
+  return true;
+}
+
 void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0,
                              int64_t n1) {
-  if (x.m() > kInt8MaxRows) return linear_int8_gemm_avx512_rows(x, w, y, ldy, n0, n1);
+  if (x.m() > kInt8MaxRows || x.block() == Block::Q8_0)
+    return linear_int8_gemm_avx512_rows(x, w, y, ldy, n0, n1);
   switch (x.block()) {
     case Block::Q4_K:
       return int8_rows<Block::Q4_K>(x, w, y, ldy, n0, n1);

@@ -223,6 +223,81 @@ void panel_rows(const Int8Rows& x, int64_t r0, const uint8_t* panel, int64_t uni
     for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(y + r * ldy + 16 * v, masks[v], acc[r][v]);
 }
 
+// ---- Q8_0: blocks of 32 signed quants and an f16 scale -----------------------------------
+//
+// X is quantized to int16 per 32 for Q8_0 (linear_kernels.h), so vpdpwssd multiplies pairs of
+// the weights' quants, sign-extended to int16, by pairs of X's: 32 multiply-adds an instruction,
+// exact in int32 per block (|sum| <= 32 * 128 * 32767); then one FMA per block by d * d_x. A
+// block's panel: [16 pairs][32 columns] of two int16, then d per column.
+constexpr int kQ8Bytes = 16 * kTileCols * 4 + kTileCols * 4;
+
+void pack_panel_q8(const uint8_t* base, int64_t rb, int64_t c, int cols, int64_t blocks,
+                   uint8_t* panel) {
+  constexpr int kB = 34;  // f16 d, 32 quants
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* p = panel + b * kQ8Bytes;
+    if (b + 4 < blocks)
+      for (int col = 0; col < cols; ++col)
+        __builtin_prefetch(base + (c + col) * rb + (b + 4) * kB, 0, 3);
+    for (int h = 0; h < 2; ++h) {
+      // Column i's 16 pairs of the block.
+      __m512i a[16];
+      for (int i = 0; i < 16; ++i) {
+        const int col = 16 * h + i;
+        a[i] = col < cols
+                   ? _mm512_cvtepi8_epi16(_mm256_loadu_si256(
+                         reinterpret_cast<const __m256i*>(base + (c + col) * rb + b * kB + 2)))
+                   : _mm512_setzero_si512();
+      }
+      transpose16(a);
+      for (int j = 0; j < 16; ++j) _mm512_store_si512(p + (j * kTileCols + 16 * h) * 4, a[j]);
+    }
+    float* d = reinterpret_cast<float*>(p + 16 * kTileCols * 4);
+    for (int col = 0; col < kTileCols; ++col)
+      d[col] = col < cols ? block_f16(base + (c + col) * rb + b * kB) : 0.f;
+  }
+}
+
+template <int M, int NV>
+void panel_rows_q8(const Int8Rows& x, int64_t r0, const uint8_t* panel, int64_t blocks, int h0,
+                   float* y, int64_t ldy, const __mmask16* masks) {
+  __m512 acc[M][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < M; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* p = panel + b * kQ8Bytes;
+    const int32_t* wq = reinterpret_cast<const int32_t*>(p) + 16 * h0;
+    __m512i sum[M][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < M; ++r)
+      for (int v = 0; v < NV; ++v) sum[r][v] = _mm512_setzero_si512();
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) {
+      __m512i w[NV];
+      for (int v = 0; v < NV; ++v) w[v] = _mm512_load_si512(wq + j * kTileCols + 16 * v);
+#pragma GCC unroll 8
+      for (int r = 0; r < M; ++r) {
+        int32_t xv;
+        std::memcpy(&xv, x.q16(r0 + r) + 32 * b + 2 * j, 4);
+        const __m512i xb = _mm512_set1_epi32(xv);
+        for (int v = 0; v < NV; ++v) sum[r][v] = _mm512_dpwssd_epi32(sum[r][v], w[v], xb);
+      }
+    }
+    const float* d = reinterpret_cast<const float*>(p + 16 * kTileCols * 4) + 16 * h0;
+#pragma GCC unroll 8
+    for (int r = 0; r < M; ++r) {
+      const __m512 dx = _mm512_set1_ps(x.dx(r0 + r)[b]);
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r][v]),
+                                    _mm512_mul_ps(_mm512_load_ps(d + 16 * v), dx), acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < M; ++r)
+    for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(y + r * ldy + 16 * v, masks[v], acc[r][v]);
+}
+
 #ifndef FF_INT8_GEMM_ROWS
 #define FF_INT8_GEMM_ROWS 4
 #define FF_INT8_GEMM_NV 2
@@ -231,25 +306,41 @@ constexpr int kTileRows = FF_INT8_GEMM_ROWS, kNV = FF_INT8_GEMM_NV;
 
 template <Block B>
 void gemm_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0, int64_t n1) {
-  using P = Panel<B>;
   using Fn = void (*)(const Int8Rows&, int64_t, const uint8_t*, int64_t, int, float*, int64_t,
                       const __mmask16*);
-  static constexpr Fn kByRows[] = {nullptr,
-                                   panel_rows<B, 1, kNV>,
-                                   panel_rows<B, std::min(2, kTileRows), kNV>,
-                                   panel_rows<B, std::min(3, kTileRows), kNV>,
-                                   panel_rows<B, std::min(4, kTileRows), kNV>,
-                                   panel_rows<B, std::min(5, kTileRows), kNV>,
-                                   panel_rows<B, std::min(6, kTileRows), kNV>,
-                                   panel_rows<B, std::min(7, kTileRows), kNV>,
-                                   panel_rows<B, std::min(8, kTileRows), kNV>};
-  const int64_t rb = row_bytes(block_gguf_type(B), w.ld), units = x.k() / 256;
+  constexpr bool kQ8 = B == Block::Q8_0;
+  const auto rows_fn = []<int M>(std::integral_constant<int, M>) -> Fn {
+    if constexpr (kQ8)
+      return panel_rows_q8<std::min(M, kTileRows), kNV>;
+    else
+      return panel_rows<B, std::min(M, kTileRows), kNV>;
+  };
+  static const Fn kByRows[] = {nullptr,
+                               rows_fn(std::integral_constant<int, 1>{}),
+                               rows_fn(std::integral_constant<int, 2>{}),
+                               rows_fn(std::integral_constant<int, 3>{}),
+                               rows_fn(std::integral_constant<int, 4>{}),
+                               rows_fn(std::integral_constant<int, 5>{}),
+                               rows_fn(std::integral_constant<int, 6>{}),
+                               rows_fn(std::integral_constant<int, 7>{}),
+                               rows_fn(std::integral_constant<int, 8>{})};
+  const int64_t rb = row_bytes(block_gguf_type(B), w.ld);
+  // Super-blocks of 256 (K types) or blocks of 32 (Q8_0) and their panel bytes.
+  const int64_t units = x.k() / int8_group(B);
+  size_t unit_bytes;
+  if constexpr (kQ8)
+    unit_bytes = kQ8Bytes;
+  else
+    unit_bytes = Panel<B>::kBytes;
   uint8_t* panel =
-      reinterpret_cast<uint8_t*>(thread_scratch(0, size_t(units * P::kBytes) / sizeof(float)));
+      reinterpret_cast<uint8_t*>(thread_scratch(0, size_t(units) * unit_bytes / sizeof(float)));
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   for (int64_t c = n0; c < n1; c += kTileCols) {
     const int cols = int(std::min<int64_t>(kTileCols, n1 - c));
-    pack_panel<B>(base, rb, c, cols, units, panel);
+    if constexpr (kQ8)
+      pack_panel_q8(base, rb, c, cols, units, panel);
+    else
+      pack_panel<B>(base, rb, c, cols, units, panel);
     const __mmask16 masks[2] = {cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1),
                                 cols >= 32   ? __mmask16(0xffff)
                                 : cols <= 16 ? __mmask16(0)
@@ -275,6 +366,8 @@ void linear_int8_gemm_avx512_rows(const Int8Rows& x, const Weight& w, float* y, 
       return gemm_rows<Block::Q5_K>(x, w, y, ldy, n0, n1);
     case Block::Q6_K:
       return gemm_rows<Block::Q6_K>(x, w, y, ldy, n0, n1);
+    case Block::Q8_0:
+      return gemm_rows<Block::Q8_0>(x, w, y, ldy, n0, n1);
     default:
       fail("linear: no int8 kernel for block format {}", int(x.block()));
   }

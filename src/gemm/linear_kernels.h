@@ -104,15 +104,18 @@ void linear_bf16dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w
 // weight rows through vpmaddubsw + vpdpwssd (linear_int8_avx512vnni.cc); more rows multiply
 // panels of 32 repacked columns with vpdpbusd (linear_int8_gemm_avx512vnni.cc).
 //
-// X's quantization (quantize_rows_int8), per row and per 256 consecutive elements (the
-// super-blocks): d = amax / 127 (fp32), q = round-half-even(x * (1 / d)) in [-127, 127] (q = 0
-// where d = 0). The result of a column is the sum of W's exact values times d * q, exact in
-// int32 per super-block and lane, scaled and summed in fp32; it depends only on k and the
-// column's own weights and X's row, not on the split of n, and on m only through the fp32
-// summation order of the two kernels. Q8_0 keeps the exact fp32 kernels: its one scale
-// per 32 leaves the int8 kernel a multiply per 16 products and row, and from DRAM it measured no
-// faster (0.9-1.0x at m = 1 on 2048 x 7168 and 7168 x 2048, Zen 4) while adding X's error.
-// The kernel for K-quant weights: Int8 where the CPU has AVX-512 with VNNI (full-rate
+// X's quantization (quantize_rows_int8), per row and per group of consecutive elements: for the
+// K types per 256 (their super-blocks) to int8, d = amax / 127 (fp32), q = round-half-even(x *
+// (1 / d)) in [-127, 127] (q = 0 where d = 0); for Q8_0 per 32 (its blocks) to int16, d = amax /
+// 32767, multiplied with vpdpwssd (32 multiply-adds an instruction, twice the fp32 FMA rate) so
+// that Q8_0, the near-lossless format, keeps X to 2^-16 of its block's range (int8 X, llama.cpp's
+// Q8_0 x Q8_0, measured 4.5x the mean KL of X exact on the default model; int16 X is within
+// noise of it). The result of a column is the sum of W's exact values times d * q, exact in int32
+// per block and lane, scaled and summed in fp32; it depends only on k and the column's own
+// weights and X's row, not on the split of n, and on m only through fp32 summation order. Q8_0 at
+// up to kInt8MaxRows rows runs the fp32 kernels on X so rounded (round_rows_int8): bandwidth, not
+// arithmetic, bounds it there.
+// The kernel for GGUF block weights: Int8 where the CPU has AVX-512 with VNNI (full-rate
 // on every such CPU we know), Float elsewhere. ff_gemm_block_kernel (the FF_GEMM_BLOCK_KERNEL
 // value; null or "" for none) "int8" or "float" forces one; another value, or "int8" without
 // AVX512-VNNI, throws ff::Error naming it.
@@ -123,27 +126,38 @@ BlockKernel block_kernel();
 // the fp32 kernel at 1 row, 1.6x at 4 and 8; from DRAM, 2 threads, 1.4-1.8x at 1 row); more rows
 // run the panel kernel.
 constexpr int64_t kInt8MaxRows = 8;
-// Whether w is a format the int8 kernel runs (Q4_K, Q5_K, Q6_K).
+// Whether w is a format the int8 kernels run (Q4_K, Q5_K, Q6_K; Q8_0 past kInt8MaxRows rows).
 constexpr bool int8_block(Block b) {
-  return b == Block::Q4_K || b == Block::Q5_K || b == Block::Q6_K;
+  return b == Block::Q4_K || b == Block::Q5_K || b == Block::Q6_K || b == Block::Q8_0;
+}
+// Elements of X per scale for block format b, and the largest quant (int8 or int16).
+constexpr int64_t int8_group(Block b) {
+  return b == Block::Q8_0 ? 32 : 256;
+}
+constexpr int int8_qmax(Block b) {
+  return b == Block::Q8_0 ? 32767 : 127;
 }
 // Whether linear on backend `isa` with kernel `kernel` runs w at m rows (m > 0) through the int8
 // kernels.
 bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m);
 
-// Rows of X quantized for one K-quant format (see above), laid out as the int8 kernel reads them.
+// Rows of X quantized for one block format (see above), laid out as the int8 kernels read them.
 class Int8Rows {
  public:
   int64_t m() const { return m_; }
   int64_t k() const { return k_; }
   Block block() const { return block_; }
-  // Row r: k quants in the format's order (Q4_K / Q5_K: per 128 elements, 0..31, 64..95,
-  // 32..63, 96..127, matching the nibbles of one 64-byte load; Q6_K natural).
+  // Row r: k int8 quants in the format's order (Q4_K / Q5_K: per 128 elements, 0..31, 64..95,
+  // 32..63, 96..127, matching the nibbles of one 64-byte load; Q6_K natural). K types only.
   const int8_t* q(int64_t r) const { return reinterpret_cast<const int8_t*>(row(r)); }
-  // One scale per 256.
-  const float* dx(int64_t r) const { return reinterpret_cast<const float*>(row(r) + k_); }
+  // Row r: k int16 quants in natural order. Q8_0 only.
+  const int16_t* q16(int64_t r) const { return reinterpret_cast<const int16_t*>(row(r)); }
+  // One scale per int8_group(block()).
+  const float* dx(int64_t r) const {
+    return reinterpret_cast<const float*>(row(r) + (block_ == Block::Q8_0 ? 2 * k_ : k_));
+  }
   // Sums of the quants in natural order: Q4_K / Q5_K per 32 (their sub-blocks, for the mins),
-  // Q6_K per 16 (its scale groups, for the offset of 32).
+  // Q6_K per 16 (its scale groups, for the offset of 32). K types only.
   const int16_t* bsums(int64_t r) const {
     return reinterpret_cast<const int16_t*>(row(r) + 2 * k_);
   }
@@ -160,12 +174,15 @@ class Int8Rows {
   std::vector<uint8_t> data_;
 };
 
-// Quantizes X [m, k] (row stride ldx) for block format b (Q4_K, Q5_K or Q6_K) into out,
-// reusing its memory; false (out unusable) when X holds a NaN or an infinity, which have no int8
-// scale. Needs AVX512-VNNI.
+// Quantizes X [m, k] (row stride ldx) for block format b (int8_block(b)) into out, reusing its
+// memory; false (out unusable) when X holds a NaN or an infinity, which have no int8 scale.
+// Needs AVX512-VNNI.
 bool quantize_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, Int8Rows& out);
+// X's quantization for b as values: out[r * k + j] = q * d (fp32), for the fp32 kernels (Q8_0
+// at few rows). False (out unusable) for a NaN or an infinity in X. Needs AVX-512.
+bool round_rows_int8(Block b, const float* x, int64_t m, int64_t ldx, int64_t k, float* out);
 // Columns [n0, n1) of Y [x.m(), n] = X W^T from the quantized rows (w.block == x.block()).
-// Either kernel by x.m().
+// Either kernel by x.m() (Q8_0: the panel kernel at any m).
 void linear_int8_avx512_rows(const Int8Rows& x, const Weight& w, float* y, int64_t ldy, int64_t n0,
                              int64_t n1);
 // The panel kernel alone (any m; linear_int8_avx512_rows runs it past kInt8MaxRows rows).

@@ -54,9 +54,11 @@ struct BlockWeight {
       uint8_t* row = data + i * rb;
       if (b == Block::Q8_0 || b == Block::Q4_K) {
         const auto x = random_floats(size_t(ld), seed * 7 + uint32_t(i));
-        if (b == Block::Q8_0)
+        if (b == Block::Q8_0) {
           quantize_q8_0(x.data(), ld, row);
-        else
+          row[2 + i % 32] = 0x80;  // -128, which files may hold (our quantizer never writes it)
+          row[3 + i % 31] = 0x7f;
+        } else
           quantize_q4_k(x.data(), ld, row);
         continue;
       }
@@ -109,22 +111,23 @@ double tolerance(int64_t k, double magnitude) {
   return 1e-6 * std::sqrt(double(k)) * magnitude + 1e-30;
 }
 
-// X as the int8 kernel sees it (linear_kernels.h), written out independently: per row and group
-// of g elements (256, the K types' super-blocks) d = amax / 127 in fp32, q = round-half-even(x * (1
-// / d)), the value q * d.
+// X as the int8 kernels see it (linear_kernels.h), written out independently: per row and group
+// of g elements (256 for the K types, 32 for Q8_0) d = amax / qmax in fp32 (qmax 127, Q8_0
+// 32767), q = round-half-even(x * (1 / d)), the value q * d (rounded to fp32, as the fp32 kernels
+// see it where Q8_0 runs them).
 std::vector<float> int8_rounded(const std::vector<float>& x, int64_t m, int64_t ldx, int64_t k,
-                                int64_t g) {
+                                int64_t g, float qmax) {
   std::vector<float> out = x;
   for (int64_t r = 0; r < m; ++r)
     for (int64_t j0 = 0; j0 < k; j0 += g) {
       const float* b = x.data() + r * ldx + j0;
       float amax = 0.f;
       for (int64_t i = 0; i < g; ++i) amax = std::max(amax, std::fabs(b[i]));
-      const float d = amax / 127.f;
+      const float d = amax / qmax;
       const volatile float id = d != 0.f ? 1.f / d : 0.f;  // as rounded to fp32
       for (int64_t i = 0; i < g; ++i) {
         const volatile float p = b[i] * id;
-        out[size_t(r * ldx + j0 + i)] = float(std::nearbyint(p)) * d;  // exact: |q| <= 127
+        out[size_t(r * ldx + j0 + i)] = float(std::nearbyint(p)) * d;
       }
     }
   return out;
@@ -151,10 +154,11 @@ void check_case(Block b, int64_t m, int64_t n, int64_t k, int64_t ld) {
   const auto x = random_floats(size_t(m * ldx), uint32_t(m * 17 + k));
   for (const Backend& be : block_backends()) {
     // With the int8 kernel chosen, the oracle is the product over X as it quantizes it, at
-    // every m: past int8_max_rows the fp32 kernels run on those same rounded values.
+    // every m (Q8_0 at few rows: the fp32 kernels on those same rounded values).
     const bool int8 = be.isa == Isa::Avx512 && be.kernel == BlockKernel::Int8 && int8_block(b);
     std::vector<double> want, mag;
-    oracle(int8 ? int8_rounded(x, m, ldx, k, 256).data() : x.data(), m, ldx, bw.w, &want, &mag);
+    oracle(int8 ? int8_rounded(x, m, ldx, k, int8_group(b), float(int8_qmax(b))).data() : x.data(),
+           m, ldx, bw.w, &want, &mag);
     std::vector<float> y(size_t(m * ldy), kSentinel);
     linear_with_kernels(be.isa, bf16_gemm_kernel(), be.kernel, x.data(), m, ldx, bw.w, y.data(),
                         ldy);
@@ -300,7 +304,7 @@ TEST(BlockLinearInt8, KernelChoice) {
   EXPECT_EQ(resolve_block_kernel(vnni, "int8"), BlockKernel::Int8);
   expect_error([&] { resolve_block_kernel(plain, "int8"); }, "lacks AVX512-VNNI");
   expect_error([&] { resolve_block_kernel(vnni, "int4"); }, "FF_GEMM_BLOCK_KERNEL=int4");
-  // Where the kernel applies: AVX-512 only, the K types up to 8 rows, never Q8_0.
+  // Where the kernels apply: AVX-512 only, the K types at every m, Q8_0 past 8 rows.
   Weight w;
   w.block = Block::Q4_K;
   EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 1));
@@ -313,48 +317,53 @@ TEST(BlockLinearInt8, KernelChoice) {
     w.block = b;
     EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 1));
   }
-  for (Block b : {Block::Q8_0, Block::None}) {
-    w.block = b;
-    EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 1));
-  }
+  w.block = Block::Q8_0;
+  EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 8));
+  EXPECT_TRUE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 9));
+  EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Float, w, 9));
+  w.block = Block::None;
+  EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 9));
 }
 
 // A NaN or infinity in X has no int8 scale: linear falls back to the fp32 kernel for the call,
 // so the result is the fp32 kernel's (non-finite where the input is), never a silent number.
-// Columns are also the same whatever the split of n (one call on all, one per column).
+// Columns are also the same whatever the split of n (one call on all, one per column), for the
+// streaming (2 rows) and the panel kernels (12 rows).
 TEST(BlockLinearInt8, NonFiniteInputAndColumnSplit) {
   if (!(best_isa() == Isa::Avx512 && cpu_features().avx512_vnni)) GTEST_SKIP() << "no AVX512-VNNI";
-  for (Block b : {Block::Q4_K, Block::Q5_K, Block::Q6_K}) {
-    const int64_t n = 70, k = 512;
-    BlockWeight bw(b, n, k, k, 9);
-    auto x = random_floats(size_t(2 * k), 5);
-    std::vector<float> whole(size_t(2 * n)), part(size_t(2 * n));
-    linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), 2, k, bw.w,
-                        whole.data(), n);
-    for (int64_t c = 0; c < n; ++c) {
-      Weight one = bw.w;
-      one.n = 1;
-      one.data = static_cast<const uint8_t*>(bw.w.data) + c * row_bytes(block_gguf_type(b), k);
-      float y1[2];
-      linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), 2, k, one,
-                          y1, 1);
-      part[size_t(c)] = y1[0];
-      part[size_t(n + c)] = y1[1];
+  for (Block b : kBlocks)
+    for (int64_t m : {2, 12}) {
+      const int64_t n = 70, k = 512;
+      const std::string where =
+          std::string(gguf_type_name(block_gguf_type(b))) + " m=" + std::to_string(m);
+      BlockWeight bw(b, n, k, k, 9);
+      auto x = random_floats(size_t(m * k), 5);
+      std::vector<float> whole(size_t(m * n)), part(size_t(m * n));
+      linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), m, k, bw.w,
+                          whole.data(), n);
+      for (int64_t c = 0; c < n; ++c) {
+        Weight one = bw.w;
+        one.n = 1;
+        one.data = static_cast<const uint8_t*>(bw.w.data) + c * row_bytes(block_gguf_type(b), k);
+        std::vector<float> y1(static_cast<size_t>(m));
+        linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), m, k, one,
+                            y1.data(), 1);
+        for (int64_t r = 0; r < m; ++r) part[size_t(r * n + c)] = y1[size_t(r)];
+      }
+      EXPECT_EQ(whole, part) << where;
+      for (float bad : {std::nanf(""), INFINITY}) {
+        x[size_t(k + 7)] = bad;
+        std::vector<float> got(size_t(m * n)), want(size_t(m * n));
+        linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), m, k,
+                            bw.w, got.data(), n);
+        linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Float, x.data(), m, k,
+                            bw.w, want.data(), n);
+        for (size_t i = 0; i < got.size(); ++i)
+          ASSERT_TRUE(got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i])))
+              << where << " " << i;
+        EXPECT_FALSE(std::isfinite(got[size_t(n)])) << where;
+      }
     }
-    EXPECT_EQ(whole, part) << gguf_type_name(block_gguf_type(b));
-    for (float bad : {std::nanf(""), INFINITY}) {
-      x[size_t(k + 7)] = bad;
-      std::vector<float> got(size_t(2 * n)), want(size_t(2 * n));
-      linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), 2, k, bw.w,
-                          got.data(), n);
-      linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Float, x.data(), 2, k, bw.w,
-                          want.data(), n);
-      for (size_t i = 0; i < got.size(); ++i)
-        ASSERT_TRUE(got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i])))
-            << gguf_type_name(block_gguf_type(b)) << " " << i;
-      EXPECT_FALSE(std::isfinite(got[size_t(n)]));
-    }
-  }
 }
 
 }  // namespace
