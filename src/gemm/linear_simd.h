@@ -145,7 +145,7 @@ __attribute__((always_inline)) inline void in_register(T& v) {
 
 // acc[r][c] += X[r, j0:j1] . W[col+c, j0:j1] (lane-wise partial sums); the weights are
 // multiplied by `scale[c]` first when Scaled.
-template <class V, DType D, int M, int N, bool Scaled>
+template <class V, DType D, int M, int N, bool Scaled, bool Prefetch = true>
 inline void dot_range(const XView& x, const void* const* rows, const RowPrefetch& pf, int64_t j0,
                       int64_t j1, const typename V::vec* scale, typename V::vec (&acc)[M][N]) {
   using vec = typename V::vec;
@@ -156,7 +156,7 @@ inline void dot_range(const XView& x, const void* const* rows, const RowPrefetch
     vec wv[N], wv2[N];
 #pragma GCC unroll 4
     for (int c = 0; c < N; ++c) {
-      prefetch_ahead<D>(rows[c], j, pf);
+      if constexpr (Prefetch) prefetch_ahead<D>(rows[c], j, pf);
       V::template load_w2<D>(rows[c], j, wv[c], wv2[c]);
       if constexpr (Scaled) {
         wv[c] = V::mul(wv[c], scale[c]);
@@ -178,7 +178,7 @@ inline void dot_range(const XView& x, const void* const* rows, const RowPrefetch
     vec wv[N];
 #pragma GCC unroll 4
     for (int c = 0; c < N; ++c) {
-      prefetch_ahead<D>(rows[c], j, pf);
+      if constexpr (Prefetch) prefetch_ahead<D>(rows[c], j, pf);
       wv[c] = V::template load_w<D>(rows[c], j);
       if constexpr (Scaled) wv[c] = V::mul(wv[c], scale[c]);
     }
@@ -208,7 +208,8 @@ inline void dot_range(const XView& x, const void* const* rows, const RowPrefetch
 }
 
 // Y[r, col+c] (+)= X[r, j0:j1] . W[col+c, j0:j1] for r < M, c < N; adds to Y if `accumulate`.
-template <class V, DType D, int M, int N>
+// Prefetch: the software prefetch of the weight rows (see kPrefetchBytes, kStreamOneRowBytes).
+template <class V, DType D, int M, int N, bool Prefetch = true>
 void stream_tile(const XView& x, const Weight& w, int64_t col, float* y, int64_t ldy,
                  int64_t j_begin, int64_t j_end, bool accumulate) {
   using vec = typename V::vec;
@@ -246,7 +247,7 @@ void stream_tile(const XView& x, const Weight& w, int64_t col, float* y, int64_t
       }
     }
   } else {
-    dot_range<V, D, M, N, false>(x, rows, pf, j_begin, j_end, nullptr, acc);
+    dot_range<V, D, M, N, false, Prefetch>(x, rows, pf, j_begin, j_end, nullptr, acc);
   }
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r) {
@@ -271,6 +272,25 @@ void stream_tile(const XView& x, const Weight& w, int64_t col, float* y, int64_t
 constexpr int64_t kStreamXBytes = 32 << 10;
 constexpr int64_t kStreamXWholeBytes = 128 << 10;
 constexpr int64_t kStreamXPad = 16;  // floats between the copied rows, to spread the L1 sets
+
+// One weight row per tile and no software prefetch, for BF16 / F16 / F32 weights where the rows
+// of X take at most kStreamOneRowXBytes: each thread then reads one sequential stream, which AMD
+// Zen 4 (2 threads, from DRAM, alternated runs) reads at the bound of a plain sum, where 4
+// interleaved row streams with their prefetches took 0.55-0.8 of it (BF16 m = 1: 129280 x 2048
+// 27-30 -> 32-41 GB/s against a 42-46 GB/s read; 512 x 2048 25-28 -> 34-51, 2048 x 512 18 ->
+// 35-54, 5632 x 2048 28 -> 33-35, 3072 x 1536 25 -> 35; m = 2 at k = 1536: 26-28 -> 34-45).
+// With more of X (m = 3 at k = 2048, m = 2 at 5632 x 2048, m = 1 at k = 5632) it loses 10-45%:
+// X no longer stays in L1 beside the stream, and the tiles share each X load among 4 rows. A
+// column's sums are the same either way (one accumulator per row and column, j in order). AMD
+// only: on Sapphire Rapids the software prefetch is what took BF16 at m = 1 from 0.75 to 0.95 of
+// the read bandwidth (see kPrefetchBytes), and one-row streams are unmeasured there.
+constexpr int64_t kStreamOneRowXBytes = 12 << 10;
+template <DType D>
+bool stream_one_row(int rows, const Weight& w) {
+  return (D == DType::BF16 || D == DType::F16 || D == DType::F32) &&
+         rows * w.k * int64_t(sizeof(float)) <= kStreamOneRowXBytes &&
+         cpu_features().vendor == CpuVendor::Amd;
+}
 
 // Rows [0, M) and, when M2 > 0, rows [M, M + M2) as a second tile over the same weight rows,
 // which are still in L1 then: 9..12 rows still read W once and widen each weight twice, which
@@ -299,6 +319,13 @@ void stream_cols_range(const float* x, int64_t ldx, const Weight& w, float* y, i
     const XView xv2{copy + (M2 > 0 ? M * xs : 0), xs, j0};
     float* y2 = M2 > 0 ? y + M * ldy : y;
     int64_t c = n0;
+    if (stream_one_row<D>(M + M2, w)) {
+      for (; c < n1; ++c) {
+        stream_tile<V, D, M, 1, false>(xv, w, c, y, ldy, j0, j1, j0 > 0);
+        if constexpr (M2 > 0) stream_tile<V, D, M2, 1, false>(xv2, w, c, y2, ldy, j0, j1, j0 > 0);
+      }
+      continue;
+    }
     for (; c + N <= n1; c += N) {
       stream_tile<V, D, M, N>(xv, w, c, y, ldy, j0, j1, j0 > 0);
       if constexpr (M2 > 0) stream_tile<V, D, M2, N>(xv2, w, c, y2, ldy, j0, j1, j0 > 0);
