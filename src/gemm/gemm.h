@@ -36,6 +36,10 @@ struct Weight {
   int64_t n = 0, k = 0;
   int64_t ld = 0;                    // elements between rows (>= k; blocks: a block multiple)
   const float* scale_inv = nullptr;  // F8_E4M3 only: [ceil(n/128), ceil(k/128)]
+  // BF16 only: multiply X as it is (fp32 products) even where the BF16 dot kernel is chosen (see
+  // linear's precision note): for products whose rounding must match another path's at fp32
+  // precision (MLA's kv_b against its absorbed per-head form).
+  bool exact_x = false;
 };
 
 // Y[m, n] = X[m, k] * W^T, X row stride ldx, Y row stride ldy (in floats); columns of Y past n
@@ -43,17 +47,21 @@ struct Weight {
 // null X / Y; m == 0 does nothing.
 //
 // Precision: products and sums are fp32 for every weight dtype (weights are widened exactly,
-// FP8 block scales applied per 128 columns). Opt-in exception, FF_GEMM_BF16_KERNEL=dot (any CPU
-// with AVX512-BF16) or =auto (dot where vdpbf16ps runs at full rate: AMD Zen 4 / Zen 5, by CPU
-// identity, never by timing): BF16 weights on the AVX-512 backend multiply X rounded to bf16
-// (round to nearest even), as oneDNN and llama.cpp do, ~2^-9 relative error per product, sums
-// still fp32; m > 16 on vdpbf16ps at twice the FMA rate (~2x prefill GEMMs on Zen 4), fewer rows
-// on the fp32 kernels over the same rounded X, so a row's value does not depend on m beyond fp32
-// summation order. Not the default because a model's result then depends on the path at bf16
-// precision, not at fp32's: MLA prefill rounds the latent where decode rounds q (its absorbed
-// form), so a preempted and recomputed request, or prefill against decode, can differ by ~1e-2
-// of the logits' scale and flip near-ties (tests/engine's preemption test does, at a 0.09 gap).
-// Intel CPUs we measured (Sapphire Rapids class) run vdpbf16ps at half the FMA rate.
+// FP8 block scales applied per 128 columns), with one exception chosen per CPU,
+// FF_GEMM_BF16_KERNEL=auto (the default): on CPUs where vdpbf16ps runs at twice the FMA rate
+// (AMD Zen 4 / Zen 5, by CPU identity, never by timing) BF16 weights on the AVX-512 backend
+// multiply X rounded to bf16 (round to nearest even), as oneDNN and llama.cpp do, ~2^-9 relative
+// error per product, sums still fp32; m > 16 on vdpbf16ps (~2x prefill GEMMs on Zen 4), fewer
+// rows on the fp32 kernels over the same rounded X, so a row's value depends on m only through
+// fp32 summation order. =fma keeps fp32 products everywhere; =dot forces the dot kernel (any CPU
+// with AVX512-BF16; Intel's Sapphire Rapids class runs it at half the FMA rate). A weight with
+// exact_x set always takes fp32 products: the model sets it on MLA's kv_b and its absorbed
+// per-head form, whose prefill (latent times kv_b) and decode (q times W_UK^T) paths must agree
+// at fp32 precision, or a preempted and recomputed request could differ from an uninterrupted
+// one by ~1e-2 of the logits' scale. Rounding X to bf16 still turns the last-bit differences of
+// another summation order (a batched step against a lone one) into a bf16 step now and then,
+// which can tip a near tie inside the model (an MoE router's top-k); =fma where batch
+// composition must not matter beyond fp32 noise.
 // Backends: AVX-512, AVX2 or the scalar reference by ff::active_isa() (FF_ISA). Small m (up to
 // 8; 12 for non-FP8 weights on AVX-512) streams W once (decode); on AVX-512, 13..16 rows (FP8:
 // 9..16) widen each weight once into an L1 tile and broadcast it against X transposed; larger m
@@ -68,9 +76,11 @@ struct Weight {
 // AVX2 packed panels). The reference backend dequantizes a row with dequantize_gguf.
 // Exception, on AVX-512 CPUs with VNNI: Q4_K / Q5_K / Q6_K weights multiply X quantized to
 // int8 per 256 elements (llama.cpp's Q8_K: each x off by at most 1/254 of its group's largest
-// |x|), at every m (1..8 rows on the int8 kernel, Q4_K decode 1.4-2.7x; more rows on the fp32
-// kernels over the same rounded X); FF_GEMM_BLOCK_KERNEL=float keeps the exact path (details in
-// linear_kernels.h). Q8_0 always runs exact.
+// |x|) and Q8_0 weights X quantized to int16 per 32 (off by at most 2^-16 of the group's
+// largest), at every m, on integer kernels: 1..8 rows stream the weights (K types; Q4_K decode
+// 1.4-2.7x), more rows multiply 32-column panels with vpdpbusd / vpdpwssd (prefill: 2.6-2.8x the
+// fp32 kernel for Q4_K, 1.7x for Q8_0), Q8_0 at 1..8 rows runs the fp32 kernels over the same
+// rounded X. FF_GEMM_BLOCK_KERNEL=float keeps the exact path (details in linear_kernels.h).
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy);
 
 // ---- many products in one pass (grouped GEMM over fp32 activations) ----------------------

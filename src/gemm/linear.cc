@@ -81,7 +81,7 @@ using RowsFn = void (*)(const float*, int64_t, int64_t, const Weight&, float*, i
 // The rows function for one product: the BF16 dot kernel where it was chosen and applies.
 RowsFn backend(Isa isa, Bf16Kernel bf16, const Weight& w, int64_t m) {
   if (isa == Isa::Avx512 && bf16 == Bf16Kernel::Dot && w.dtype == DType::BF16 &&
-      w.block == Block::None && m >= kBf16DotMinRows)
+      w.block == Block::None && !w.exact_x && m >= kBf16DotMinRows)
     return linear_bf16dot_rows;
   switch (isa) {
     case Isa::Avx512:
@@ -112,9 +112,10 @@ Bf16Kernel resolve_bf16_gemm_kernel(const CpuFeatures& cpu, const char* env) {
            "FF_GEMM_BF16_KERNEL={}: expected dot, fma or auto", printable(v));
   FF_CHECK(v != "dot" || cpu.avx512_bf16, "FF_GEMM_BF16_KERNEL=dot: this CPU lacks AVX512-BF16");
   if (v == "dot") return Bf16Kernel::Dot;
-  if (v != "auto") return Bf16Kernel::Fma;  // the default: fp32 products, no path dependence
-  // auto: Zen 4 and Zen 5 (Zen 3, also family 0x19, lacks AVX512-BF16) run vdpbf16ps at twice
-  // the FMA rate; Intel parts measured so far at half of it. Unknown CPUs keep fp32 products.
+  if (v == "fma") return Bf16Kernel::Fma;
+  // auto, the default: Zen 4 and Zen 5 (Zen 3, also family 0x19, lacks AVX512-BF16) run
+  // vdpbf16ps at twice the FMA rate; Intel parts measured so far at half of it. Unknown CPUs keep
+  // fp32 products.
   const bool full_rate_dot = cpu.vendor == CpuVendor::Amd && cpu.family >= 0x19;
   return cpu.avx512 && cpu.avx512_bf16 && full_rate_dot ? Bf16Kernel::Dot : Bf16Kernel::Fma;
 }
@@ -194,7 +195,7 @@ namespace {
 bool round_x_for(Isa isa, Bf16Kernel bf16, BlockKernel block, const float* x, int64_t m,
                  int64_t ldx, const Weight& w, std::vector<float>& out) {
   if (isa != Isa::Avx512) return false;
-  if (bf16 == Bf16Kernel::Dot && w.block == Block::None && w.dtype == DType::BF16 &&
+  if (bf16 == Bf16Kernel::Dot && w.block == Block::None && w.dtype == DType::BF16 && !w.exact_x &&
       m < kBf16DotMinRows) {
     out.resize(size_t(m * w.k));
     for (int64_t r = 0; r < m; ++r)

@@ -20,11 +20,11 @@ namespace ff::gemm {
 enum class Bf16Kernel { Fma, Dot };
 constexpr int64_t kBf16DotMinRows = 17;  // fewer rows: the fp32 kernels on bf16-rounded X
 
-// The kernel from ff_gemm_bf16_kernel (the FF_GEMM_BF16_KERNEL value): null, "" or "fma" Fma;
-// "dot" Dot; "auto" Dot on AMD family >= 0x19 with AVX512-BF16 (Zen 4, Zen 5; Intel runs
-// vdpbf16ps at half the FMA rate), Fma elsewhere. Another value, or "dot" on a CPU without
-// AVX512-BF16, throws ff::Error naming it. Depends on the CPU identity only, never on timing,
-// so a model's output is the same on every run of one machine (why Fma is the default: gemm.h).
+// The kernel from ff_gemm_bf16_kernel (the FF_GEMM_BF16_KERNEL value): null, "" or "auto" (the
+// default) Dot on AMD family >= 0x19 with AVX-512 and AVX512-BF16 (Zen 4, Zen 5; Intel runs
+// vdpbf16ps at half the FMA rate), Fma elsewhere; "fma" Fma; "dot" Dot. Another value, or "dot"
+// on a CPU without AVX512-BF16, throws ff::Error naming it. Depends on the CPU identity only,
+// never on timing, so a model's output is the same on every run of one machine (gemm.h).
 Bf16Kernel resolve_bf16_gemm_kernel(const CpuFeatures& cpu, const char* ff_gemm_bf16_kernel);
 
 // resolve_bf16_gemm_kernel(cpu_features(), getenv("FF_GEMM_BF16_KERNEL")), read once per process

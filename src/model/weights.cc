@@ -254,8 +254,8 @@ struct Binder {
             put(uv, (d - nope) * r + j, row[size_t(j)]);  // [v, r]
         }
       }
-      gemm::Weight wk{dt, gemm::Block::None, uk, r, nope, nope, nullptr};
-      gemm::Weight wv{dt, gemm::Block::None, uv, v, r, r, nullptr};
+      gemm::Weight wk{dt, gemm::Block::None, uk, r, nope, nope, nullptr, /*exact_x=*/true};
+      gemm::Weight wv{dt, gemm::Block::None, uv, v, r, r, nullptr, /*exact_x=*/true};
       a.uk_t.push_back(wk);
       a.uv.push_back(wv);
     }
@@ -300,6 +300,9 @@ struct Binder {
     a.kv_b.data = base;
     a.kv_b.n = H * (nope + v);
     a.kv_b.k = a.kv_b.ld = r;
+    a.kv_b.exact_x = true;  // as absorb's
+    for (gemm::Weight& w : a.uk_t) w.exact_x = true;
+    for (gemm::Weight& w : a.uv) w.exact_x = true;
   }
 
   MlaWeights attention(const std::string& p) {
@@ -321,6 +324,8 @@ struct Binder {
     }
     // Kept as stored: decode reads the absorbed matrices made from it, prefill reads it once.
     a.kv_b = bind_linear(p + ".kv_b_proj", H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
+    // Prefill's kv_b and decode's absorbed form must round alike (gemm::Weight::exact_x).
+    a.kv_b.exact_x = true;
     absorb(a);
     return a;
   }

@@ -172,19 +172,18 @@ std::string error_of(const CpuFeatures& c, const char* env) {
 }
 
 TEST(Bf16GemmKernelChoice, DotOnlyWhereVdpbf16psIsKnownFullRate) {
-  // By default fp32 products everywhere (bf16-rounded activations make a row's value depend on
-  // the path it takes, prefill or decode, at bf16 precision: gemm.h); "auto" picks by the CPU.
-  for (const CpuFeatures& c : {kZen4, kZen5, kSapphireRapids, kZen3, CpuFeatures{}}) {
-    EXPECT_EQ(resolve_bf16_gemm_kernel(c, nullptr), Bf16Kernel::Fma);
-    EXPECT_EQ(resolve_bf16_gemm_kernel(c, ""), Bf16Kernel::Fma);
+  // The default is "auto": by CPU identity, dot where vdpbf16ps runs at twice the FMA rate.
+  for (const char* v : {static_cast<const char*>(nullptr), "", "auto"}) {
+    EXPECT_EQ(resolve_bf16_gemm_kernel(kZen4, v), Bf16Kernel::Dot);
+    EXPECT_EQ(resolve_bf16_gemm_kernel(kZen5, v), Bf16Kernel::Dot);
+    EXPECT_EQ(resolve_bf16_gemm_kernel(kSapphireRapids, v), Bf16Kernel::Fma);
+    EXPECT_EQ(resolve_bf16_gemm_kernel(cpu(CpuVendor::Other, 0x19, true), v), Bf16Kernel::Fma);
+    EXPECT_EQ(resolve_bf16_gemm_kernel(cpu(CpuVendor::Amd, 0x17, true), v), Bf16Kernel::Fma);
+    EXPECT_EQ(resolve_bf16_gemm_kernel(kZen3, v), Bf16Kernel::Fma);
+    EXPECT_EQ(resolve_bf16_gemm_kernel(CpuFeatures{}, v), Bf16Kernel::Fma);
   }
-  EXPECT_EQ(resolve_bf16_gemm_kernel(kZen4, "auto"), Bf16Kernel::Dot);
-  EXPECT_EQ(resolve_bf16_gemm_kernel(kZen5, "auto"), Bf16Kernel::Dot);
-  EXPECT_EQ(resolve_bf16_gemm_kernel(kSapphireRapids, "auto"), Bf16Kernel::Fma);
-  EXPECT_EQ(resolve_bf16_gemm_kernel(cpu(CpuVendor::Other, 0x19, true), "auto"), Bf16Kernel::Fma);
-  EXPECT_EQ(resolve_bf16_gemm_kernel(cpu(CpuVendor::Amd, 0x17, true), "auto"), Bf16Kernel::Fma);
-  EXPECT_EQ(resolve_bf16_gemm_kernel(kZen3, "auto"), Bf16Kernel::Fma);
   EXPECT_EQ(resolve_bf16_gemm_kernel(kSapphireRapids, "dot"), Bf16Kernel::Dot);
+  EXPECT_EQ(resolve_bf16_gemm_kernel(kZen4, "fma"), Bf16Kernel::Fma);
 }
 
 TEST(Bf16GemmKernelChoice, OverrideIsHonoured) {

@@ -5,10 +5,12 @@
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "gemm/linear_kernels.h"
 #include "server/http.h"
 #include "server/server.h"
 
@@ -210,6 +212,23 @@ inline ChatStream parse_chat_stream(const HttpResult& r) {
   }
   return s;
 }
+
+// The server tests compare a request's tokens alone and among others (batched steps, chunked
+// prefill). With the BF16 dot kernel (the default on AMD Zen 4 / 5) X is rounded to bf16, which
+// turns the last-bit differences of another summation order into whole bf16 steps now and then,
+// enough to tip a near tie in the MoE router inside the model (a 0.65 gap in the final logits
+// seen to flip); the fp32 kernel keeps batched and lone steps within fp32 noise. So the whole
+// binary multiplies with it; the dot kernel's own tests are in tests/gemm and tests/model.
+class Fp32GemmEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override { kernel_.emplace(gemm::Bf16Kernel::Fma); }
+  void TearDown() override { kernel_.reset(); }
+
+ private:
+  std::optional<gemm::ScopedBf16GemmKernel> kernel_;
+};
+inline ::testing::Environment* const kFp32GemmEnvironment =
+    ::testing::AddGlobalTestEnvironment(new Fp32GemmEnvironment);
 
 // An engine whose batched and lone decode steps agree token for token. With the default BF16 KV
 // cache, a latent that rounds to the other neighbouring bf16 value in a batched step (its GEMM
