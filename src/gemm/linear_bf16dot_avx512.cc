@@ -230,12 +230,55 @@ void dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
   }
 }
 
+// Few rows (all of X converted at once takes at most kXWholeBytes): panels outermost, then k.
+// Each panel's rows, consecutive in W, are then read over their whole depth before the next
+// panel's, one sequential region per thread, instead of kKc-wide slices of every row of the
+// thread's columns per k block, which on Zen 4 (2 threads, from DRAM) is what small m paid for:
+// 512 x 2048 at m = 33 spent over half its time on a fixed cost per weight. The sums are the
+// same (a column's k blocks in order, each block's part added into Y).
+constexpr int64_t kXWholeBytes = 256 << 10;
+
+template <int MR, int NV>
+void dot_rows_panels_first(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
+                           int64_t ldy, int64_t n0, int64_t n1) {
+  constexpr int kNr = 16 * NV;
+  const int64_t blocks = (w.k + kKc - 1) / kKc;
+  auto* bp = reinterpret_cast<uint32_t*>(thread_scratch(0, size_t(kNr) * kKp));
+  auto* xb = reinterpret_cast<uint32_t*>(thread_scratch(1, size_t(blocks * m) * kXStride));
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t pc = b * kKc;
+    convert_rows(x, ldx, int(m), pc, int(std::min<int64_t>(kKc, w.k - pc)),
+                 xb + size_t(b * m) * kXStride);
+  }
+  const int tiles = int((m + MR - 1) / MR);
+  for (int64_t jc = n0; jc < n1; jc += kNr) {
+    const int nr = int(std::min<int64_t>(kNr, n1 - jc));
+    if (jc + kNr < n1)  // the next panel, over its whole depth, while this one computes
+      prefetch_panel(w, jc + kNr, int(std::min<int64_t>(kNr, n1 - jc - kNr)), 0, int(w.k));
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t pc = b * kKc;
+      const int kc = int(std::min<int64_t>(kKc, w.k - pc));
+      pack_panel<NV>(w, jc, nr, pc, kc, bp);
+      const uint32_t* xblock = xb + size_t(b * m) * kXStride;
+      for (int t = 0, r = 0; t < tiles; ++t) {
+        const int rows = int(m / tiles + (t < m % tiles ? 1 : 0));
+        dot_tail<MR, NV>(rows, xblock + size_t(r) * kXStride, bp, (kc + 1) / 2, y + r * ldy + jc,
+                         ldy, nr, pc > 0);
+        r += rows;
+      }
+    }
+  }
+}
+
 }  // namespace dot
 }  // namespace
 
 void linear_bf16dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
                          int64_t ldy, int64_t n0, int64_t n1) {
-  dot::dot_rows<dot::kMr, dot::kNv>(x, m, ldx, w, y, ldy, n0, n1);
+  if (m * w.k * 2 <= dot::kXWholeBytes)
+    dot::dot_rows_panels_first<dot::kMr, dot::kNv>(x, m, ldx, w, y, ldy, n0, n1);
+  else
+    dot::dot_rows<dot::kMr, dot::kNv>(x, m, ldx, w, y, ldy, n0, n1);
 }
 
 }  // namespace ff::gemm
