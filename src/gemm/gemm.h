@@ -36,9 +36,9 @@ struct Weight {
   int64_t n = 0, k = 0;
   int64_t ld = 0;                    // elements between rows (>= k; blocks: a block multiple)
   const float* scale_inv = nullptr;  // F8_E4M3 only: [ceil(n/128), ceil(k/128)]
-  // BF16 only: multiply X as it is (fp32 products) even where the BF16 dot kernel is chosen (see
-  // linear's precision note): for products whose rounding must match another path's at fp32
-  // precision (MLA's kv_b against its absorbed per-head form).
+  // Multiply X as it is (fp32 products) even where the BF16 dot kernel or the integer block
+  // kernels are chosen (see linear's precision note): for products whose rounding must match
+  // another path's at fp32 precision (MLA's kv_b against its absorbed per-head form).
   bool exact_x = false;
 };
 

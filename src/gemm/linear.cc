@@ -161,7 +161,7 @@ BlockKernel block_kernel() {
 
 bool int8_block_path(Isa isa, BlockKernel kernel, const Weight& w, int64_t m) {
   return isa == Isa::Avx512 && kernel == BlockKernel::Int8 && m > 0 && int8_block(w.block) &&
-         (w.block != Block::Q8_0 || m > kInt8MaxRows);
+         !w.exact_x && (w.block != Block::Q8_0 || m > kInt8MaxRows);
 }
 
 namespace {
@@ -203,7 +203,7 @@ bool round_x_for(Isa isa, Bf16Kernel bf16, BlockKernel block, const float* x, in
         out[size_t(r * w.k + j)] = bf16_to_f32(f32_to_bf16(x[r * ldx + j]));
     return true;
   }
-  if (block == BlockKernel::Int8 && w.block == Block::Q8_0 && m <= kInt8MaxRows) {
+  if (block == BlockKernel::Int8 && w.block == Block::Q8_0 && !w.exact_x && m <= kInt8MaxRows) {
     out.resize(size_t(m * w.k));
     return round_rows_int8(w.block, x, m, ldx, w.k, out.data());
   }

@@ -235,17 +235,29 @@ struct Binder {
   void absorb(MlaWeights& a) {
     const int64_t H = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim,
                   r = c.kv_lora_rank;
-    // Exact storage: BF16 stays BF16; F32, F16 and FP8 (whose scaled values need fp32) use F32.
-    const DType dt = a.kv_b.dtype == DType::BF16 ? DType::BF16 : DType::F32;
+    // uv[h] = W_UV(h) is rows h (nope + v) + nope .. + v of kv_b itself: a view of them where
+    // kv_b is BF16, F16, F32 or GGUF blocks (exact, and decode reads the quantized bytes, not
+    // fp32 copies: --quantize q8 / q4 read 4 / 7x less for it). FP8's 128 x 128 scale blocks
+    // keep the fp32 copy.
+    const bool uv_view = a.kv_b.dtype != DType::F8_E4M3 || a.kv_b.block != gemm::Block::None;
+    // Exact storage for W_UK(h)^T (transposed, so blocks cannot be kept): BF16 stays BF16; F32,
+    // F16, FP8 and blocks (whose values need fp32) use F32.
+    const DType dt =
+        a.kv_b.dtype == DType::BF16 && a.kv_b.block == gemm::Block::None ? DType::BF16 : DType::F32;
     const size_t es = dtype_size(dt);
-    a.absorbed_storage.resize(size_t(H) * size_t(nope + v) * size_t(r) * es);
+    const int64_t per_head = nope + (uv_view ? 0 : v);
+    a.absorbed_storage.resize(size_t(H) * size_t(per_head) * size_t(r) * es);
     uint8_t* base = a.absorbed_storage.data();
     std::vector<float> row(static_cast<size_t>(r));
     auto put = [&](uint8_t* dst, int64_t idx, float x) { put_value(dt, dst, idx, x); };
+    const size_t kv_row_bytes =
+        a.kv_b.block != gemm::Block::None
+            ? size_t(gemm::row_bytes(gemm::block_gguf_type(a.kv_b.block), a.kv_b.ld))
+            : size_t(a.kv_b.ld) * dtype_size(a.kv_b.dtype);
     for (int64_t h = 0; h < H; ++h) {
-      uint8_t* uk = base + size_t(h) * size_t(nope + v) * size_t(r) * es;
+      uint8_t* uk = base + size_t(h) * size_t(per_head) * size_t(r) * es;
       uint8_t* uv = uk + size_t(nope) * size_t(r) * es;
-      for (int64_t d = 0; d < nope + v; ++d) {
+      for (int64_t d = 0; d < nope + (uv_view ? 0 : v); ++d) {
         gemm::dequantize_row(a.kv_b, h * (nope + v) + d, row.data());
         for (int64_t j = 0; j < r; ++j) {
           if (d < nope)
@@ -256,6 +268,12 @@ struct Binder {
       }
       gemm::Weight wk{dt, gemm::Block::None, uk, r, nope, nope, nullptr, /*exact_x=*/true};
       gemm::Weight wv{dt, gemm::Block::None, uv, v, r, r, nullptr, /*exact_x=*/true};
+      if (uv_view) {
+        wv = a.kv_b;
+        wv.data =
+            static_cast<const uint8_t*>(a.kv_b.data) + size_t(h * (nope + v) + nope) * kv_row_bytes;
+        wv.n = v;
+      }
       a.uk_t.push_back(wk);
       a.uv.push_back(wv);
     }

@@ -37,9 +37,11 @@ struct MlaWeights {
   gemm::Weight kv_b;  // kv_lora_rank -> heads * (qk_nope + v)
   gemm::Weight o;     // heads * v -> hidden
   // Absorbed form for decode, one per head: uk_t[h] = W_UK(h)^T [kv_lora, qk_nope] maps a query's
-  // nope part to the latent space; uv[h] = W_UV(h) [v, kv_lora] maps the latent output back.
+  // nope part to the latent space; uv[h] = W_UV(h) [v, kv_lora] maps the latent output back
+  // (a view of kv_b's own rows unless kv_b is FP8).
   std::vector<gemm::Weight> uk_t, uv;
-  std::vector<uint8_t> absorbed_storage;  // uk_t / uv built from kv_b, or kv_b from split k_b / v_b
+  // uk_t (and FP8's uv) built from kv_b, or kv_b from split k_b / v_b.
+  std::vector<uint8_t> absorbed_storage;
 };
 
 struct MoeWeights {

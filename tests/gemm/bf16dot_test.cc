@@ -146,6 +146,20 @@ TEST(LinearBf16Dot, AppliesOnlyToBf16OnAvx512) {
     EXPECT_TRUE(same(Isa::Avx512, dt, 40, false)) << dtype_name(dt);
 }
 
+// A BF16 weight with exact_x multiplies X as it is under Dot: bitwise the Fma kernel's result.
+TEST(LinearBf16Dot, ExactXWeightsKeepFp32Products) {
+  if (!have_dot()) GTEST_SKIP() << "no AVX512-BF16";
+  for (int64_t m : {1, 16, 17, 40}) {
+    TestWeight tw(DType::BF16, 70, 90, 90, 3);
+    tw.w.exact_x = true;
+    const auto x = random_floats(size_t(m * 90), 4);
+    std::vector<float> a(size_t(m * 70)), b(size_t(m * 70));
+    linear_with_isa(Isa::Avx512, Bf16Kernel::Dot, x.data(), m, 90, tw.w, a.data(), 70);
+    linear_with_isa(Isa::Avx512, Bf16Kernel::Fma, x.data(), m, 90, tw.w, b.data(), 70);
+    EXPECT_EQ(a, b) << "m=" << m;
+  }
+}
+
 // ---- the choice of kernel ----------------------------------------------------------------
 
 CpuFeatures cpu(CpuVendor vendor, int family, bool bf16) {

@@ -323,6 +323,31 @@ TEST(BlockLinearInt8, KernelChoice) {
   EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Float, w, 9));
   w.block = Block::None;
   EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 9));
+  // exact_x keeps X as it is: the fp32 kernels.
+  w.exact_x = true;
+  for (Block b : kBlocks) {
+    w.block = b;
+    EXPECT_FALSE(int8_block_path(Isa::Avx512, BlockKernel::Int8, w, 12)) << int(b);
+  }
+}
+
+// A weight with exact_x multiplies X as it is under the int8 kernel choice too: bitwise the
+// exact kernel's result, at few rows and many.
+TEST(BlockLinearInt8, ExactXWeightsTakeTheExactKernel) {
+  if (!(best_isa() == Isa::Avx512 && cpu_features().avx512_vnni)) GTEST_SKIP() << "no AVX512-VNNI";
+  for (Block b : kBlocks)
+    for (int64_t m : {1, 12}) {
+      const int64_t n = 40, k = 512;
+      BlockWeight bw(b, n, k, k, 3);
+      bw.w.exact_x = true;
+      const auto x = random_floats(size_t(m * k), 8);
+      std::vector<float> got(size_t(m * n)), want(size_t(m * n));
+      linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Int8, x.data(), m, k, bw.w,
+                          got.data(), n);
+      linear_with_kernels(Isa::Avx512, bf16_gemm_kernel(), BlockKernel::Float, x.data(), m, k, bw.w,
+                          want.data(), n);
+      EXPECT_EQ(got, want) << gguf_type_name(block_gguf_type(b)) << " m=" << m;
+    }
 }
 
 // A NaN or infinity in X has no int8 scale: linear falls back to the fp32 kernel for the call,
