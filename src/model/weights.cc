@@ -236,9 +236,8 @@ struct Binder {
     const int64_t H = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim,
                   r = c.kv_lora_rank;
     // uv[h] = W_UV(h) is rows h (nope + v) + nope .. + v of kv_b itself: a view of them where
-    // kv_b is BF16, F16, F32 or GGUF blocks (exact, and decode reads the quantized bytes, not
-    // fp32 copies: --quantize q8 / q4 read 4 / 7x less for it). FP8's 128 x 128 scale blocks
-    // keep the fp32 copy.
+    // kv_b is BF16, F16, F32 or GGUF blocks (exact, and no second copy: DeepSeek-V3 in BF16 keeps
+    // 16 MiB a layer less). FP8's 128 x 128 scale blocks keep the fp32 copy.
     const bool uv_view = a.kv_b.dtype != DType::F8_E4M3 || a.kv_b.block != gemm::Block::None;
     // Exact storage for W_UK(h)^T (transposed, so blocks cannot be kept): BF16 stays BF16; F32,
     // F16, FP8 and blocks (whose values need fp32) use F32.
