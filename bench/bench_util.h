@@ -204,30 +204,17 @@ __attribute__((target("avx512f,avx512bf16"))) inline float dpbf16_loop(int64_t i
   return lanes[0];
 }
 
-// 12 chains: GCC 12 spills 24 vpdpbusd accumulators (half the rate on Zen 4); 12 cover its
-// latency.
-__attribute__((target("avx512f,avx512vnni"))) inline float dpbusd_loop(int64_t iters) {
-  __m512i acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
-  const __m512i b = _mm512_set1_epi8(3), c = _mm512_set1_epi8(-2);
-  for (int64_t it = 0; it < iters; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], b, c);
-  }
-  __m512i s = acc[0];
-  for (int i = 1; i < 12; ++i) s = _mm512_add_epi32(s, acc[i]);
-  alignas(64) int32_t lanes[16];
-  _mm512_store_si512(lanes, s);
-  return float(lanes[0]);
-}
-
-__attribute__((target("avx512f,avx512vnni"))) inline float dpwssd_loop(int64_t iters) {
+// vpdpbusd (u8 x s8 quads) or, with Words, vpdpwssd (int16 pairs). 12 chains: GCC 12 spills 24
+// such accumulators (half the rate on Zen 4); 12 cover the latency.
+template <bool Words>
+__attribute__((target("avx512f,avx512vnni"))) inline float int_dot_loop(int64_t iters) {
   __m512i acc[12];
   for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
   const __m512i b = _mm512_set1_epi16(3), c = _mm512_set1_epi16(-2);
   for (int64_t it = 0; it < iters; ++it) {
 #pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpwssd_epi32(acc[i], b, c);
+    for (int i = 0; i < 12; ++i)
+      acc[i] = Words ? _mm512_dpwssd_epi32(acc[i], b, c) : _mm512_dpbusd_epi32(acc[i], b, c);
   }
   __m512i s = acc[0];
   for (int i = 1; i < 12; ++i) s = _mm512_add_epi32(s, acc[i]);
@@ -272,13 +259,13 @@ inline double measure_bf16_dot_peak_gflops(int passes = 5) {
 // threads (comparable with GFLOP/s: 2mnk per GEMM); 0 without it.
 inline double measure_int8_dot_peak_gops(int passes = 5) {
   if (!cpu_features().avx512_vnni) return 0.0;
-  return detail::loop_peak_gflops(detail::dpbusd_loop, 12 * 128, passes);
+  return detail::loop_peak_gflops(detail::int_dot_loop<false>, 12 * 128, passes);
 }
 
 // The same for int16 x int16 pairs (vpdpwssd, 32 multiply-adds an instruction).
 inline double measure_int16_dot_peak_gops(int passes = 5) {
   if (!cpu_features().avx512_vnni) return 0.0;
-  return detail::loop_peak_gflops(detail::dpwssd_loop, 12 * 64, passes);
+  return detail::loop_peak_gflops(detail::int_dot_loop<true>, 12 * 64, passes);
 }
 
 }  // namespace ff::bench

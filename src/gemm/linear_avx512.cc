@@ -42,32 +42,12 @@ struct Avx512 {
     return _mm_cvtss_f32(s);
   }
 
-  // dst[j * ld + i] = rows[i][j] for i, j < 16 and j < cols: a 16 x 16 transpose in four
-  // rounds of 16 shuffles (pairs of rows, 4 x 4 blocks in each 128-bit lane, then the lanes).
+  // dst[j * ld + i] = rows[i][j] for i, j < 16 and j < cols (linear_simd.h's 16 x 16 transpose).
   static void transpose_store(vec (&r)[16], float* dst, int64_t ld, int cols) {
-    vec a[16], b[16];
-    for (int p = 0; p < 8; ++p) {
-      a[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
-      a[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
-    }
-    for (int q = 0; q < 4; ++q) {
-      b[4 * q + 0] = _mm512_shuffle_ps(a[4 * q], a[4 * q + 2], 0x44);
-      b[4 * q + 1] = _mm512_shuffle_ps(a[4 * q], a[4 * q + 2], 0xee);
-      b[4 * q + 2] = _mm512_shuffle_ps(a[4 * q + 1], a[4 * q + 3], 0x44);
-      b[4 * q + 3] = _mm512_shuffle_ps(a[4 * q + 1], a[4 * q + 3], 0xee);
-    }
-    // b[4q + c], 128-bit lane l, holds rows 4q..4q+3 of column 4l + c.
-    for (int c = 0; c < 4; ++c) {
-      const vec u0 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0x88);
-      const vec u1 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0xdd);
-      const vec u2 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0x88);
-      const vec u3 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0xdd);
-      r[c] = _mm512_shuffle_f32x4(u0, u2, 0x88);
-      r[4 + c] = _mm512_shuffle_f32x4(u1, u3, 0x88);
-      r[8 + c] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
-      r[12 + c] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
-    }
-    for (int j = 0; j < cols; ++j) _mm512_store_ps(dst + j * ld, r[j]);
+    __m512i t[16];
+    for (int i = 0; i < 16; ++i) t[i] = _mm512_castps_si512(r[i]);
+    transpose16_epi32(t);
+    for (int j = 0; j < cols; ++j) _mm512_store_ps(dst + j * ld, _mm512_castsi512_ps(t[j]));
   }
 
   static vec widen_e4m3(__m128i bytes) {

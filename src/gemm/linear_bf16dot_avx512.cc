@@ -32,7 +32,7 @@
 
 #include "core/core.h"
 #include "gemm/linear_kernels.h"
-#include "gemm/linear_simd.h"  // thread_scratch
+#include "gemm/linear_simd.h"  // thread_scratch, transpose16_epi32
 
 namespace ff::gemm {
 namespace {
@@ -45,33 +45,6 @@ constexpr int kMr = 8;    // rows per tile
 constexpr int kNv = 3;    // vectors (of 16 columns) per panel: 24 accumulators + 3 panel vectors
 constexpr int kKp = kKc / 2;
 constexpr int kXStride = kKp + 16;  // dwords between converted rows of X
-
-// r[i] (16 dwords each) -> r[j] = {r[0][j], ..., r[15][j]}: pairs of rows, 4 x 4 blocks in each
-// 128-bit lane, then the lanes.
-void transpose16(__m512i (&r)[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  // u[4i + q], 128-bit lane l, holds rows 4i..4i+3 of dword 4l + q.
-  for (int q = 0; q < 4; ++q) {
-    const __m512i v0 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x88);
-    const __m512i v1 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xdd);
-    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x88);
-    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xdd);
-    r[q] = _mm512_shuffle_i32x4(v0, v2, 0x88);
-    r[4 + q] = _mm512_shuffle_i32x4(v1, v3, 0x88);
-    r[8 + q] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
-    r[12 + q] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
-  }
-}
 
 // Panel of W[col : col + nr, pc : pc + kc] (nr <= 16 NV) into bp (kp = ceil(kc / 2) pairs x
 // 16 NV dwords), 16 columns x 16 pairs per transpose.
@@ -89,7 +62,7 @@ void pack_panel(const Weight& w, int64_t col, int nr, int64_t pc, int kc, uint32
         r[i] = c < nr ? _mm512_maskz_loadu_epi16(mask, base + (col + c) * w.ld + pc + 2 * q0)
                       : _mm512_setzero_si512();
       }
-      transpose16(r);
+      transpose16_epi32(r);
       const int pairs = std::min(16, kp - q0);
       for (int j = 0; j < pairs; ++j)
         _mm512_store_si512(bp + (size_t(q0 + j) * NV + half) * 16, r[j]);

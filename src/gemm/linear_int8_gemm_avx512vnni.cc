@@ -44,33 +44,6 @@ struct Panel {
   static constexpr int kBytes = kNegDmin + kTileCols * 4;
 };
 
-// a[i] holds 16 dwords of column i; afterwards a[j] holds dword j of columns 0..15 (lane i).
-__attribute__((always_inline)) inline void transpose16(__m512i a[16]) {
-  __m512i c[16];
-  for (int g = 0; g < 4; ++g) {
-    // Within each 128-bit lane L: c[4g + j] = dword 4L + j of columns 4g..4g + 3.
-    const __m512i t0 = _mm512_unpacklo_epi32(a[4 * g], a[4 * g + 1]);
-    const __m512i t1 = _mm512_unpackhi_epi32(a[4 * g], a[4 * g + 1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(a[4 * g + 2], a[4 * g + 3]);
-    const __m512i t3 = _mm512_unpackhi_epi32(a[4 * g + 2], a[4 * g + 3]);
-    c[4 * g] = _mm512_unpacklo_epi64(t0, t2);
-    c[4 * g + 1] = _mm512_unpackhi_epi64(t0, t2);
-    c[4 * g + 2] = _mm512_unpacklo_epi64(t1, t3);
-    c[4 * g + 3] = _mm512_unpackhi_epi64(t1, t3);
-  }
-  for (int j = 0; j < 4; ++j) {
-    // Dword 4L + j of all 16 columns: lane L of c[j], c[4 + j], c[8 + j], c[12 + j].
-    const __m512i e0 = _mm512_shuffle_i32x4(c[j], c[4 + j], 0x44);
-    const __m512i e1 = _mm512_shuffle_i32x4(c[j], c[4 + j], 0xEE);
-    const __m512i e2 = _mm512_shuffle_i32x4(c[8 + j], c[12 + j], 0x44);
-    const __m512i e3 = _mm512_shuffle_i32x4(c[8 + j], c[12 + j], 0xEE);
-    a[j] = _mm512_shuffle_i32x4(e0, e2, 0x88);
-    a[4 + j] = _mm512_shuffle_i32x4(e0, e2, 0xDD);
-    a[8 + j] = _mm512_shuffle_i32x4(e1, e3, 0x88);
-    a[12 + j] = _mm512_shuffle_i32x4(e1, e3, 0xDD);
-  }
-}
-
 // The panel of columns [c, c + cols) (cols <= 32; the rest of the tile packs as zeros).
 template <Block B>
 void pack_panel(const uint8_t* base, int64_t rb, int64_t c, int cols, int64_t units,
@@ -126,7 +99,7 @@ void pack_panel(const uint8_t* base, int64_t rb, int64_t c, int cols, int64_t un
           a[i] = col < cols ? super_quants<B, v>(base + (c + col) * rb + u * SB)
                             : _mm512_setzero_si512();
         }
-        transpose16(a);
+        transpose16_epi32(a);
         for (int j = 0; j < 16; ++j)
           _mm512_store_si512(p + ((16 * v + j) * kTileCols + 16 * h) * 4, a[j]);
       }
@@ -249,7 +222,7 @@ void pack_panel_q8(const uint8_t* base, int64_t rb, int64_t c, int cols, int64_t
                          reinterpret_cast<const __m256i*>(base + (c + col) * rb + b * kB + 2)))
                    : _mm512_setzero_si512();
       }
-      transpose16(a);
+      transpose16_epi32(a);
       for (int j = 0; j < 16; ++j) _mm512_store_si512(p + (j * kTileCols + 16 * h) * 4, a[j]);
     }
     float* d = reinterpret_cast<float*>(p + 16 * kTileCols * 4);

@@ -37,6 +37,8 @@
 //   accumulators, one broadcast of X and two panel loads per k (blocking: see panel_rows).
 //   Each output element is a k-ordered fp32 sum per KC block, the blocks added into Y in order.
 #pragma once
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -78,6 +80,35 @@ inline float* thread_scratch(int slot, size_t floats) {
     b.size = floats;
   }
   return b.data;
+}
+
+// The 16 x 16 dword transpose: r[i] (16 dwords each) -> r[j] = {r[0][j], ..., r[15][j]}: pairs of
+// rows, 4 x 4 blocks in each 128-bit lane, then the lanes. For the AVX-512 kernels that pack
+// weight panels (linear_bf16dot_avx512.cc, linear_int8_gemm_avx512vnni.cc); the target
+// attribute lets every includer compile it.
+__attribute__((target("avx512f"), always_inline)) inline void transpose16_epi32(__m512i (&r)[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  // u[4i + q], 128-bit lane l, holds rows 4i..4i+3 of dword 4l + q.
+  for (int q = 0; q < 4; ++q) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x88);
+    const __m512i v1 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xdd);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x88);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xdd);
+    r[q] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    r[4 + q] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    r[8 + q] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
+    r[12 + q] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
+  }
 }
 
 // ---- streaming dot products -------------------------------------------------------------
