@@ -18,7 +18,11 @@
 //   loads and, per row, one dword of X broadcast by each of kNv vdpbf16ps.
 //   Measured (one thread, Zen 4, m = 512): converting X per (column block, k block) instead,
 //   re-read from L3 in fp32, cost ~15%; 8 x 3 vectors beat 12 x 2 and 14 x 2 by ~5%, and 512
-//   of k per block beat 256 (fewer passes over Y) by ~5-8%.
+//   of k per block beat 256 (fewer passes over Y) by ~5-8%. Then 8 x 2 against 8 x 3 (2 threads,
+//   weights from DRAM, alternated in one process, 100-150 calls each): one matrix split in two
+//   (linear) equal at m = 512, +4% at 2048 x 7168 m = 256, +20% at 512 x 2048 m = 128, +35-50%
+//   at m = 17..64 on 512 x 2048 and 2048 x 512; 18 experts of 512 x 2048 or 9 of 2048 x 512 at
+//   m = 32 through linear_batch's split (the model's MoE) +0-3%.
 // A column's sum is taken over k blocks in order, each block's part in fp32 registers and then
 // added into Y (Y's lines prefetched at the tile's start), and the row tiles depend only on m:
 // the result does not depend on n0, n1, the panel a column falls in or the thread.
@@ -42,7 +46,7 @@ constexpr int kKc = 512;  // k per block (256 pairs)
 constexpr int kNc = 256;  // columns per block (rounded down to whole panels)
 constexpr int kMc = 144;  // rows of X per block
 constexpr int kMr = 8;    // rows per tile
-constexpr int kNv = 3;    // vectors (of 16 columns) per panel: 24 accumulators + 3 panel vectors
+constexpr int kNv = 2;    // vectors (of 16 columns) per panel: 16 accumulators + 2 panel vectors
 constexpr int kKp = kKc / 2;
 constexpr int kXStride = kKp + 16;  // dwords between converted rows of X
 
