@@ -187,11 +187,11 @@ namespace {
 // The rounding of X that the kernel choice implies, applied at every m so that a row's result
 // does not depend on how many rows share the call (a server's batch): with the dot kernel, BF16
 // weights multiply bf16-rounded X also where the fp32 kernels run (m <= 16: decode), which then
-// differ from it only in fp32 summation order; with the int8 kernel, Q8_0 weights multiply
-// int8-rounded X (q * d) where the fp32 kernels run (m up to kInt8MaxRows). (The K types run the
-// int8 kernels at every m.) Writes the rounded rows to `out` (stride k) and returns true when one
-// applies; false (X used as it is) otherwise, or where X holds a non-finite value the int8 scale
-// cannot take.
+// differ from it only in fp32 summation order; with the integer kernels, Q8_0 weights multiply
+// int16-rounded X (q * d) where the fp32 kernels run (m up to kInt8MaxRows). (The K types run the
+// integer kernels at every m.) Writes the rounded rows to `out` (stride k) and returns true when
+// one applies; false (X used as it is) otherwise, or where X holds a non-finite value the integer
+// scale cannot take.
 bool round_x_for(Isa isa, Bf16Kernel bf16, BlockKernel block, const float* x, int64_t m,
                  int64_t ldx, const Weight& w, std::vector<float>& out) {
   if (isa != Isa::Avx512) return false;
@@ -210,6 +210,61 @@ bool round_x_for(Isa isa, Bf16Kernel bf16, BlockKernel block, const float* x, in
   return false;
 }
 
+// linear_batch's view of a product: the weight's bytes per element set the column split.
+BatchShape shape_of(const LinearProblem& p) {
+  return {p.m, p.w->n, p.w->k, double(weight_bytes(*p.w)) / double(p.w->n * p.w->k)};
+}
+
+// Runs checked products (shapes[i] = shape_of(problems[i]), or m = 0 to skip one): each X is
+// prepared once as the kernel choice implies (quantized for the integer kernels, else rounded by
+// round_x_for), then the output columns are split across the pool (for_each_column_run).
+// `what` names the caller in errors.
+void run_products(Isa isa, Bf16Kernel bf16, BlockKernel kernel,
+                  std::span<const LinearProblem> problems, std::span<const BatchShape> shapes,
+                  const char* what) {
+  FF_CHECK(int(isa) <= int(best_isa()), "{}: backend {} not supported by this CPU", what,
+           isa_name(isa));
+  check_bf16_kernel(bf16, what);
+  FF_CHECK(kernel == BlockKernel::Float || cpu_features().avx512_vnni,
+           "{}: the int8 block kernel needs AVX512-VNNI", what);
+  // The caller's thread's buffers, reused between calls: the pool's threads read them through
+  // these references (naming a thread_local inside the lambda would name theirs).
+  thread_local std::vector<Int8Rows> tls_rows;
+  thread_local std::vector<char> tls_int8;
+  thread_local std::vector<std::vector<float>> tls_x;
+  std::vector<Int8Rows>& qx = tls_rows;
+  std::vector<char>& int8 = tls_int8;
+  std::vector<std::vector<float>>& rounded = tls_x;
+  if (qx.size() < problems.size()) qx.resize(problems.size());
+  if (rounded.size() < problems.size()) rounded.resize(problems.size());
+  int8.assign(problems.size(), 0);
+  thread_local std::vector<const float*> tls_xs;
+  thread_local std::vector<int64_t> tls_ldxs;
+  std::vector<const float*>& xs = tls_xs;
+  std::vector<int64_t>& ldxs = tls_ldxs;
+  xs.resize(problems.size());
+  ldxs.resize(problems.size());
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const LinearProblem& p = problems[i];
+    xs[i] = p.x;
+    ldxs[i] = p.ldx;
+    if (p.m == 0) continue;
+    int8[i] = int8_block_path(isa, kernel, *p.w, p.m) &&
+              quantize_rows_int8(p.w->block, p.x, p.m, p.ldx, p.w->k, qx[i]);
+    if (!int8[i] && round_x_for(isa, bf16, kernel, p.x, p.m, p.ldx, *p.w, rounded[i])) {
+      xs[i] = rounded[i].data();
+      ldxs[i] = p.w->k;
+    }
+  }
+  for_each_column_run(shapes, [&](size_t i, int64_t c0, int64_t c1) {
+    const LinearProblem& p = problems[i];
+    if (int8[i])
+      linear_int8_avx512_rows(qx[i], *p.w, p.y, p.ldy, c0, c1);
+    else
+      backend(isa, bf16, *p.w, p.m)(xs[i], p.m, ldxs[i], *p.w, p.y, p.ldy, c0, c1);
+  });
+}
+
 }  // namespace
 
 void linear_with_kernels(Isa isa, Bf16Kernel bf16, BlockKernel kernel, const float* x, int64_t m,
@@ -220,38 +275,9 @@ void linear_with_kernels(Isa isa, Bf16Kernel bf16, BlockKernel kernel, const flo
   FF_CHECK(x != nullptr && y != nullptr, "linear: null input or output");
   FF_CHECK(ldx >= w.k, "linear: input row stride {} < k {}", ldx, w.k);
   FF_CHECK(ldy >= w.n, "linear: output row stride {} < n {}", ldy, w.n);
-  FF_CHECK(int(isa) <= int(best_isa()), "linear: backend {} not supported by this CPU",
-           isa_name(isa));
-  check_bf16_kernel(bf16, "linear");
-  FF_CHECK(kernel == BlockKernel::Float || cpu_features().avx512_vnni,
-           "linear: the int8 block kernel needs AVX512-VNNI");
-  const bool small = m * w.n * w.k < kMinParallelMacs;
-  if (int8_block_path(isa, kernel, w, m)) {
-    // The caller's thread's buffer: the pool's threads read it through this reference (naming a
-    // thread_local inside the lambda would name theirs).
-    thread_local Int8Rows tls;
-    Int8Rows& qx = tls;
-    if (quantize_rows_int8(w.block, x, m, ldx, w.k, qx)) {
-      if (small) return linear_int8_avx512_rows(qx, w, y, ldy, 0, w.n);
-      parallel_for(
-          w.n, [&](int64_t b, int64_t e) { linear_int8_avx512_rows(qx, w, y, ldy, b, e); },
-          kColumnGrain);
-      return;
-    }
-  }
-  thread_local std::vector<float> tls_x;
-  std::vector<float>& rounded = tls_x;
-  if (round_x_for(isa, bf16, kernel, x, m, ldx, w, rounded)) {
-    x = rounded.data();
-    ldx = w.k;
-  }
-  const RowsFn fn = backend(isa, bf16, w, m);
-  if (small) {
-    fn(x, m, ldx, w, y, ldy, 0, w.n);
-    return;
-  }
-  parallel_for(
-      w.n, [&](int64_t b, int64_t e) { fn(x, m, ldx, w, y, ldy, b, e); }, kColumnGrain);
+  const LinearProblem p{x, m, ldx, &w, y, ldy};
+  const BatchShape shape = shape_of(p);
+  run_products(isa, bf16, kernel, {&p, 1}, {&shape, 1}, "linear");
 }
 
 void linear(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy) {
@@ -340,46 +366,9 @@ void linear_batch_with_kernels(Isa isa, Bf16Kernel bf16, BlockKernel kernel,
              p.w->k);
     FF_CHECK(p.ldy >= p.w->n, "linear_batch: problem {}: output row stride {} < n {}", i, p.ldy,
              p.w->n);
-    shapes[i] = {p.m, p.w->n, p.w->k, double(weight_bytes(*p.w)) / double(p.w->n * p.w->k)};
+    shapes[i] = shape_of(p);
   }
-  FF_CHECK(int(isa) <= int(best_isa()), "linear_batch: backend {} not supported by this CPU",
-           isa_name(isa));
-  check_bf16_kernel(bf16, "linear_batch");
-  FF_CHECK(kernel == BlockKernel::Float || cpu_features().avx512_vnni,
-           "linear_batch: the int8 block kernel needs AVX512-VNNI");
-  // The int8 problems' rows, quantized once before the split (reused between calls).
-  // (References to the caller's thread's buffers, as in linear_with_kernels.)
-  // X rounded as linear_with_kernels rounds it, per problem.
-  thread_local std::vector<Int8Rows> tls_rows;
-  thread_local std::vector<char> tls_int8;
-  thread_local std::vector<std::vector<float>> tls_x;
-  std::vector<Int8Rows>& qx = tls_rows;
-  std::vector<char>& int8 = tls_int8;
-  std::vector<std::vector<float>>& rounded = tls_x;
-  if (qx.size() < problems.size()) qx.resize(problems.size());
-  if (rounded.size() < problems.size()) rounded.resize(problems.size());
-  int8.assign(problems.size(), 0);
-  std::vector<const float*> xs(problems.size());
-  std::vector<int64_t> ldxs(problems.size());
-  for (size_t i = 0; i < problems.size(); ++i) {
-    const LinearProblem& p = problems[i];
-    xs[i] = p.x;
-    ldxs[i] = p.ldx;
-    if (p.m == 0) continue;
-    int8[i] = int8_block_path(isa, kernel, *p.w, p.m) &&
-              quantize_rows_int8(p.w->block, p.x, p.m, p.ldx, p.w->k, qx[i]);
-    if (!int8[i] && round_x_for(isa, bf16, kernel, p.x, p.m, p.ldx, *p.w, rounded[i])) {
-      xs[i] = rounded[i].data();
-      ldxs[i] = p.w->k;
-    }
-  }
-  for_each_column_run(shapes, [&](size_t i, int64_t c0, int64_t c1) {
-    const LinearProblem& p = problems[i];
-    if (int8[i])
-      linear_int8_avx512_rows(qx[i], *p.w, p.y, p.ldy, c0, c1);
-    else
-      backend(isa, bf16, *p.w, p.m)(xs[i], p.m, ldxs[i], *p.w, p.y, p.ldy, c0, c1);
-  });
+  run_products(isa, bf16, kernel, problems, shapes, "linear_batch");
 }
 
 void linear_batch(std::span<const LinearProblem> problems) {
