@@ -163,6 +163,19 @@ void prefetch_panel(const Weight& w, int64_t col, int nr, int64_t pc, int kc) {
   }
 }
 
+// Y[0:rows, 0:nr] (+)= X[0:rows] . panel: the rows split evenly over the fewest tiles (m = 24:
+// 12 + 12, m = 17: 9 + 8; a short tile has too few accumulators to hide the latency).
+template <int MR, int NV>
+void panel_times_rows(int rows, const uint32_t* xb, const uint32_t* panel, int kp, float* y,
+                      int64_t ldy, int nr, bool accumulate) {
+  const int tiles = (rows + MR - 1) / MR;
+  for (int t = 0, r = 0; t < tiles; ++t) {
+    const int tr = rows / tiles + (t < rows % tiles ? 1 : 0);
+    dot_tail<MR, NV>(tr, xb + size_t(r) * kXStride, panel, kp, y + r * ldy, ldy, nr, accumulate);
+    r += tr;
+  }
+}
+
 template <int MR, int NV>
 void dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y, int64_t ldy,
               int64_t n0, int64_t n1) {
@@ -186,21 +199,12 @@ void dot_rows(const float* x, int64_t m, int64_t ldx, const Weight& w, float* y,
       for (int64_t ic = 0; ic < m; ic += kMc) {
         const int mc = int(std::min<int64_t>(kMc, m - ic));
         const uint32_t* xblock = xb + size_t(ic) * kXStride;
-        // Rows split evenly over the fewest tiles (m = 24: 12 + 12, m = 17: 9 + 8): a short
-        // tile has too few accumulators to hide the latency.
-        const int tiles = (mc + MR - 1) / MR;
         for (int jr = 0; jr < nc; jr += kNr) {
-          const uint32_t* panel = bp + size_t(jr) * kKp;
           const int nr = std::min(kNr, nc - jr);
-          float* yb = y + ic * ldy + jc + jr;
           if (ic == 0 && next_kc > 0 && jr < next_nc)
             prefetch_panel(w, next_jc + jr, std::min(kNr, next_nc - jr), next_pc, next_kc);
-          for (int t = 0, r = 0; t < tiles; ++t) {
-            const int rows = mc / tiles + (t < mc % tiles ? 1 : 0);
-            dot_tail<MR, NV>(rows, xblock + size_t(r) * kXStride, panel, kp, yb + r * ldy, ldy, nr,
-                             pc > 0);
-            r += rows;
-          }
+          panel_times_rows<MR, NV>(mc, xblock, bp + size_t(jr) * kKp, kp, y + ic * ldy + jc + jr,
+                                   ldy, nr, pc > 0);
         }
       }
     }
@@ -227,7 +231,6 @@ void dot_rows_panels_first(const float* x, int64_t m, int64_t ldx, const Weight&
     convert_rows(x, ldx, int(m), pc, int(std::min<int64_t>(kKc, w.k - pc)),
                  xb + size_t(b * m) * kXStride);
   }
-  const int tiles = int((m + MR - 1) / MR);
   for (int64_t jc = n0; jc < n1; jc += kNr) {
     const int nr = int(std::min<int64_t>(kNr, n1 - jc));
     if (jc + kNr < n1)  // the next panel, over its whole depth, while this one computes
@@ -236,13 +239,8 @@ void dot_rows_panels_first(const float* x, int64_t m, int64_t ldx, const Weight&
       const int64_t pc = b * kKc;
       const int kc = int(std::min<int64_t>(kKc, w.k - pc));
       pack_panel<NV>(w, jc, nr, pc, kc, bp);
-      const uint32_t* xblock = xb + size_t(b * m) * kXStride;
-      for (int t = 0, r = 0; t < tiles; ++t) {
-        const int rows = int(m / tiles + (t < m % tiles ? 1 : 0));
-        dot_tail<MR, NV>(rows, xblock + size_t(r) * kXStride, bp, (kc + 1) / 2, y + r * ldy + jc,
-                         ldy, nr, pc > 0);
-        r += rows;
-      }
+      panel_times_rows<MR, NV>(int(m), xb + size_t(b * m) * kXStride, bp, (kc + 1) / 2, y + jc, ldy,
+                               nr, pc > 0);
     }
   }
 }
