@@ -1,0 +1,135 @@
+// Expert-parallel MoE communication with DeepEP's (V1) semantics between the processes of an MPI
+// job: dispatch sends each token to the ranks of its top-k experts, combine brings the experts'
+// outputs back and sums them. Shared memory within a node, MPI between nodes. docs/ep.md has the
+// layouts, the protocol and its failure cases.
+//
+//   MPI_Init_thread(...);
+//   ff::ep::Buffer buf(MPI_COMM_WORLD, ff::ep::Buffer::size_hint(tokens, hidden, topk, ranks));
+//   auto layout = buf.get_dispatch_layout(topk_idx, tokens, topk, num_experts);
+//   auto d = buf.dispatch({.x = {.data = x, .num_tokens = tokens, .hidden = hidden},
+//                          .topk_idx = topk_idx, .topk_weights = w, .num_topk = topk,
+//                          .num_experts = num_experts, .layout = &layout});
+//   ... experts on d.recv_x (d.num_recv rows), weighted and reduced per row ...
+//   auto out = buf.combine(y, d.handle);   // out.x: [tokens, hidden] BF16
+#pragma once
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace ff::ep {
+
+constexpr int kScaleBlock = 128;   // FP8 rows carry one f32 scale per 128 channels
+constexpr int kMaxExperts = 1024;  // experts per call (DeepEP's recv-counter limit)
+constexpr int kMaxTopk = 32;
+
+// get_dispatch_layout's result. Expert e lives on rank e / (num_experts / num_ranks).
+struct Layout {
+  std::vector<int> num_tokens_per_rank;    // [R]: tokens with at least one expert on the rank
+  std::vector<int> num_tokens_per_node;    // [nodes]; empty on a single node
+  std::vector<int> num_tokens_per_expert;  // [E]: (token, k) entries choosing the expert
+  std::vector<uint8_t> is_token_in_rank;   // [N, R], 0 / 1
+};
+
+// Rows to dispatch: BF16, or FP8 (e4m3 bytes + f32 scales per 128 channels). Rows are
+// contiguous (hidden elements apart). Every rank passes the same `fp8`, also one with no tokens.
+struct Tokens {
+  const void* data = nullptr;  // [num_tokens, hidden] BF16 or e4m3
+  bool fp8 = false;
+  const float* scales = nullptr;  // [num_tokens, hidden / 128], with fp8
+  int64_t num_tokens = 0;
+  int64_t hidden = 0;
+};
+
+// What combine (and a cached dispatch) needs from a dispatch.
+struct Handle {
+  int num_ranks = 0;
+  int64_t num_tokens = 0;  // this rank's tokens
+  int64_t num_recv = 0;    // rows this rank received
+  int64_t hidden = 0;
+  std::vector<int> counts;                // [R, R]: counts[s * R + d] = tokens rank s sent to d
+  std::vector<int> rank_prefix_matrix;    // [R, R]: [s * R + d] = tokens ranks <= s sent to d
+  std::vector<uint8_t> is_token_in_rank;  // [num_tokens, R]
+  std::vector<int> send_slot;             // [num_tokens, R]: the token's index among those sent
+                                          // to that rank, -1 where not sent
+  std::vector<int> recv_src_idx;          // [num_recv]: source token index of each received row
+  std::vector<int> num_recv_tokens_per_expert;  // as in DispatchResult (alignment applied)
+  // Internode only: node_counts[s * nodes + b] = tokens of rank s bound for node b; fwd_masks:
+  // per token this rank forwarded (the other nodes' ranks with its local index, in rank then
+  // token order), which of this node's ranks it went to (bit = local rank).
+  std::vector<int> node_counts;
+  std::vector<uint32_t> fwd_masks;
+};
+
+struct DispatchArgs {
+  Tokens x;
+  const int64_t* topk_idx = nullptr;    // [N, num_topk], -1 = none; null with `handle`
+  const float* topk_weights = nullptr;  // [N, num_topk]; optional
+  int num_topk = 0;
+  int num_experts = 0;
+  const Layout* layout = nullptr;  // from get_dispatch_layout; computed when null
+  const Handle* handle = nullptr;  // cached dispatch: same routing as that dispatch
+  int expert_alignment = 1;
+};
+
+struct DispatchResult {
+  int64_t num_recv = 0;
+  // Views into the buffer, valid until the next dispatch on it: received rows ordered by
+  // source rank, then source token index, bit for bit as sent.
+  const uint16_t* recv_x = nullptr;             // BF16 input: [num_recv, hidden]
+  const uint8_t* recv_x_fp8 = nullptr;          // FP8 input: [num_recv, hidden]
+  const float* recv_scales = nullptr;           // FP8 input: [num_recv, hidden / 128]
+  std::vector<int64_t> recv_topk_idx;           // [num_recv, K]: local expert id or -1 (not cached)
+  std::vector<float> recv_topk_weights;         // [num_recv, K]: 0 where the id is -1
+  std::vector<int> num_recv_tokens_per_expert;  // [E_local], rounded up to the alignment
+  Handle handle;
+};
+
+struct CombineResult {
+  std::vector<uint16_t> x;          // [num_tokens, hidden] BF16
+  std::vector<float> topk_weights;  // [num_tokens, K], when weights were given
+};
+
+class Buffer {
+ public:
+  // Collective over `comm`. num_nvl_bytes: this rank's shared-memory space for each direction
+  // (rows received by dispatch, rows returned by combine); num_rdma_bytes: staging for the
+  // internode hop. Ranks are grouped into nodes by host, or by FF_EP_RANKS_PER_NODE.
+  Buffer(MPI_Comm comm, size_t num_nvl_bytes, size_t num_rdma_bytes = 0,
+         bool low_latency_mode = false);
+  ~Buffer();
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  // Bytes that hold any dispatch / combine of `tokens` rows per rank (all of them to one rank).
+  static size_t size_hint(int64_t tokens, int64_t hidden, int num_topk, int num_ranks,
+                          int num_nodes = 1);
+
+  int rank() const;
+  int num_ranks() const;
+  int num_nodes() const;
+  int ranks_per_node() const;
+
+  // Local, no communication.
+  Layout get_dispatch_layout(const int64_t* topk_idx, int64_t num_tokens, int num_topk,
+                             int num_experts) const;
+
+  // Collective (every rank of the buffer calls it with its own tokens).
+  DispatchResult dispatch(const DispatchArgs& args);
+
+  // x: [handle.num_recv, hidden] BF16 in the order dispatch delivered; topk_weights [num_recv,
+  // num_topk] (summed back like x) when num_topk > 0, the same on every rank; bias0 / bias1:
+  // [num_tokens, hidden] BF16, optional, added to the sum. Collective.
+  CombineResult combine(const uint16_t* x, const Handle& handle,
+                        const float* topk_weights = nullptr, int num_topk = 0,
+                        const uint16_t* bias0 = nullptr, const uint16_t* bias1 = nullptr);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ff::ep

@@ -1,0 +1,266 @@
+// ep dispatch / combine under mpirun (CMakeLists.txt, EpMpi.*): every rank builds every rank's
+// inputs from the seed, so it can compute what it must receive and what combine must return, and
+// compares bit for bit. Rank 0 prints "ep check ok: <n> checks" when all ranks pass.
+//   ep_ranks [--tokens N] [--hidden H] [--topk K] [--experts E] [--seed S]
+//            [--fail bad-expert | small-buffer | hidden-differs | stall | die]
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/core.h"
+#include "ep/ep.h"
+
+namespace {
+
+using ff::bf16_to_f32;
+using ff::f32_to_bf16;
+
+struct Opts {
+  int64_t tokens = 24, hidden = 256;
+  int topk = 4, experts = 16;
+  uint64_t seed = 1;
+  std::string fail;
+};
+
+// One rank's inputs, the same on every rank that builds them.
+struct RankInput {
+  int64_t n = 0;
+  std::vector<uint16_t> x;
+  std::vector<uint8_t> x8;
+  std::vector<float> scales;
+  std::vector<int64_t> idx;
+  std::vector<float> w;
+  std::vector<uint16_t> bias0, bias1;
+};
+
+RankInput make_input(const Opts& o, int r, int R) {
+  std::mt19937_64 g(o.seed * 1000003 + uint64_t(r));
+  RankInput in;
+  // Token counts differ per rank; rank 1 (of 3 and more) has none.
+  in.n = R >= 3 && r == 1 ? 0 : o.tokens + (r * 5) % 7;
+  const int64_t H = o.hidden;
+  std::uniform_real_distribution<float> u(-2.f, 2.f);
+  in.x.resize(size_t(in.n * H));
+  for (auto& v : in.x) v = f32_to_bf16(u(g));
+  in.x8.resize(size_t(in.n * H));
+  for (auto& v : in.x8) v = uint8_t(g() % 256);
+  in.scales.resize(size_t(in.n * H / 128));
+  for (auto& v : in.scales) v = u(g);
+  in.bias0.resize(size_t(in.n * H));
+  in.bias1.resize(size_t(in.n * H));
+  for (auto& v : in.bias0) v = f32_to_bf16(u(g));
+  for (auto& v : in.bias1) v = f32_to_bf16(u(g));
+  // Top-k: distinct experts, never the last rank's (it receives nothing), some -1.
+  const int usable = R > 1 ? o.experts - o.experts / R : o.experts;
+  in.idx.resize(size_t(in.n * o.topk));
+  in.w.resize(in.idx.size());
+  for (int64_t t = 0; t < in.n; ++t) {
+    std::vector<int64_t> chosen;
+    while (int(chosen.size()) < o.topk) {
+      const int64_t e = int64_t(g() % uint64_t(usable));
+      bool dup = false;
+      for (auto c : chosen) dup = dup || c == e;
+      if (!dup) chosen.push_back(e);
+    }
+    for (int k = 0; k < o.topk; ++k) {
+      in.idx[size_t(t * o.topk + k)] = g() % 5 == 0 ? -1 : chosen[size_t(k)];
+      in.w[size_t(t * o.topk + k)] = u(g);
+    }
+  }
+  return in;
+}
+
+int checks = 0;
+void expect(bool ok, const std::string& what) {
+  ++checks;
+  if (!ok) ff::fail("check failed: {}", what);
+}
+
+float xform(uint16_t v, int d) {  // what rank d's "experts" do to a row, rounded to BF16
+  return bf16_to_f32(f32_to_bf16(bf16_to_f32(v) * float(d + 1)));
+}
+
+void run(const Opts& o, int me, int R) {
+  int nodes = 1, L = 1;
+  {
+    const ff::ep::Buffer probe(MPI_COMM_WORLD, 64);  // freed here: its destructor is collective
+    nodes = probe.num_nodes();
+    L = probe.ranks_per_node();
+  }
+  std::vector<RankInput> all;
+  for (int r = 0; r < R; ++r) all.push_back(make_input(o, r, R));
+  int64_t max_n = 0;
+  for (auto& in : all) max_n = std::max(max_n, in.n);
+  size_t bytes = ff::ep::Buffer::size_hint(max_n, o.hidden, o.topk, R, nodes);
+  if (o.fail == "small-buffer") bytes = 4096;
+  ff::ep::Buffer buf(MPI_COMM_WORLD, bytes, bytes);
+  const RankInput& in = all[size_t(me)];
+  if (o.fail == "bad-expert" && me == 2 % R) all[size_t(me)].idx[2] = o.experts + 3;
+  if (o.fail == "stall" && me == 1) {
+    sleep(30);
+    return;
+  }
+  if (o.fail == "die" && me == 1) _exit(3);  // no MPI_Finalize: mpirun ends the job
+  const int64_t H = o.hidden + (o.fail == "hidden-differs" && me == R - 1 ? 128 : 0);
+  const int E = o.experts, K = o.topk, El = E / R;
+  const auto layout = o.fail == "bad-expert" ? ff::ep::Layout{}
+                                             : buf.get_dispatch_layout(in.idx.data(), in.n, K, E);
+  // The reference: rows for `me`, by source rank then token.
+  struct Row {
+    int s;
+    int64_t t;
+  };
+  std::vector<Row> rows;
+  std::vector<int> per_expert(size_t(El), 0);
+  for (int s = 0; s < R; ++s)
+    for (int64_t t = 0; t < all[size_t(s)].n; ++t) {
+      bool to_me = false;
+      for (int k = 0; k < K; ++k) {
+        const int64_t e = all[size_t(s)].idx[size_t(t * K + k)];
+        if (e >= 0 && e / El == me) {
+          to_me = true;
+          ++per_expert[size_t(e % El)];
+        }
+      }
+      if (to_me) rows.push_back({s, t});
+    }
+  for (const bool fp8 : {false, true})
+    for (const int align : {1, 4}) {
+      ff::ep::DispatchArgs a;
+      a.x = {fp8 ? static_cast<const void*>(in.x8.data()) : in.x.data(), fp8,
+             fp8 ? in.scales.data() : nullptr, in.n, H};
+      a.topk_idx = all[size_t(me)].idx.data();
+      a.topk_weights = in.w.data();
+      a.num_topk = K;
+      a.num_experts = E;
+      a.layout = align == 1 && o.fail.empty() ? &layout : nullptr;
+      a.expert_alignment = align;
+      const auto d = buf.dispatch(a);
+      expect(d.num_recv == int64_t(rows.size()),
+             fmt::format("rank {} receives {} rows, not {}", me, d.num_recv, rows.size()));
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const RankInput& src = all[size_t(rows[i].s)];
+        const int64_t t = rows[i].t;
+        const bool same =
+            fp8 ? std::memcmp(d.recv_x_fp8 + i * H, &src.x8[size_t(t * H)], size_t(H)) == 0 &&
+                      std::memcmp(d.recv_scales + i * H / 128, &src.scales[size_t(t * H / 128)],
+                                  size_t(H / 128) * 4) == 0
+                : std::memcmp(d.recv_x + i * H, &src.x[size_t(t * H)], size_t(H) * 2) == 0;
+        expect(same, fmt::format("rank {} row {} (rank {} token {}) differs", me, i, rows[i].s, t));
+        expect(d.handle.recv_src_idx[i] == t, "recv_src_idx");
+        for (int k = 0; k < K; ++k) {
+          const int64_t e = src.idx[size_t(t * K + k)];
+          const bool local = e >= 0 && e / El == me;
+          expect(d.recv_topk_idx[i * K + k] == (local ? e % El : -1),
+                 fmt::format("rank {} row {} (rank {} token {}) recv_topk_idx[{}] = {}, not {}", me,
+                             i, rows[i].s, t, k, d.recv_topk_idx[i * K + k], local ? e % El : -1));
+          expect(d.recv_topk_weights[i * K + k] == (local ? src.w[size_t(t * K + k)] : 0.f),
+                 "recv_topk_weights");
+        }
+      }
+      for (int e = 0; e < El; ++e)
+        expect(d.num_recv_tokens_per_expert[size_t(e)] ==
+                   (per_expert[size_t(e)] + align - 1) / align * align,
+               fmt::format("rank {} expert {} count", me, e));
+      if (fp8) continue;
+      // Cached dispatch: the same rows again.
+      ff::ep::DispatchArgs c;
+      c.x = a.x;
+      c.handle = &d.handle;
+      const auto d2 = buf.dispatch(c);
+      expect(d2.num_recv == d.num_recv &&
+                 std::memcmp(d2.recv_x, d.recv_x, size_t(d.num_recv * H) * 2) == 0,
+             "cached dispatch");
+      // Combine: each rank scales its rows by (rank + 1); the weights come back summed.
+      std::vector<uint16_t> y(size_t(d2.num_recv * H));
+      for (size_t i = 0; i < y.size(); ++i) y[i] = f32_to_bf16(xform(d2.recv_x[i], me));
+      const bool with_bias = align == 4;
+      const auto out =
+          buf.combine(y.data(), d.handle, d.recv_topk_weights.data(), K,
+                      with_bias ? in.bias0.data() : nullptr, with_bias ? in.bias1.data() : nullptr);
+      for (int64_t t = 0; t < in.n; ++t) {
+        std::vector<bool> went(size_t(R), false);
+        for (int k = 0; k < K; ++k) {
+          const int64_t e = in.idx[size_t(t * K + k)];
+          if (e >= 0) went[size_t(e / El)] = true;
+        }
+        for (int64_t ch = 0; ch < H; ++ch) {
+          float total = 0;
+          for (int n = 0; n < nodes; ++n) {
+            float part = 0;
+            bool any = false;
+            for (int r = n * L; r < (n + 1) * L; ++r)
+              if (went[size_t(r)]) {
+                part += xform(in.x[size_t(t * H + ch)], r);
+                any = true;
+              }
+            if (any) total += nodes > 1 ? bf16_to_f32(f32_to_bf16(part)) : part;
+          }
+          if (with_bias)
+            total += bf16_to_f32(in.bias0[size_t(t * H + ch)]) +
+                     0.f;  // the library adds bias0, then bias1
+          if (with_bias) total += bf16_to_f32(in.bias1[size_t(t * H + ch)]);
+          expect(out.x[size_t(t * H + ch)] == f32_to_bf16(total),
+                 fmt::format("rank {} combined token {} channel {}: {} vs {}", me, t, ch,
+                             bf16_to_f32(out.x[size_t(t * H + ch)]), total));
+        }
+        for (int k = 0; k < K; ++k)
+          expect(out.topk_weights[size_t(t * K + k)] ==
+                     (in.idx[size_t(t * K + k)] >= 0 ? in.w[size_t(t * K + k)] : 0.f),
+                 "combined weights");
+      }
+      // Deterministic: the same call again gives the same bits.
+      const auto out2 =
+          buf.combine(y.data(), d.handle, d.recv_topk_weights.data(), K,
+                      with_bias ? in.bias0.data() : nullptr, with_bias ? in.bias1.data() : nullptr);
+      expect(out2.x == out.x, "combine repeats bit for bit");
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Opts o;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--tokens")
+      o.tokens = std::stoll(v);
+    else if (k == "--hidden")
+      o.hidden = std::stoll(v);
+    else if (k == "--topk")
+      o.topk = std::stoi(v);
+    else if (k == "--experts")
+      o.experts = std::stoi(v);
+    else if (k == "--seed")
+      o.seed = std::stoull(v);
+    else if (k == "--fail")
+      o.fail = v;
+  }
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  int me = 0, R = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  MPI_Comm_size(MPI_COMM_WORLD, &R);
+  try {
+    run(o, me, R);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fflush(stderr);
+    if (std::strstr(e.what(), "timed out")) {
+      sleep(3);  // the other waiting ranks print theirs before the abort stops them
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    MPI_Finalize();
+    return 1;
+  }
+  int mine = checks, total = 0;
+  MPI_Reduce(&mine, &total, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
+  if (me == 0) std::printf("ep check ok: %d checks on %d ranks\n", total, R);
+  MPI_Finalize();
+  return 0;
+}
