@@ -69,6 +69,15 @@ void Buffer::Impl::fail_timeout(const char* phase, const std::vector<int>& missi
        missing.size() > 1 ? "s" : "", who);
 }
 
+void Buffer::Impl::wait_for(const std::function<std::vector<int>()>& missing, const char* phase) {
+  Backoff backoff(timeout_s);
+  for (;;) {
+    const std::vector<int> left = missing();
+    if (left.empty()) return;
+    if (!backoff.pause()) fail_timeout(phase, left);
+  }
+}
+
 void Buffer::Impl::node_barrier(const char* phase) {
   const uint64_t seq = ++barrier_seq;
   control(local)->arrived.store(seq, std::memory_order_release);
@@ -219,7 +228,7 @@ Buffer::Buffer(MPI_Comm comm, size_t num_nvl_bytes, size_t num_rdma_bytes, bool 
   MPI_Info_create(&info);
   MPI_Info_set(info, "alloc_shared_noncontig", "true");
   char* base = nullptr;
-  const size_t seg = kControlBytes + 2 * b.nvl_bytes;
+  const size_t seg = kControlBytes + 2 * b.nvl_bytes + 64;  // + room to align the start
   FF_CHECK(seg <= size_t(LLONG_MAX), "ep::Buffer: {} bytes is too large", seg);
   const int rc = MPI_Win_allocate_shared(MPI_Aint(seg), 1, info, b.node_comm, &base, &b.win);
   MPI_Info_free(&info);
@@ -229,7 +238,11 @@ Buffer::Buffer(MPI_Comm comm, size_t num_nvl_bytes, size_t num_rdma_bytes, bool 
   for (int l = 0; l < b.per_node; ++l) {
     MPI_Aint size = 0;
     int disp = 0;
-    MPI_Win_shared_query(b.win, l, &size, &disp, &b.segments[size_t(l)]);
+    char* at = nullptr;
+    MPI_Win_shared_query(b.win, l, &size, &disp, &at);
+    // 64-byte aligned (the control block's atomics); the offset within a page is the same in
+    // every process that maps the segment, so all agree on where it starts.
+    b.segments[size_t(l)] = at + (64 - reinterpret_cast<uintptr_t>(at) % 64) % 64;
   }
   new (b.control(b.local)) Control{};
   b.control(b.local)->arrived.store(0, std::memory_order_relaxed);

@@ -92,6 +92,47 @@ struct CombineResult {
   std::vector<float> topk_weights;  // [num_tokens, K], when weights were given
 };
 
+// Low-latency mode (decode): no count exchange, fixed worst-case slots. Each (token, expert)
+// pair goes straight to the expert's rank; the receiver sees the masked layout
+// [E_local, R * T, hidden] that gemm's m_grouped_*_masked consume.
+struct LowLatencyDispatchArgs {
+  const uint16_t* x = nullptr;  // [num_tokens, hidden] BF16
+  int64_t num_tokens = 0;       // <= max_tokens_per_rank
+  int64_t hidden = 0;
+  const int64_t* topk_idx = nullptr;  // [num_tokens, num_topk], -1 = none, distinct per token
+  int num_topk = 0;
+  int64_t max_tokens_per_rank = 0;  // T, the same on every rank
+  int num_experts = 0;
+  bool use_fp8 = true;       // cast to e4m3 per 128 channels (scale 448 / amax)
+  bool round_scale = false;  // scales rounded up to powers of two (UE8M0)
+};
+
+struct LowLatencyHandle {
+  int64_t max_tokens_per_rank = 0, hidden = 0, num_tokens = 0;
+  int num_experts = 0, num_topk = 0;
+  std::vector<int> src_info;          // [E_local, R * T]: source token index of each row
+  std::vector<int64_t> layout_range;  // [E_local, R]: begin << 32 | count per source rank
+  std::vector<int> slot;              // [num_tokens, num_topk]: the (token, k) pair's row among
+                                      // this rank's rows for that expert, -1 for none
+  uint64_t call = 0;                  // which of the two receive buffers holds the rows
+};
+
+struct LowLatencyDispatchResult {
+  // Views, valid until the low-latency dispatch after next (two results can be held):
+  const uint16_t* recv_x = nullptr;     // BF16: [E_local, R * T, hidden]
+  const uint8_t* recv_x_fp8 = nullptr;  // FP8: [E_local, R * T, hidden] e4m3
+  const float* recv_scales = nullptr;   // FP8: [E_local, R * T, hidden / 128], row-major
+  std::vector<int> recv_count;          // [E_local]: valid rows per expert
+  LowLatencyHandle handle;
+};
+
+// The send half's receipt: pass it to the matching receive.
+struct LowLatencyTicket {
+  uint64_t call = 0;
+  bool combine = false;
+  std::shared_ptr<const void> state;
+};
+
 class Buffer {
  public:
   // Collective over `comm`. num_nvl_bytes: this rank's shared-memory space for each direction
@@ -125,6 +166,27 @@ class Buffer {
   CombineResult combine(const uint16_t* x, const Handle& handle,
                         const float* topk_weights = nullptr, int num_topk = 0,
                         const uint16_t* bias0 = nullptr, const uint16_t* bias1 = nullptr);
+
+  // Low-latency dispatch in two halves: send, then (after any compute) receive. Collective:
+  // every rank sends and receives once per call; at most two calls may be outstanding.
+  LowLatencyTicket low_latency_dispatch_send(const LowLatencyDispatchArgs& args);
+  LowLatencyDispatchResult low_latency_dispatch_recv(const LowLatencyTicket& ticket);
+  LowLatencyDispatchResult low_latency_dispatch(const LowLatencyDispatchArgs& args);
+
+  // x: [E_local, R * T, hidden] BF16 in recv_x's layout; returns [num_tokens, hidden] BF16 with
+  // out[t] = sum over k (ascending, -1 skipped) of topk_weights[t, k] * x(expert, row), in fp32,
+  // rounded once. topk_idx / topk_weights: this rank's, as dispatched.
+  LowLatencyTicket low_latency_combine_send(const uint16_t* x, const int64_t* topk_idx,
+                                            const float* topk_weights,
+                                            const LowLatencyHandle& handle);
+  std::vector<uint16_t> low_latency_combine_recv(const LowLatencyTicket& ticket);
+  std::vector<uint16_t> low_latency_combine(const uint16_t* x, const int64_t* topk_idx,
+                                            const float* topk_weights,
+                                            const LowLatencyHandle& handle);
+
+  // Bytes of num_nvl_bytes (intranode) / num_rdma_bytes (internode) the low-latency calls need.
+  static size_t low_latency_size_hint(int64_t max_tokens_per_rank, int64_t hidden, int num_ranks,
+                                      int num_experts);
 
   struct Impl;
 

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -16,6 +17,10 @@ namespace ff::ep {
 // Head of each rank's shared segment (one cache line per field that others poll).
 struct Control {
   alignas(64) std::atomic<uint64_t> arrived;  // the last barrier sequence this rank reached
+  // Low-latency mode: the last call whose rows this rank has taken out of each receive half
+  // (senders wait for it before they reuse the half).
+  alignas(64) std::atomic<uint64_t> ll_dispatch_done[2];
+  alignas(64) std::atomic<uint64_t> ll_combine_done[2];
 };
 constexpr size_t kControlBytes = 4096;
 
@@ -33,6 +38,16 @@ struct Buffer::Impl {
   double timeout_s = 60;
   bool broken = false;  // a timeout left messages in flight: the buffer refuses further calls
   std::vector<char> stage_send, stage_recv;  // internode staging (num_rdma_bytes each)
+  // Low-latency mode: calls so far, and per parity the received rows (the results' storage),
+  // the messages to and from other nodes and their MPI requests.
+  uint64_t ll_dispatch_calls = 0, ll_combine_calls = 0;
+  struct LowLatencySlot {
+    std::vector<char> rows;                    // result rows (x, scales) of a dispatch
+    std::vector<std::vector<char>> sent, got;  // [R] messages to / from other nodes' ranks
+    std::vector<MPI_Request> sends, recvs;
+    std::vector<int> recv_peer;
+  };
+  LowLatencySlot ll_dispatch[2], ll_combine[2];
 
   int node_of(int r) const { return r / per_node; }
   int global_rank(int node_index, int local_index) const {
@@ -55,6 +70,9 @@ struct Buffer::Impl {
   void transfer(const std::vector<std::span<const char>>& sends,
                 const std::vector<std::span<char>>& recvs, const char* phase);
   [[noreturn]] void fail_timeout(const char* phase, const std::vector<int>& missing);
+  // Polls `missing` (the ranks still awaited) until it is empty, backing off, or throws after
+  // timeout_s naming them.
+  void wait_for(const std::function<std::vector<int>()>& missing, const char* phase);
 };
 
 // The first part of every call: this rank's status and shape, exchanged before any data moves

@@ -2,10 +2,11 @@
 // inputs from the seed, so it can compute what it must receive and what combine must return, and
 // compares bit for bit. Rank 0 prints "ep check ok: <n> checks" when all ranks pass.
 //   ep_ranks [--tokens N] [--hidden H] [--topk K] [--experts E] [--seed S]
-//            [--fail bad-expert | small-buffer | hidden-differs | stall | die]
+//            [--fail bad-expert | ll-bad-expert | small-buffer | hidden-differs | stall | die]
 #include <mpi.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -85,6 +86,8 @@ float xform(uint16_t v, int d) {  // what rank d's "experts" do to a row, rounde
   return bf16_to_f32(f32_to_bf16(bf16_to_f32(v) * float(d + 1)));
 }
 
+void run_low_latency(const Opts& o, int me, int R, const std::vector<RankInput>& all);
+
 void run(const Opts& o, int me, int R) {
   int nodes = 1, L = 1;
   {
@@ -94,6 +97,11 @@ void run(const Opts& o, int me, int R) {
   }
   std::vector<RankInput> all;
   for (int r = 0; r < R; ++r) all.push_back(make_input(o, r, R));
+  if (o.fail == "ll-bad-expert") {  // low-latency mode: the error reaches every rank too
+    all[size_t(2 % R)].idx[2] = o.experts + 3;
+    run_low_latency(o, me, R, all);
+    return;
+  }
   int64_t max_n = 0;
   for (auto& in : all) max_n = std::max(max_n, in.n);
   size_t bytes = ff::ep::Buffer::size_hint(max_n, o.hidden, o.topk, R, nodes);
@@ -106,6 +114,7 @@ void run(const Opts& o, int me, int R) {
     return;
   }
   if (o.fail == "die" && me == 1) _exit(3);  // no MPI_Finalize: mpirun ends the job
+  if (o.fail.empty()) run_low_latency(o, me, R, all);
   const int64_t H = o.hidden + (o.fail == "hidden-differs" && me == R - 1 ? 128 : 0);
   const int E = o.experts, K = o.topk, El = E / R;
   const auto layout = o.fail == "bad-expert" ? ff::ep::Layout{}
@@ -219,6 +228,114 @@ void run(const Opts& o, int me, int R) {
           buf.combine(y.data(), d.handle, d.recv_topk_weights.data(), K,
                       with_bias ? in.bias0.data() : nullptr, with_bias ? in.bias1.data() : nullptr);
       expect(out2.x == out.x, "combine repeats bit for bit");
+    }
+}
+
+// The reference FP8 cast of one row (DeepEP's: amax floor 1e-4, scale 448 / amax or a power of
+// two, saturating e4m3), written independently of the library's.
+void cast_reference(const uint16_t* x, int64_t H, bool round_scale, uint8_t* q, float* inv) {
+  for (int64_t g = 0; g < H / 128; ++g) {
+    double amax = 1e-4;
+    for (int c = 0; c < 128; ++c)
+      amax = std::max(amax, double(std::fabs(bf16_to_f32(x[g * 128 + c]))));
+    float scale, scale_inv;
+    if (round_scale) {
+      const int e = int(std::ceil(std::log2(double(float(amax) * (1.f / 448.f)))));
+      scale = float(std::ldexp(1.0, -e));
+      scale_inv = float(std::ldexp(1.0, e));
+    } else {
+      scale_inv = float(amax) * (1.f / 448.f);
+      scale = 448.f / float(amax);
+    }
+    for (int c = 0; c < 128; ++c)
+      q[g * 128 + c] = ff::f32_to_e4m3(bf16_to_f32(x[g * 128 + c]) * scale);
+    inv[g] = scale_inv;
+  }
+}
+
+// Low-latency mode: the masked layout, counts, ranges, rows; two calls outstanding with compute
+// between the halves; combine's weighted sum.
+void run_low_latency(const Opts& o, int me, int R, const std::vector<RankInput>& all) {
+  const int64_t H = o.hidden;
+  const int E = o.experts, K = o.topk, El = E / R;
+  int64_t T = 0;
+  for (auto& in : all) T = std::max(T, in.n);
+  ff::ep::Buffer buf(MPI_COMM_WORLD, ff::ep::Buffer::low_latency_size_hint(T, H, R, E), 0, true);
+  const RankInput& in = all[size_t(me)];
+  for (const bool fp8 : {false, true})
+    for (const bool round : {false, true}) {
+      if (!fp8 && round) continue;
+      ff::ep::LowLatencyDispatchArgs a;
+      a.x = in.x.data();
+      a.num_tokens = in.n;
+      a.hidden = H;
+      a.topk_idx = in.idx.data();
+      a.num_topk = K;
+      a.max_tokens_per_rank = T;
+      a.num_experts = E;
+      a.use_fp8 = fp8;
+      a.round_scale = round;
+      // Two calls in flight: A, then B (the same tokens), compute in between.
+      const auto ta = buf.low_latency_dispatch_send(a);
+      const auto tb = buf.low_latency_dispatch_send(a);
+      volatile double sink = 0;
+      for (int i = 0; i < 100000; ++i) sink = sink + i * 1e-9;
+      const auto ra = buf.low_latency_dispatch_recv(ta);
+      const auto rb = buf.low_latency_dispatch_recv(tb);
+      for (const auto* r : {&ra, &rb}) {
+        std::vector<uint8_t> q(static_cast<size_t>(H));
+        std::vector<float> inv(static_cast<size_t>(H / 128));
+        for (int e = 0; e < El; ++e) {
+          int64_t begin = 0;
+          for (int s = 0; s < R; ++s) {
+            int64_t n = 0;
+            for (int64_t t = 0; t < all[size_t(s)].n; ++t)
+              for (int k = 0; k < K; ++k) {
+                if (all[size_t(s)].idx[size_t(t * K + k)] != int64_t(me) * El + e) continue;
+                const int64_t row = int64_t(e) * R * T + begin + n;
+                expect(r->handle.src_info[size_t(row)] == t,
+                       fmt::format("ll rank {} expert {} row {}: src_info", me, e, begin + n));
+                const uint16_t* x = &all[size_t(s)].x[size_t(t * H)];
+                if (fp8) {
+                  cast_reference(x, H, round, q.data(), inv.data());
+                  expect(std::memcmp(r->recv_x_fp8 + row * H, q.data(), size_t(H)) == 0 &&
+                             std::memcmp(r->recv_scales + row * (H / 128), inv.data(),
+                                         size_t(H / 128) * 4) == 0,
+                         fmt::format("ll rank {} expert {} row {}: fp8 data", me, e, begin + n));
+                } else {
+                  expect(std::memcmp(r->recv_x + row * H, x, size_t(H) * 2) == 0,
+                         fmt::format("ll rank {} expert {} row {}: data", me, e, begin + n));
+                }
+                ++n;
+              }
+            expect(r->handle.layout_range[size_t(e * R + s)] == ((begin << 32) | n),
+                   fmt::format("ll rank {} expert {} layout_range from rank {}", me, e, s));
+            begin += n;
+          }
+          expect(r->recv_count[size_t(e)] == begin, "ll recv_count");
+        }
+      }
+      if (fp8) continue;
+      // Combine: rank d's experts scale rows by (d + 1); out = sum_k w * row, k ascending.
+      std::vector<uint16_t> y(size_t(El) * R * T * H);
+      for (size_t i = 0; i < y.size(); ++i) y[i] = f32_to_bf16(xform(ra.recv_x[i], me));
+      const auto tca =
+          buf.low_latency_combine_send(y.data(), in.idx.data(), in.w.data(), ra.handle);
+      const auto tcb =
+          buf.low_latency_combine_send(y.data(), in.idx.data(), in.w.data(), rb.handle);
+      const auto outa = buf.low_latency_combine_recv(tca);
+      const auto outb = buf.low_latency_combine_recv(tcb);
+      for (int64_t t = 0; t < in.n; ++t)
+        for (int64_t c = 0; c < H; ++c) {
+          float acc = 0;
+          for (int k = 0; k < K; ++k) {
+            const int64_t e = in.idx[size_t(t * K + k)];
+            if (e >= 0)
+              acc += in.w[size_t(t * K + k)] * xform(in.x[size_t(t * H + c)], int(e / El));
+          }
+          expect(outa[size_t(t * H + c)] == f32_to_bf16(acc) && outb == outa,
+                 fmt::format("ll rank {} combined token {} channel {}", me, t, c));
+        }
     }
 }
 
