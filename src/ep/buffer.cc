@@ -255,7 +255,19 @@ Buffer::Buffer(MPI_Comm comm, size_t num_nvl_bytes, size_t num_rdma_bytes, bool 
 
 Buffer::~Buffer() {
   Impl& b = *impl_;
+  b.stop_comm_thread();  // runs what is queued first
   if (b.broken) return;  // freeing is collective: after a timeout the peers may never join
+  // Free only when every rank is destroying this buffer (a non-blocking barrier on its own
+  // communicator, within the deadline): a rank that left by an exception while the others
+  // went on must not hang them in MPI_Win_free. Otherwise the segments are left to the OS.
+  MPI_Request req;
+  MPI_Ibarrier(b.comm, &req);
+  Backoff backoff(b.timeout_s);
+  for (int done = 0;;) {
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    if (!backoff.pause()) return;
+  }
   if (b.win != MPI_WIN_NULL) MPI_Win_free(&b.win);
   if (b.node_comm != MPI_COMM_NULL) MPI_Comm_free(&b.node_comm);
   if (b.comm != MPI_COMM_NULL) MPI_Comm_free(&b.comm);

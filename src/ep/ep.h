@@ -14,8 +14,10 @@
 #pragma once
 #include <mpi.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <vector>
 
@@ -77,10 +79,11 @@ struct DispatchArgs {
 struct DispatchResult {
   int64_t num_recv = 0;
   // Views into the buffer, valid until the next dispatch on it: received rows ordered by
-  // source rank, then source token index, bit for bit as sent.
-  const uint16_t* recv_x = nullptr;             // BF16 input: [num_recv, hidden]
-  const uint8_t* recv_x_fp8 = nullptr;          // FP8 input: [num_recv, hidden]
-  const float* recv_scales = nullptr;           // FP8 input: [num_recv, hidden / 128]
+  // source rank, then source token index, bit for bit as sent. The caller may overwrite them
+  // (combining recv_x in place is zero-copy).
+  uint16_t* recv_x = nullptr;                   // BF16 input: [num_recv, hidden]
+  uint8_t* recv_x_fp8 = nullptr;                // FP8 input: [num_recv, hidden]
+  float* recv_scales = nullptr;                 // FP8 input: [num_recv, hidden / 128]
   std::vector<int64_t> recv_topk_idx;           // [num_recv, K]: local expert id or -1 (not cached)
   std::vector<float> recv_topk_weights;         // [num_recv, K]: 0 where the id is -1
   std::vector<int> num_recv_tokens_per_expert;  // [E_local], rounded up to the alignment
@@ -133,6 +136,23 @@ struct LowLatencyTicket {
   std::shared_ptr<const void> state;
 };
 
+// The result of an asynchronous call, computed on the buffer's communication thread. get()
+// waits for it and rethrows the call's error.
+template <class T>
+class Event {
+ public:
+  Event() = default;
+  explicit Event(std::shared_future<T> f) : f_(std::move(f)) {}
+  bool ready() const {
+    return f_.valid() && f_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  }
+  void wait() const { f_.wait(); }
+  const T& get() const { return f_.get(); }
+
+ private:
+  std::shared_future<T> f_;
+};
+
 class Buffer {
  public:
   // Collective over `comm`. num_nvl_bytes: this rank's shared-memory space for each direction
@@ -162,10 +182,26 @@ class Buffer {
 
   // x: [handle.num_recv, hidden] BF16 in the order dispatch delivered; topk_weights [num_recv,
   // num_topk] (summed back like x) when num_topk > 0, the same on every rank; bias0 / bias1:
-  // [num_tokens, hidden] BF16, optional, added to the sum. Collective.
+  // [num_tokens, hidden] BF16, optional, added to the sum. out: where to write the
+  // [num_tokens, hidden] result (null: CombineResult::x holds it). Collective.
   CombineResult combine(const uint16_t* x, const Handle& handle,
                         const float* topk_weights = nullptr, int num_topk = 0,
-                        const uint16_t* bias0 = nullptr, const uint16_t* bias1 = nullptr);
+                        const uint16_t* bias0 = nullptr, const uint16_t* bias1 = nullptr,
+                        uint16_t* out = nullptr);
+
+  // Where to write the experts' outputs for a zero-copy combine: [handle.num_recv, hidden] BF16
+  // in this rank's shared segment, read there by the ranks that sum them. (Combining the
+  // dispatch's recv_x view in place is zero-copy too.) Valid until the next dispatch.
+  uint16_t* combine_buffer(const Handle& handle);
+
+  // The same calls on the buffer's communication thread, in the order they were made (a
+  // synchronous call waits for the queued ones first). Whatever the arguments point to must
+  // stay valid until the event is ready. Needs MPI_THREAD_MULTIPLE.
+  Event<DispatchResult> dispatch_async(const DispatchArgs& args);
+  Event<CombineResult> combine_async(const uint16_t* x, const Handle& handle,
+                                     const float* topk_weights = nullptr, int num_topk = 0,
+                                     const uint16_t* bias0 = nullptr,
+                                     const uint16_t* bias1 = nullptr, uint16_t* out = nullptr);
 
   // Low-latency dispatch in two halves: send, then (after any compute) receive. Collective:
   // every rank sends and receives once per call; at most two calls may be outstanding.
@@ -175,14 +211,17 @@ class Buffer {
 
   // x: [E_local, R * T, hidden] BF16 in recv_x's layout; returns [num_tokens, hidden] BF16 with
   // out[t] = sum over k (ascending, -1 skipped) of topk_weights[t, k] * x(expert, row), in fp32,
-  // rounded once. topk_idx / topk_weights: this rank's, as dispatched.
+  // rounded once. topk_idx / topk_weights: this rank's, as dispatched. out: where to write it
+  // (null: the returned vector holds it).
   LowLatencyTicket low_latency_combine_send(const uint16_t* x, const int64_t* topk_idx,
                                             const float* topk_weights,
                                             const LowLatencyHandle& handle);
-  std::vector<uint16_t> low_latency_combine_recv(const LowLatencyTicket& ticket);
+  std::vector<uint16_t> low_latency_combine_recv(const LowLatencyTicket& ticket,
+                                                 uint16_t* out = nullptr);
   std::vector<uint16_t> low_latency_combine(const uint16_t* x, const int64_t* topk_idx,
                                             const float* topk_weights,
-                                            const LowLatencyHandle& handle);
+                                            const LowLatencyHandle& handle,
+                                            uint16_t* out = nullptr);
 
   // Bytes of num_nvl_bytes (intranode) / num_rdma_bytes (internode) the low-latency calls need.
   static size_t low_latency_size_hint(int64_t max_tokens_per_rank, int64_t hidden, int num_ranks,

@@ -4,10 +4,14 @@
 #include <mpi.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ep/ep.h"
@@ -21,8 +25,20 @@ struct Control {
   // (senders wait for it before they reuse the half).
   alignas(64) std::atomic<uint64_t> ll_dispatch_done[2];
   alignas(64) std::atomic<uint64_t> ll_combine_done[2];
+  // Normal-mode combine: where this rank's rows are (0: combine area, 1: dispatch area).
+  alignas(64) std::atomic<uint32_t> combine_rows_at;
 };
 constexpr size_t kControlBytes = 4096;
+
+// The communication thread of the asynchronous calls: a FIFO of calls run one at a time.
+struct CommThread {
+  std::thread thread;
+  std::mutex mu;
+  std::condition_variable wake, idle;
+  std::deque<std::function<void()>> queue;
+  int running = 0;
+  bool stop = false;
+};
 
 struct Buffer::Impl {
   MPI_Comm comm = MPI_COMM_NULL;       // a duplicate of the user's
@@ -59,7 +75,14 @@ struct Buffer::Impl {
   char* dispatch_area(int local_rank) const { return segments[size_t(local_rank)] + kControlBytes; }
   char* combine_area(int local_rank) const { return dispatch_area(local_rank) + nvl_bytes; }
 
+  std::unique_ptr<CommThread> comm_thread;
+
+  // The start of every call: waits for the queued asynchronous calls (unless on the
+  // communication thread itself), then refuses a broken buffer.
+  void enter();
   void check_usable() const;
+  void enqueue(std::function<void()> call);
+  void stop_comm_thread();
   // Every local rank reaches this point (release / acquire on the segments' counters), or the
   // call throws after timeout_s naming the ranks that did not arrive.
   void node_barrier(const char* phase);

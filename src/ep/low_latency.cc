@@ -10,6 +10,7 @@
 
 #include "core/core.h"
 #include "ep/ep_impl.h"
+#include "ep/rows.h"
 
 namespace ff::ep {
 namespace {
@@ -67,10 +68,9 @@ int log2_ceil(float v) {
 // One token's row as e4m3 + per-128 inverse scales: amax = max(|x|, 1e-4); scale 448 / amax
 // (or a power of two with round_scale), values saturated.
 void cast_fp8(const uint16_t* x, int64_t H, bool round_scale, uint8_t* out, float* scales) {
+  float scaled[kScaleBlock];
   for (int64_t g = 0; g < H / kScaleBlock; ++g) {
-    float amax = kFp8Margin;
-    for (int64_t c = 0; c < kScaleBlock; ++c)
-      amax = std::max(amax, std::fabs(bf16_to_f32(x[g * kScaleBlock + c])));
+    const float amax = std::max(kFp8Margin, absmax_bf16(x + g * kScaleBlock, kScaleBlock));
     float scale, scale_inv;
     if (round_scale) {
       const int e = log2_ceil(amax * (1.f / kFp8Max));
@@ -80,8 +80,8 @@ void cast_fp8(const uint16_t* x, int64_t H, bool round_scale, uint8_t* out, floa
       scale_inv = amax * (1.f / kFp8Max);
       scale = kFp8Max / amax;
     }
-    for (int64_t c = 0; c < kScaleBlock; ++c)
-      out[g * kScaleBlock + c] = f32_to_e4m3(bf16_to_f32(x[g * kScaleBlock + c]) * scale);
+    scale_bf16(x + g * kScaleBlock, scale, scaled, kScaleBlock);
+    convert_f32_to_e4m3(scaled, out + g * kScaleBlock, kScaleBlock);
     scales[g] = scale_inv;
   }
 }
@@ -213,7 +213,7 @@ void finish_sends(Buffer::Impl& b, Buffer::Impl::LowLatencySlot& slot, const cha
 
 LowLatencyTicket Buffer::low_latency_dispatch_send(const LowLatencyDispatchArgs& a) {
   Impl& b = *impl_;
-  b.check_usable();
+  b.enter();
   const int R = b.num_ranks;
   auto st = std::make_shared<DispatchState>();
   Geometry& g = st->g;
@@ -355,7 +355,7 @@ LowLatencyTicket Buffer::low_latency_dispatch_send(const LowLatencyDispatchArgs&
 
 LowLatencyDispatchResult Buffer::low_latency_dispatch_recv(const LowLatencyTicket& ticket) {
   Impl& b = *impl_;
-  b.check_usable();
+  b.enter();
   FF_CHECK(ticket.state && !ticket.combine,
            "ep: low_latency_dispatch_recv: not a low-latency dispatch ticket");
   const auto& st = *static_cast<const DispatchState*>(ticket.state.get());
@@ -438,7 +438,7 @@ LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64
                                                   const float* topk_weights,
                                                   const LowLatencyHandle& hd) {
   Impl& b = *impl_;
-  b.check_usable();
+  b.enter();
   const int R = b.num_ranks;
   auto st = std::make_shared<CombineState>();
   Geometry& g = st->g;
@@ -534,9 +534,10 @@ LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64
   return ticket;
 }
 
-std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& ticket) {
+std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& ticket,
+                                                       uint16_t* out_x) {
   Impl& b = *impl_;
-  b.check_usable();
+  b.enter();
   FF_CHECK(ticket.state && ticket.combine,
            "ep: low_latency_combine_recv: not a low-latency combine ticket");
   const auto& st = *static_cast<const CombineState*>(ticket.state.get());
@@ -579,7 +580,11 @@ std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& t
     }
   }
   const size_t row_bytes = g.combine_row();
-  std::vector<uint16_t> out(size_t(st.num_tokens * g.H));
+  std::vector<uint16_t> out;
+  if (!out_x) {
+    out.resize(size_t(st.num_tokens * g.H));
+    out_x = out.data();
+  }
   std::vector<float> acc(static_cast<size_t>(g.H));
   for (int64_t t = 0; t < st.num_tokens; ++t) {
     std::fill(acc.begin(), acc.end(), 0.f);
@@ -591,19 +596,18 @@ std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& t
                             ? half + size_t(R) * g.block() + (size_t(e) * g.T + j) * row_bytes
                             : slot.got[size_t(d)].data() + g.block() +
                                   size_t(msg_at[size_t(d)][size_t(el)] + j) * row_bytes;
-      const auto* r = reinterpret_cast<const uint16_t*>(row);
-      const float w = st.topk_weights[size_t(t * K + k)];
-      for (int64_t c = 0; c < g.H; ++c) acc[size_t(c)] += w * bf16_to_f32(r[c]);
+      axpy_bf16(acc.data(), st.topk_weights[size_t(t * K + k)],
+                reinterpret_cast<const uint16_t*>(row), g.H);
     }
-    for (int64_t c = 0; c < g.H; ++c) out[size_t(t * g.H + c)] = f32_to_bf16(acc[size_t(c)]);
+    convert_f32_to_bf16(acc.data(), out_x + t * g.H, size_t(g.H));
   }
   return out;
 }
 
 std::vector<uint16_t> Buffer::low_latency_combine(const uint16_t* x, const int64_t* topk_idx,
                                                   const float* topk_weights,
-                                                  const LowLatencyHandle& handle) {
-  return low_latency_combine_recv(low_latency_combine_send(x, topk_idx, topk_weights, handle));
+                                                  const LowLatencyHandle& handle, uint16_t* out) {
+  return low_latency_combine_recv(low_latency_combine_send(x, topk_idx, topk_weights, handle), out);
 }
 
 }  // namespace ff::ep

@@ -8,6 +8,7 @@
 
 #include "core/core.h"
 #include "ep/ep_impl.h"
+#include "ep/rows.h"
 
 namespace ff::ep {
 namespace {
@@ -42,18 +43,6 @@ struct Routing {
     return v;
   }
   int64_t received(int d) const { return dispatch_start(R, d); }
-  // Rows s sent to the ranks of d's node before d: d's place in a block of s's rows that
-  // d's node returns.
-  int64_t node_offset(int s, int d) const {
-    int64_t v = 0;
-    for (int r = d / per_node * per_node; r < d; ++r) v += count(s, r);
-    return v;
-  }
-  int64_t node_rows(int s, int node) const {
-    int64_t v = 0;
-    for (int r = node * per_node; r < (node + 1) * per_node; ++r) v += count(s, r);
-    return v;
-  }
   // The ranks whose tokens rank f forwards into its node: the other nodes' ranks with f's
   // local index, ascending.
   std::vector<int> forwarded_sources(int f) const {
@@ -62,18 +51,6 @@ struct Routing {
       if (b != f / per_node) v.push_back(b * per_node + f % per_node);
     return v;
   }
-  // Combine rows in f's area: f's own rows returned by its node, then per forwarded source.
-  int64_t combine_base(int f, int s) const {
-    const int node = f / per_node;
-    if (s == f) return 0;
-    int64_t v = node_rows(f, node);
-    for (const int src : forwarded_sources(f)) {
-      if (src == s) return v;
-      v += node_rows(src, node);
-    }
-    return v;
-  }
-  int64_t combine_rows(int f) const { return combine_base(f, -1); }
 };
 
 void copy_row(char* dst_area, const DispatchRows& dr, const RowData& rd, int64_t row, const void* x,
@@ -124,7 +101,7 @@ DispatchRows dispatch_rows(size_t area, int64_t hidden, int num_topk, bool fp8) 
 
 DispatchResult Buffer::dispatch(const DispatchArgs& a) {
   Impl& b = *impl_;
-  b.check_usable();
+  b.enter();
   const int R = b.num_ranks, nodes = b.num_nodes, me = b.rank;
   const Tokens& x = a.x;
   const bool cached = a.handle != nullptr;
@@ -317,14 +294,14 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
   b.node_barrier("dispatch (rows delivered)");
   // This rank's rows are complete: views for the data, copies of the small fields.
   DispatchResult res;
-  const char* area = b.dispatch_area(b.local);
+  char* area = b.dispatch_area(b.local);
   res.num_recv = rt.received(me);
   hd.num_recv = res.num_recv;
   if (rd.fp8) {
-    res.recv_x_fp8 = reinterpret_cast<const uint8_t*>(area + dr.x);
-    res.recv_scales = reinterpret_cast<const float*>(area + dr.scales);
+    res.recv_x_fp8 = reinterpret_cast<uint8_t*>(area + dr.x);
+    res.recv_scales = reinterpret_cast<float*>(area + dr.scales);
   } else {
-    res.recv_x = reinterpret_cast<const uint16_t*>(area + dr.x);
+    res.recv_x = reinterpret_cast<uint16_t*>(area + dr.x);
   }
   const auto* src = reinterpret_cast<const int32_t*>(area + dr.src);
   hd.recv_src_idx.assign(src, src + res.num_recv);
@@ -348,9 +325,10 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
 }
 
 CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* topk_weights,
-                              int num_topk, const uint16_t* bias0, const uint16_t* bias1) {
+                              int num_topk, const uint16_t* bias0, const uint16_t* bias1,
+                              uint16_t* out_x) {
   Impl& b = *impl_;
-  b.check_usable();
+  b.enter();
   const int R = b.num_ranks, nodes = b.num_nodes, me = b.rank, L = b.per_node;
   CallHeader h;
   h.kind = 2;
@@ -383,63 +361,69 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
   const size_t per_row = row_bytes + wbytes;
   const int64_t cap = int64_t(b.nvl_bytes / std::max<size_t>(per_row, 1)) - 1;
   for (int r = 0; r < R; ++r)
-    FF_CHECK(rt.combine_rows(r) <= cap,
-             "ep: combine: rank {} takes back {} rows of {} bytes, more than its num_nvl_bytes {} "
+    FF_CHECK(rt.received(r) <= cap,
+             "ep: combine: rank {} returns {} rows of {} bytes, more than its num_nvl_bytes {} "
              "holds (Buffer::size_hint gives enough)",
-             r, rt.combine_rows(r), per_row, b.nvl_bytes);
-  const auto rows_of = [&](char* area) { return area; };
+             r, rt.received(r), per_row, b.nvl_bytes);
+  // Each rank's rows stay where they are if they already lie in its segment (the dispatch
+  // view, combined in place, or combine_buffer()); otherwise they are copied to its combine
+  // area. The sources then read them there: no copy at all in the first two cases.
   const auto weights_of = [&](char* area) {
     return reinterpret_cast<float*>(area + align64(size_t(cap) * row_bytes));
   };
-  // Return each received row to its source's node: into the source's area (same node) or the
-  // forwarder's (the rank of this node with the source's local index).
-  int64_t i = 0;
-  for (int s = 0; s < R; ++s) {
-    const int n = rt.count(s, me);
-    const int f = b.node_of(s) == b.node ? s : b.global_rank(b.node, s % L);
-    char* area = b.combine_area(f % L);
-    const int64_t base = rt.combine_base(f, s) + rt.node_offset(s, me);
-    for (int j = 0; j < n; ++j, ++i) {
-      std::memcpy(rows_of(area) + size_t(base + j) * row_bytes, x + size_t(i) * size_t(H),
-                  row_bytes);
-      if (K) std::memcpy(weights_of(area) + (base + j) * K, topk_weights + i * K, wbytes);
-    }
+  char* own = b.combine_area(b.local);
+  const auto* in_dispatch = reinterpret_cast<const uint16_t*>(b.dispatch_area(b.local));
+  uint32_t where = 0;  // 0: combine area, 1: dispatch area
+  if (x == in_dispatch)
+    where = 1;
+  else if (x != reinterpret_cast<const uint16_t*>(own) && hd.num_recv > 0)
+    std::memcpy(own, x, size_t(hd.num_recv) * row_bytes);
+  if (K && hd.num_recv > 0)
+    std::memcpy(weights_of(own), topk_weights, size_t(hd.num_recv) * wbytes);
+  b.control(b.local)->combine_rows_at.store(where, std::memory_order_relaxed);
+  b.node_barrier("combine (rows in place)");
+  std::vector<const uint16_t*> rows_of(static_cast<size_t>(L));
+  std::vector<const float*> weights_at(static_cast<size_t>(L));
+  for (int l = 0; l < L; ++l) {
+    const bool disp = b.control(l)->combine_rows_at.load(std::memory_order_relaxed) == 1;
+    rows_of[size_t(l)] =
+        reinterpret_cast<const uint16_t*>(disp ? b.dispatch_area(l) : b.combine_area(l));
+    weights_at[size_t(l)] = weights_of(b.combine_area(l));
   }
-  b.node_barrier("combine (rows returned)");
-  char* mine = b.combine_area(b.local);
-  const auto* rows = reinterpret_cast<const uint16_t*>(rows_of(mine));
-  const float* wts = weights_of(mine);
+  std::vector<int64_t> start(size_t(R) * R);  // rt.dispatch_start, tabulated
+  for (int d = 0; d < R; ++d)
+    for (int s2 = 0; s2 < R; ++s2) start[size_t(s2 * R + d)] = rt.dispatch_start(s2, d);
   std::vector<float> acc(static_cast<size_t>(H));
   std::vector<float> wacc(static_cast<size_t>(K));
-  // Sums the rows of `token` (slots per rank) that this node's ranks returned to block `base`.
-  const auto node_sum = [&](int s, int64_t base, const int* slots, uint32_t mask_or_all,
-                            bool use_mask) {
+  // Sums, over this node's ranks ascending, the rows they received from rank s for one token
+  // (its slot among s's rows for each of them; -1 or a clear mask bit: not sent there).
+  const auto node_sum = [&](int s, const int* slots, uint32_t mask_or_all, bool use_mask) {
     std::fill(acc.begin(), acc.end(), 0.f);
     std::fill(wacc.begin(), wacc.end(), 0.f);
     for (int l = 0; l < L; ++l) {
       const int d = b.global_rank(b.node, l);
       const int slot = slots[l];
       if (use_mask ? !(mask_or_all >> l & 1u) : slot < 0) continue;
-      const int64_t row = base + rt.node_offset(s, d) + slot;
-      const uint16_t* p = rows + size_t(row) * size_t(H);
-      for (int64_t c = 0; c < H; ++c) acc[size_t(c)] += bf16_to_f32(p[c]);
-      for (int k = 0; k < K; ++k) wacc[size_t(k)] += wts[row * K + k];
+      const int64_t row = start[size_t(s * R + d)] + slot;
+      add_bf16(acc.data(), rows_of[size_t(l)] + size_t(row) * size_t(H), H);
+      for (int k = 0; k < K; ++k) wacc[size_t(k)] += weights_at[size_t(l)][row * K + k];
     }
   };
   CombineResult out;
-  out.x.resize(size_t(hd.num_tokens * H));
+  if (!out_x) {
+    out.x.resize(size_t(hd.num_tokens * H));
+    out_x = out.x.data();
+  }
   if (K) out.topk_weights.resize(size_t(hd.num_tokens * K));
   if (nodes == 1) {
     for (int64_t t = 0; t < hd.num_tokens; ++t) {
-      node_sum(me, 0, &hd.send_slot[size_t(t * R)], 0, false);
-      for (int64_t c = 0; c < H; ++c) {
-        float v = acc[size_t(c)];
-        if (bias0) v += bf16_to_f32(bias0[t * H + c]);
-        if (bias1) v += bf16_to_f32(bias1[t * H + c]);
-        out.x[size_t(t * H + c)] = f32_to_bf16(v);
-      }
+      node_sum(me, &hd.send_slot[size_t(t * R)], 0, false);
+      if (bias0) add_bf16(acc.data(), bias0 + t * H, H);
+      if (bias1) add_bf16(acc.data(), bias1 + t * H, H);
+      convert_f32_to_bf16(acc.data(), out_x + t * H, size_t(H));
       std::copy(wacc.begin(), wacc.end(), out.topk_weights.begin() + t * K);
     }
+    b.node_barrier("combine (rows read)");  // the rows were read in place: now reusable
     return out;
   }
   // Forwarders: each forwarded token's node sum (BF16, weights f32) back to its source.
@@ -461,9 +445,9 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
       for (int64_t t = 0; t < n; ++t, ++q, at += msg_row) {
         const uint32_t mask = hd.fwd_masks[q];
         for (int l = 0; l < L; ++l) slots[size_t(l)] = mask >> l & 1u ? next[size_t(l)]++ : -1;
-        node_sum(s, rt.combine_base(me, s), slots.data(), mask, true);
-        auto* o = reinterpret_cast<uint16_t*>(send_buf.data() + at);
-        for (int64_t c = 0; c < H; ++c) o[c] = f32_to_bf16(acc[size_t(c)]);
+        node_sum(s, slots.data(), mask, true);
+        convert_f32_to_bf16(acc.data(), reinterpret_cast<uint16_t*>(send_buf.data() + at),
+                            size_t(H));
         if (K) std::memcpy(send_buf.data() + at + row_bytes, wacc.data(), wbytes);
       }
       sends[size_t(s)] = {send_buf.data() + begin, at - begin};
@@ -492,6 +476,7 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
     }
   }
   std::vector<float> total(static_cast<size_t>(H)), wtotal(static_cast<size_t>(K));
+  std::vector<uint16_t> rounded(static_cast<size_t>(H));
   for (int64_t t = 0; t < hd.num_tokens; ++t) {
     std::fill(total.begin(), total.end(), 0.f);
     std::fill(wtotal.begin(), wtotal.end(), 0.f);
@@ -501,28 +486,33 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
       for (int l = 0; l < L; ++l) in = in || slots[b.global_rank(n, l)] >= 0;
       if (!in) continue;
       if (n == b.node) {
-        node_sum(me, 0, slots + n * L, 0, false);
-        for (int64_t c = 0; c < H; ++c)
-          total[size_t(c)] += bf16_to_f32(f32_to_bf16(acc[size_t(c)]));
+        node_sum(me, slots + n * L, 0, false);
+        convert_f32_to_bf16(acc.data(), rounded.data(), size_t(H));
+        add_bf16(total.data(), rounded.data(), H);
         for (int k = 0; k < K; ++k) wtotal[size_t(k)] += wacc[size_t(k)];
       } else {
         const char* p = recv_buf.data() + node_msg[size_t(n)];
         node_msg[size_t(n)] += msg_row;
-        const auto* r = reinterpret_cast<const uint16_t*>(p);
-        for (int64_t c = 0; c < H; ++c) total[size_t(c)] += bf16_to_f32(r[c]);
+        add_bf16(total.data(), reinterpret_cast<const uint16_t*>(p), H);
         const auto* w = reinterpret_cast<const float*>(p + row_bytes);
         for (int k = 0; k < K; ++k) wtotal[size_t(k)] += w[k];
       }
     }
-    for (int64_t c = 0; c < H; ++c) {
-      float v = total[size_t(c)];
-      if (bias0) v += bf16_to_f32(bias0[t * H + c]);
-      if (bias1) v += bf16_to_f32(bias1[t * H + c]);
-      out.x[size_t(t * H + c)] = f32_to_bf16(v);
-    }
+    if (bias0) add_bf16(total.data(), bias0 + t * H, H);
+    if (bias1) add_bf16(total.data(), bias1 + t * H, H);
+    convert_f32_to_bf16(total.data(), out_x + t * H, size_t(H));
     std::copy(wtotal.begin(), wtotal.end(), out.topk_weights.begin() + t * K);
   }
+  b.node_barrier("combine (rows read)");
   return out;
+}
+
+uint16_t* Buffer::combine_buffer(const Handle& handle) {
+  Impl& b = *impl_;
+  FF_CHECK(size_t(handle.num_recv) * size_t(handle.hidden) * 2 <= b.nvl_bytes,
+           "ep: combine_buffer: {} rows of hidden {} do not fit num_nvl_bytes {}", handle.num_recv,
+           handle.hidden, b.nvl_bytes);
+  return reinterpret_cast<uint16_t*>(b.combine_area(b.local));
 }
 
 }  // namespace ff::ep

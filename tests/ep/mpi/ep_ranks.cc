@@ -139,7 +139,8 @@ void run(const Opts& o, int me, int R) {
       if (to_me) rows.push_back({s, t});
     }
   for (const bool fp8 : {false, true})
-    for (const int align : {1, 4}) {
+    for (const int align : {1, 4, 2}) {  // 2: the asynchronous calls, compute meanwhile
+      const bool async = align == 2;
       ff::ep::DispatchArgs a;
       a.x = {fp8 ? static_cast<const void*>(in.x8.data()) : in.x.data(), fp8,
              fp8 ? in.scales.data() : nullptr, in.n, H};
@@ -149,7 +150,18 @@ void run(const Opts& o, int me, int R) {
       a.num_experts = E;
       a.layout = align == 1 && o.fail.empty() ? &layout : nullptr;
       a.expert_alignment = align;
-      const auto d = buf.dispatch(a);
+      const auto spin = [] {
+        volatile double sink = 0;
+        for (int i = 0; i < 200000; ++i) sink = sink + i * 1e-9;
+      };
+      ff::ep::DispatchResult d;
+      if (async) {
+        const auto ev = buf.dispatch_async(a);
+        spin();
+        d = ev.get();
+      } else {
+        d = buf.dispatch(a);
+      }
       expect(d.num_recv == int64_t(rows.size()),
              fmt::format("rank {} receives {} rows, not {}", me, d.num_recv, rows.size()));
       for (size_t i = 0; i < rows.size(); ++i) {
@@ -185,13 +197,20 @@ void run(const Opts& o, int me, int R) {
       expect(d2.num_recv == d.num_recv &&
                  std::memcmp(d2.recv_x, d.recv_x, size_t(d.num_recv * H) * 2) == 0,
              "cached dispatch");
-      // Combine: each rank scales its rows by (rank + 1); the weights come back summed.
-      std::vector<uint16_t> y(size_t(d2.num_recv * H));
-      for (size_t i = 0; i < y.size(); ++i) y[i] = f32_to_bf16(xform(d2.recv_x[i], me));
+      // Combine: each rank scales its rows by (rank + 1); the weights come back summed. The
+      // rows: a private copy (align 1), the zero-copy combine buffer (align 4) or the dispatch
+      // view itself, changed in place (asynchronous pass).
+      std::vector<uint16_t> rows_copy(size_t(d2.num_recv * H));
+      uint16_t* yp = align == 1   ? rows_copy.data()
+                     : align == 4 ? buf.combine_buffer(d.handle)
+                                  : d2.recv_x;
+      for (int64_t i = 0; i < d2.num_recv * H; ++i) yp[i] = f32_to_bf16(xform(d2.recv_x[i], me));
+      const std::vector<uint16_t> y(yp, yp + d2.num_recv * H);  // for the repeat below
       const bool with_bias = align == 4;
-      const auto out =
-          buf.combine(y.data(), d.handle, d.recv_topk_weights.data(), K,
-                      with_bias ? in.bias0.data() : nullptr, with_bias ? in.bias1.data() : nullptr);
+      const auto out = async ? buf.combine_async(yp, d.handle, d.recv_topk_weights.data(), K).get()
+                             : buf.combine(yp, d.handle, d.recv_topk_weights.data(), K,
+                                           with_bias ? in.bias0.data() : nullptr,
+                                           with_bias ? in.bias1.data() : nullptr);
       for (int64_t t = 0; t < in.n; ++t) {
         std::vector<bool> went(size_t(R), false);
         for (int k = 0; k < K; ++k) {

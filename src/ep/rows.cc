@@ -1,0 +1,69 @@
+// The loops of rows.h, compiled three times like core's bulk conversions (baseline x86-64, AVX2,
+// AVX-512, the vectoriser on) and chosen by active_isa() (FF_ISA forces one).
+#include "ep/rows.h"
+
+#include <algorithm>
+
+#include "core/core.h"
+
+namespace ff::ep {
+namespace {
+
+#define FF_EP_VARIANTS(ret, name, params, body)                                                  \
+  __attribute__((optimize("fp-contract=off"))) ret name##_base params body                       \
+      __attribute__((target("avx2"), optimize("tree-vectorize", "fp-contract=off")))             \
+      ret name##_avx2 params body __attribute__((target("avx512f,avx512bw,avx512vl"),            \
+                                                 optimize("tree-vectorize", "fp-contract=off"))) \
+      ret name##_avx512 params body
+
+FF_EP_VARIANTS(void, add_loop, (float* __restrict acc, const uint16_t* __restrict row, int64_t n), {
+  for (int64_t i = 0; i < n; ++i) acc[i] += bf16_to_f32(row[i]);
+})
+FF_EP_VARIANTS(void, axpy_loop,
+               (float* __restrict acc, float w, const uint16_t* __restrict row, int64_t n), {
+                 for (int64_t i = 0; i < n; ++i) {
+                   const float p = w * bf16_to_f32(row[i]);
+                   acc[i] += p;
+                 }
+               })
+FF_EP_VARIANTS(void, scale_loop,
+               (const uint16_t* __restrict row, float s, float* __restrict out, int64_t n), {
+                 for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(row[i]) * s;
+               })
+// The largest magnitude's bits: for non-NaN bf16, ordering the 15 magnitude bits as integers
+// orders the values.
+FF_EP_VARIANTS(uint16_t, absmax_loop, (const uint16_t* __restrict row, int64_t n), {
+  uint16_t m = 0;
+  for (int64_t i = 0; i < n; ++i) m = std::max<uint16_t>(m, uint16_t(row[i] & 0x7fffu));
+  return m;
+})
+#undef FF_EP_VARIANTS
+
+}  // namespace
+
+#define FF_EP_DISPATCH(name, args) \
+  switch (active_isa()) {          \
+    case Isa::Avx512:              \
+      return name##_avx512 args;   \
+    case Isa::Avx2:                \
+      return name##_avx2 args;     \
+    default:                       \
+      return name##_base args;     \
+  }
+
+void add_bf16(float* acc, const uint16_t* row, int64_t n) {
+  FF_EP_DISPATCH(add_loop, (acc, row, n))
+}
+void axpy_bf16(float* acc, float w, const uint16_t* row, int64_t n) {
+  FF_EP_DISPATCH(axpy_loop, (acc, w, row, n))
+}
+void scale_bf16(const uint16_t* row, float s, float* out, int64_t n) {
+  FF_EP_DISPATCH(scale_loop, (row, s, out, n))
+}
+float absmax_bf16(const uint16_t* row, int64_t n) {
+  const auto bits = [&]() -> uint16_t { FF_EP_DISPATCH(absmax_loop, (row, n)) }();
+  return bf16_to_f32(bits);
+}
+#undef FF_EP_DISPATCH
+
+}  // namespace ff::ep

@@ -1,0 +1,14 @@
+// Private to src/ep: the row arithmetic of combine and of the FP8 cast, vectorised per CPU
+// (baseline / AVX2 / AVX-512 builds of the same loops, picked by core's active_isa()). Products
+// and sums are separate operations (no FMA) so every path gives the same bits.
+#pragma once
+#include <cstdint>
+
+namespace ff::ep {
+
+void add_bf16(float* acc, const uint16_t* row, int64_t n);             // acc += row
+void axpy_bf16(float* acc, float w, const uint16_t* row, int64_t n);   // acc += w * row
+void scale_bf16(const uint16_t* row, float s, float* out, int64_t n);  // out = row * s
+float absmax_bf16(const uint16_t* row, int64_t n);                     // max |row| (no NaN)
+
+}  // namespace ff::ep
