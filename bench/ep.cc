@@ -215,13 +215,15 @@ void run_low_latency(int rank, int R, bool quick) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, job = false;
+  bool quick = false, job = false, ll_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick")
       quick = true;
     else if (a == "--job")
       job = true;
+    else if (a == "--low-latency-only")
+      ll_only = true;
   }
   if (!job) {  // start the rank jobs
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
@@ -241,7 +243,7 @@ int main(int argc, char** argv) {
     for (const int ranks : {2, 4}) {
       const std::string cmd = std::string(FF_MPIEXEC) + " --timeout 900 -np " +
                               std::to_string(ranks) + " " + self + " --job" +
-                              (quick ? " --quick" : "");
+                              (quick ? " --quick" : "") + (ll_only ? " --low-latency-only" : "");
       if (std::system(cmd.c_str()) != 0) {
         std::fprintf(stderr, "error: bench_ep: %s failed\n", cmd.c_str());
         return 1;
@@ -255,7 +257,7 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &R);
   try {
-    run_normal(rank, R, quick);
+    if (!ll_only) run_normal(rank, R, quick);
     run_low_latency(rank, R, quick);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

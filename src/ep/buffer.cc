@@ -55,6 +55,21 @@ class Backoff {
 
 constexpr int kTagSpan = 1 << 12;  // tags per call (phases x peers stay below it)
 
+const char* kind_name(int32_t kind) {
+  switch (kind) {
+    case 1:
+      return "FP8";
+    case 2:
+      return "BF16 (combine)";
+    case 3:
+      return "F32";
+    case 4:
+      return "F32 (combine)";
+    default:
+      return "BF16";
+  }
+}
+
 }  // namespace
 
 void Buffer::Impl::check_usable() const {
@@ -173,11 +188,12 @@ std::vector<CallHeader> agree(Buffer::Impl& b, const CallHeader& mine, const cha
   same("num_topk", &CallHeader::num_topk);
   same("num_experts", &CallHeader::num_experts);
   same("cached (handle given)", &CallHeader::cached);
-  if (all[0].kind == 2) same("whether top-k weights are given", &CallHeader::with_weights);
+  if (all[0].kind == 2 || all[0].kind == 4)
+    same("whether top-k weights are given", &CallHeader::with_weights);
   for (size_t r = 1; r < all.size(); ++r)
     FF_CHECK(all[r].kind == all[0].kind,
              "ep: {}: ranks disagree on the data type: rank 0 sends {}, rank {} {}", what,
-             all[0].kind == 1 ? "FP8" : "BF16", r, all[r].kind == 1 ? "FP8" : "BF16");
+             kind_name(all[0].kind), r, kind_name(all[r].kind));
   return all;
 }
 

@@ -38,11 +38,12 @@ struct Layout {
 // Rows to dispatch: BF16, or FP8 (e4m3 bytes + f32 scales per 128 channels). Rows are
 // contiguous (hidden elements apart). Every rank passes the same `fp8`, also one with no tokens.
 struct Tokens {
-  const void* data = nullptr;  // [num_tokens, hidden] BF16 or e4m3
+  const void* data = nullptr;  // [num_tokens, hidden] BF16, e4m3 (fp8) or F32 (f32)
   bool fp8 = false;
   const float* scales = nullptr;  // [num_tokens, hidden / 128], with fp8
   int64_t num_tokens = 0;
   int64_t hidden = 0;
+  bool f32 = false;  // fp32 rows (a CPU model's activations, moved without rounding)
 };
 
 // What combine (and a cached dispatch) needs from a dispatch.
@@ -82,6 +83,7 @@ struct DispatchResult {
   // source rank, then source token index, bit for bit as sent. The caller may overwrite them
   // (combining recv_x in place is zero-copy).
   uint16_t* recv_x = nullptr;                   // BF16 input: [num_recv, hidden]
+  float* recv_x_f32 = nullptr;                  // F32 input: [num_recv, hidden]
   uint8_t* recv_x_fp8 = nullptr;                // FP8 input: [num_recv, hidden]
   float* recv_scales = nullptr;                 // FP8 input: [num_recv, hidden / 128]
   std::vector<int64_t> recv_topk_idx;           // [num_recv, K]: local expert id or -1 (not cached)
@@ -165,8 +167,9 @@ class Buffer {
   Buffer& operator=(const Buffer&) = delete;
 
   // Bytes that hold any dispatch / combine of `tokens` rows per rank (all of them to one rank).
+  // f32: also for F32 rows (twice the BF16 size).
   static size_t size_hint(int64_t tokens, int64_t hidden, int num_topk, int num_ranks,
-                          int num_nodes = 1);
+                          int num_nodes = 1, bool f32 = false);
 
   int rank() const;
   int num_ranks() const;
@@ -188,6 +191,11 @@ class Buffer {
                         const float* topk_weights = nullptr, int num_topk = 0,
                         const uint16_t* bias0 = nullptr, const uint16_t* bias1 = nullptr,
                         uint16_t* out = nullptr);
+
+  // combine for F32 rows (dispatched as F32): the same sums, kept in fp32 throughout (also
+  // between nodes). out: [num_tokens, hidden]; returns the summed top-k weights when given.
+  std::vector<float> combine_f32(const float* x, const Handle& handle, float* out,
+                                 const float* topk_weights = nullptr, int num_topk = 0);
 
   // Where to write the experts' outputs for a zero-copy combine: [handle.num_recv, hidden] BF16
   // in this rank's shared segment, read there by the ranks that sum them. (Combining the

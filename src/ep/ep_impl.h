@@ -114,14 +114,14 @@ struct CallHeader {
 struct RowSizes {
   size_t dispatch, combine, forward;
 };
-RowSizes row_sizes(int64_t hidden, int num_topk, bool fp8);
+RowSizes row_sizes(int64_t hidden, int num_topk, bool fp8, bool f32 = false);
 
 // The sections of a dispatch area of `area` bytes: cap rows of each field, 64-byte aligned.
 struct DispatchRows {
   int64_t cap = 0;
   size_t x = 0, scales = 0, idx = 0, weights = 0, src = 0;  // byte offsets
 };
-DispatchRows dispatch_rows(size_t area, int64_t hidden, int num_topk, bool fp8);
+DispatchRows dispatch_rows(size_t area, int64_t hidden, int num_topk, bool fp8, bool f32 = false);
 
 // Why a routing is invalid ("" when it is valid).
 std::string routing_error(const int64_t* topk_idx, int64_t num_tokens, int num_topk,

@@ -54,24 +54,20 @@ Layout Buffer::get_dispatch_layout(const int64_t* topk_idx, int64_t num_tokens, 
   return l;
 }
 
-size_t Buffer::size_hint(int64_t tokens, int64_t hidden, int num_topk, int num_ranks,
-                         int num_nodes) {
+size_t Buffer::size_hint(int64_t tokens, int64_t hidden, int num_topk, int num_ranks, int num_nodes,
+                         bool f32) {
   FF_CHECK(tokens >= 0 && hidden > 0 && num_topk > 0 && num_ranks > 0 && num_nodes > 0 &&
                num_ranks % num_nodes == 0,
            "ep::Buffer::size_hint: bad arguments (tokens {}, hidden {}, topk {}, ranks {}, "
            "nodes {})",
            tokens, hidden, num_topk, num_ranks, num_nodes);
-  const RowSizes rs = row_sizes(hidden, num_topk, true);
-  const size_t dispatch_row = std::max(rs.dispatch, row_sizes(hidden, num_topk, false).dispatch);
-  const int64_t per_node = num_ranks / num_nodes;
-  // Dispatch: every rank's every token to one rank. Combine: a token comes back from at most
-  // min(topk, ranks) ranks, and a forwarder holds up to min(topk, per_node) rows of each token of
-  // the other nodes' ranks with its local index.
-  const int64_t back = std::min<int64_t>(num_topk, num_ranks);
-  const int64_t forwarded = (num_nodes - 1) * tokens * std::min<int64_t>(num_topk, per_node);
-  const size_t dispatch = size_t(num_ranks * tokens) * dispatch_row;
-  const size_t combine = size_t(tokens * back + forwarded) * rs.combine;
-  return std::max(dispatch, combine) + 16 * 64;
+  // Every rank's every token to one rank: the dispatch area's rows; combine reads the rows
+  // where they are or copies them into an area of the same size (a combined row, data and
+  // weights, is never longer than a dispatched one). The largest row type asked for.
+  const size_t row = std::max({row_sizes(hidden, num_topk, true).dispatch,
+                               row_sizes(hidden, num_topk, false).dispatch,
+                               f32 ? row_sizes(hidden, num_topk, false, true).dispatch : 0});
+  return size_t(num_ranks * tokens + 1) * row + 16 * 64;
 }
 
 }  // namespace ff::ep

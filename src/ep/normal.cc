@@ -26,7 +26,8 @@ struct RowData {
   bool fp8 = false;
   int64_t hidden = 0;
   int num_topk = 0;
-  size_t x_bytes() const { return size_t(hidden) * (fp8 ? 1 : 2); }
+  bool f32 = false;
+  size_t x_bytes() const { return size_t(hidden) * (fp8 ? 1 : f32 ? 4 : 2); }
   size_t scale_bytes() const { return fp8 ? size_t(scale_cols(hidden)) * 4 : 0; }
 };
 
@@ -79,15 +80,15 @@ void set_error(CallHeader& h, const std::string& msg) {
 
 }  // namespace
 
-RowSizes row_sizes(int64_t hidden, int num_topk, bool fp8) {
-  const RowData rd{fp8, hidden, num_topk};
+RowSizes row_sizes(int64_t hidden, int num_topk, bool fp8, bool f32) {
+  const RowData rd{fp8, hidden, num_topk, f32};
   const size_t dispatch = rd.x_bytes() + rd.scale_bytes() + size_t(num_topk) * 12 + 4;
   return {dispatch, size_t(hidden) * 2 + size_t(num_topk) * 4, (8 + dispatch + 7) / 8 * 8};
 }
 
-DispatchRows dispatch_rows(size_t area, int64_t hidden, int num_topk, bool fp8) {
-  const RowData rd{fp8, hidden, num_topk};
-  const size_t per_row = row_sizes(hidden, num_topk, fp8).dispatch;
+DispatchRows dispatch_rows(size_t area, int64_t hidden, int num_topk, bool fp8, bool f32) {
+  const RowData rd{fp8, hidden, num_topk, f32};
+  const size_t per_row = row_sizes(hidden, num_topk, fp8, f32).dispatch;
   DispatchRows r;
   r.cap = area > 5 * 64 ? int64_t((area - 5 * 64) / per_row) : 0;
   const size_t cap = size_t(r.cap);
@@ -106,7 +107,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
   const Tokens& x = a.x;
   const bool cached = a.handle != nullptr;
   CallHeader h;
-  h.kind = x.fp8 ? 1 : 0;
+  h.kind = x.fp8 ? 1 : x.f32 ? 3 : 0;
   h.num_tokens = x.num_tokens;
   h.hidden = x.hidden;
   h.num_topk = cached ? 0 : a.num_topk;
@@ -119,6 +120,8 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
     err = fmt::format("bad x shape [{}, {}]", x.num_tokens, x.hidden);
   else if (x.num_tokens > 0 && !x.data)
     err = "x has no data";
+  else if (x.fp8 && x.f32)
+    err = "x is marked both fp8 and f32";
   else if (x.fp8 && (x.hidden % kScaleBlock != 0 || (x.num_tokens > 0 && !x.scales)))
     err = fmt::format("FP8 x needs hidden divisible by {} and scales (hidden {})", kScaleBlock,
                       x.hidden);
@@ -149,7 +152,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
   if (!err.empty()) set_error(h, err);
   const std::vector<CallHeader> heads = agree(b, h, "dispatch");
   hd.hidden = x.hidden;
-  const RowData rd{x.fp8, x.hidden, K};
+  const RowData rd{x.fp8, x.hidden, K, x.f32};
   // The count matrix, per-node counts and per-expert counts: exchanged, or the handle's.
   Routing rt;
   rt.R = R;
@@ -189,8 +192,8 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
     rt.node_counts = hd.node_counts;
   }
   // Capacities, checked for every rank on every rank (the same verdict everywhere).
-  const RowSizes rs = row_sizes(x.hidden, K, rd.fp8);
-  const DispatchRows dr = dispatch_rows(b.nvl_bytes, x.hidden, K, rd.fp8);
+  const RowSizes rs = row_sizes(x.hidden, K, rd.fp8, rd.f32);
+  const DispatchRows dr = dispatch_rows(b.nvl_bytes, x.hidden, K, rd.fp8, rd.f32);
   for (int d = 0; d < R; ++d)
     FF_CHECK(rt.received(d) <= dr.cap,
              "ep: dispatch: rank {} receives {} rows of {} bytes, more than its num_nvl_bytes {} "
@@ -300,6 +303,8 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
   if (rd.fp8) {
     res.recv_x_fp8 = reinterpret_cast<uint8_t*>(area + dr.x);
     res.recv_scales = reinterpret_cast<float*>(area + dr.scales);
+  } else if (rd.f32) {
+    res.recv_x_f32 = reinterpret_cast<float*>(area + dr.x);
   } else {
     res.recv_x = reinterpret_cast<uint16_t*>(area + dr.x);
   }
@@ -324,14 +329,16 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
   return res;
 }
 
-CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* topk_weights,
-                              int num_topk, const uint16_t* bias0, const uint16_t* bias1,
-                              uint16_t* out_x) {
-  Impl& b = *impl_;
-  b.enter();
+namespace {
+
+// combine for BF16 rows (f32 false: sums rounded to BF16 when they cross nodes and at the end)
+// or F32 rows (kept in fp32). out_x: [num_tokens, hidden] of the rows' type.
+std::vector<float> combine_rows(Buffer::Impl& b, const void* x, bool f32, const Handle& hd,
+                                const float* topk_weights, int num_topk, const uint16_t* bias0,
+                                const uint16_t* bias1, void* out_x) {
   const int R = b.num_ranks, nodes = b.num_nodes, me = b.rank, L = b.per_node;
   CallHeader h;
-  h.kind = 2;
+  h.kind = f32 ? 4 : 2;
   h.num_tokens = hd.num_tokens;
   h.hidden = hd.hidden;
   h.num_topk = num_topk;
@@ -357,7 +364,7 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
   rt.per_node = L;
   rt.counts = hd.counts;
   rt.node_counts = hd.node_counts;
-  const size_t row_bytes = size_t(H) * 2, wbytes = size_t(K) * 4;
+  const size_t row_bytes = size_t(H) * (f32 ? 4 : 2), wbytes = size_t(K) * 4;
   const size_t per_row = row_bytes + wbytes;
   const int64_t cap = int64_t(b.nvl_bytes / std::max<size_t>(per_row, 1)) - 1;
   for (int r = 0; r < R; ++r)
@@ -372,22 +379,20 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
     return reinterpret_cast<float*>(area + align64(size_t(cap) * row_bytes));
   };
   char* own = b.combine_area(b.local);
-  const auto* in_dispatch = reinterpret_cast<const uint16_t*>(b.dispatch_area(b.local));
   uint32_t where = 0;  // 0: combine area, 1: dispatch area
-  if (x == in_dispatch)
+  if (x == b.dispatch_area(b.local))
     where = 1;
-  else if (x != reinterpret_cast<const uint16_t*>(own) && hd.num_recv > 0)
+  else if (x != own && hd.num_recv > 0)
     std::memcpy(own, x, size_t(hd.num_recv) * row_bytes);
   if (K && hd.num_recv > 0)
     std::memcpy(weights_of(own), topk_weights, size_t(hd.num_recv) * wbytes);
   b.control(b.local)->combine_rows_at.store(where, std::memory_order_relaxed);
   b.node_barrier("combine (rows in place)");
-  std::vector<const uint16_t*> rows_of(static_cast<size_t>(L));
+  std::vector<const char*> rows_of(static_cast<size_t>(L));
   std::vector<const float*> weights_at(static_cast<size_t>(L));
   for (int l = 0; l < L; ++l) {
     const bool disp = b.control(l)->combine_rows_at.load(std::memory_order_relaxed) == 1;
-    rows_of[size_t(l)] =
-        reinterpret_cast<const uint16_t*>(disp ? b.dispatch_area(l) : b.combine_area(l));
+    rows_of[size_t(l)] = disp ? b.dispatch_area(l) : b.combine_area(l);
     weights_at[size_t(l)] = weights_of(b.combine_area(l));
   }
   std::vector<int64_t> start(size_t(R) * R);  // rt.dispatch_start, tabulated
@@ -395,6 +400,20 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
     for (int s2 = 0; s2 < R; ++s2) start[size_t(s2 * R + d)] = rt.dispatch_start(s2, d);
   std::vector<float> acc(static_cast<size_t>(H));
   std::vector<float> wacc(static_cast<size_t>(K));
+  const auto add_row = [&](float* sum, const char* row) {
+    if (f32)
+      add_f32(sum, reinterpret_cast<const float*>(row), H);
+    else
+      add_bf16(sum, reinterpret_cast<const uint16_t*>(row), H);
+  };
+  // A finished sum as a row of the rows' type.
+  const auto store_row = [&](const float* sum, void* dst) {
+    if (f32)
+      std::memcpy(dst, sum, size_t(H) * 4);
+    else
+      convert_f32_to_bf16(sum, static_cast<uint16_t*>(dst), size_t(H));
+  };
+  char* out_rows = static_cast<char*>(out_x);
   // Sums, over this node's ranks ascending, the rows they received from rank s for one token
   // (its slot among s's rows for each of them; -1 or a clear mask bit: not sent there).
   const auto node_sum = [&](int s, const int* slots, uint32_t mask_or_all, bool use_mask) {
@@ -405,26 +424,21 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
       const int slot = slots[l];
       if (use_mask ? !(mask_or_all >> l & 1u) : slot < 0) continue;
       const int64_t row = start[size_t(s * R + d)] + slot;
-      add_bf16(acc.data(), rows_of[size_t(l)] + size_t(row) * size_t(H), H);
+      add_row(acc.data(), rows_of[size_t(l)] + size_t(row) * row_bytes);
       for (int k = 0; k < K; ++k) wacc[size_t(k)] += weights_at[size_t(l)][row * K + k];
     }
   };
-  CombineResult out;
-  if (!out_x) {
-    out.x.resize(size_t(hd.num_tokens * H));
-    out_x = out.x.data();
-  }
-  if (K) out.topk_weights.resize(size_t(hd.num_tokens * K));
+  std::vector<float> out_weights(size_t(hd.num_tokens * K));
   if (nodes == 1) {
     for (int64_t t = 0; t < hd.num_tokens; ++t) {
       node_sum(me, &hd.send_slot[size_t(t * R)], 0, false);
       if (bias0) add_bf16(acc.data(), bias0 + t * H, H);
       if (bias1) add_bf16(acc.data(), bias1 + t * H, H);
-      convert_f32_to_bf16(acc.data(), out_x + t * H, size_t(H));
-      std::copy(wacc.begin(), wacc.end(), out.topk_weights.begin() + t * K);
+      store_row(acc.data(), out_rows + size_t(t) * row_bytes);
+      std::copy(wacc.begin(), wacc.end(), out_weights.begin() + t * K);
     }
     b.node_barrier("combine (rows read)");  // the rows were read in place: now reusable
-    return out;
+    return out_weights;
   }
   // Forwarders: each forwarded token's node sum (BF16, weights f32) back to its source.
   const size_t msg_row = row_bytes + wbytes;
@@ -446,8 +460,7 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
         const uint32_t mask = hd.fwd_masks[q];
         for (int l = 0; l < L; ++l) slots[size_t(l)] = mask >> l & 1u ? next[size_t(l)]++ : -1;
         node_sum(s, slots.data(), mask, true);
-        convert_f32_to_bf16(acc.data(), reinterpret_cast<uint16_t*>(send_buf.data() + at),
-                            size_t(H));
+        store_row(acc.data(), send_buf.data() + at);
         if (K) std::memcpy(send_buf.data() + at + row_bytes, wacc.data(), wbytes);
       }
       sends[size_t(s)] = {send_buf.data() + begin, at - begin};
@@ -465,8 +478,8 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
     }
   }
   b.transfer(sends, recvs, "combine (internode)");
-  // Sources: per token, the node sums in ascending node order (this node's rounded to BF16
-  // like the others'), then the biases; one rounding at the end.
+  // Sources: per token, the node sums in ascending node order (BF16: this node's rounded like
+  // the others'), then the biases; one rounding at the end.
   std::vector<size_t> node_msg(size_t(nodes), 0);  // next row of each node's message
   {
     size_t at = 0;
@@ -487,24 +500,51 @@ CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* 
       if (!in) continue;
       if (n == b.node) {
         node_sum(me, slots + n * L, 0, false);
-        convert_f32_to_bf16(acc.data(), rounded.data(), size_t(H));
-        add_bf16(total.data(), rounded.data(), H);
+        if (f32) {
+          add_f32(total.data(), acc.data(), H);
+        } else {
+          convert_f32_to_bf16(acc.data(), rounded.data(), size_t(H));
+          add_bf16(total.data(), rounded.data(), H);
+        }
         for (int k = 0; k < K; ++k) wtotal[size_t(k)] += wacc[size_t(k)];
       } else {
         const char* p = recv_buf.data() + node_msg[size_t(n)];
         node_msg[size_t(n)] += msg_row;
-        add_bf16(total.data(), reinterpret_cast<const uint16_t*>(p), H);
+        add_row(total.data(), p);
         const auto* w = reinterpret_cast<const float*>(p + row_bytes);
         for (int k = 0; k < K; ++k) wtotal[size_t(k)] += w[k];
       }
     }
     if (bias0) add_bf16(total.data(), bias0 + t * H, H);
     if (bias1) add_bf16(total.data(), bias1 + t * H, H);
-    convert_f32_to_bf16(total.data(), out_x + t * H, size_t(H));
-    std::copy(wtotal.begin(), wtotal.end(), out.topk_weights.begin() + t * K);
+    store_row(total.data(), out_rows + size_t(t) * row_bytes);
+    std::copy(wtotal.begin(), wtotal.end(), out_weights.begin() + t * K);
   }
   b.node_barrier("combine (rows read)");
+  return out_weights;
+}
+
+}  // namespace
+
+CombineResult Buffer::combine(const uint16_t* x, const Handle& hd, const float* topk_weights,
+                              int num_topk, const uint16_t* bias0, const uint16_t* bias1,
+                              uint16_t* out_x) {
+  impl_->enter();
+  CombineResult out;
+  if (!out_x) {
+    out.x.resize(size_t(std::max<int64_t>(hd.num_tokens, 0) * std::max<int64_t>(hd.hidden, 0)));
+    out_x = out.x.data();
+  }
+  out.topk_weights =
+      combine_rows(*impl_, x, false, hd, topk_weights, num_topk, bias0, bias1, out_x);
   return out;
+}
+
+std::vector<float> Buffer::combine_f32(const float* x, const Handle& hd, float* out,
+                                       const float* topk_weights, int num_topk) {
+  impl_->enter();
+  FF_CHECK(out != nullptr || hd.num_tokens == 0, "ep: combine_f32: out is null");
+  return combine_rows(*impl_, x, true, hd, topk_weights, num_topk, nullptr, nullptr, out);
 }
 
 uint16_t* Buffer::combine_buffer(const Handle& handle) {

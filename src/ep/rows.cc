@@ -19,6 +19,10 @@ namespace {
 FF_EP_VARIANTS(void, add_loop, (float* __restrict acc, const uint16_t* __restrict row, int64_t n), {
   for (int64_t i = 0; i < n; ++i) acc[i] += bf16_to_f32(row[i]);
 })
+FF_EP_VARIANTS(void, add_f32_loop, (float* __restrict acc, const float* __restrict row, int64_t n),
+               {
+                 for (int64_t i = 0; i < n; ++i) acc[i] += row[i];
+               })
 FF_EP_VARIANTS(void, axpy_loop,
                (float* __restrict acc, float w, const uint16_t* __restrict row, int64_t n), {
                  for (int64_t i = 0; i < n; ++i) {
@@ -53,6 +57,9 @@ FF_EP_VARIANTS(uint16_t, absmax_loop, (const uint16_t* __restrict row, int64_t n
 
 void add_bf16(float* acc, const uint16_t* row, int64_t n) {
   FF_EP_DISPATCH(add_loop, (acc, row, n))
+}
+void add_f32(float* acc, const float* row, int64_t n) {
+  FF_EP_DISPATCH(add_f32_loop, (acc, row, n))
 }
 void axpy_bf16(float* acc, float w, const uint16_t* row, int64_t n) {
   FF_EP_DISPATCH(axpy_loop, (acc, w, row, n))

@@ -7,6 +7,7 @@
 namespace ff::ep {
 
 void add_bf16(float* acc, const uint16_t* row, int64_t n);             // acc += row
+void add_f32(float* acc, const float* row, int64_t n);                 // acc += row
 void axpy_bf16(float* acc, float w, const uint16_t* row, int64_t n);   // acc += w * row
 void scale_bf16(const uint16_t* row, float s, float* out, int64_t n);  // out = row * s
 float absmax_bf16(const uint16_t* row, int64_t n);                     // max |row| (no NaN)

@@ -88,6 +88,66 @@ float xform(uint16_t v, int d) {  // what rank d's "experts" do to a row, rounde
 
 void run_low_latency(const Opts& o, int me, int R, const std::vector<RankInput>& all);
 
+// F32 rows (a CPU model's activations): moved without rounding, combined in fp32 (per node, then
+// across nodes in node order).
+void run_f32(ff::ep::Buffer& buf, const Opts& o, int me, int R, int nodes, int L,
+             const std::vector<RankInput>& all) {
+  const int64_t H = o.hidden;
+  const int E = o.experts, K = o.topk, El = E / R;
+  const auto as_f32 = [&](const RankInput& in) {
+    std::vector<float> v(in.x.size());
+    for (size_t i = 0; i < v.size(); ++i) v[i] = bf16_to_f32(in.x[i]) * 1.0009765625f;
+    return v;
+  };
+  const RankInput& in = all[size_t(me)];
+  const std::vector<float> xf = as_f32(in);
+  ff::ep::DispatchArgs a;
+  a.x = {xf.data(), false, nullptr, in.n, H, true};
+  a.topk_idx = in.idx.data();
+  a.topk_weights = in.w.data();
+  a.num_topk = K;
+  a.num_experts = E;
+  const auto d = buf.dispatch(a);
+  int64_t i = 0;
+  for (int s = 0; s < R; ++s) {
+    const std::vector<float> sx = as_f32(all[size_t(s)]);
+    for (int64_t t = 0; t < all[size_t(s)].n; ++t) {
+      bool to_me = false;
+      for (int k = 0; k < K; ++k) {
+        const int64_t e = all[size_t(s)].idx[size_t(t * K + k)];
+        to_me = to_me || (e >= 0 && e / El == me);
+      }
+      if (!to_me) continue;
+      expect(std::memcmp(d.recv_x_f32 + i * H, &sx[size_t(t * H)], size_t(H) * 4) == 0,
+             fmt::format("f32 rank {} row {} differs", me, i));
+      ++i;
+    }
+  }
+  expect(i == d.num_recv, "f32 row count");
+  std::vector<float> y(size_t(d.num_recv * H));
+  for (size_t j = 0; j < y.size(); ++j) y[j] = d.recv_x_f32[j] * float(me + 1);
+  std::vector<float> out(size_t(in.n * H));
+  buf.combine_f32(y.data(), d.handle, out.data(), d.recv_topk_weights.data(), K);
+  for (int64_t t = 0; t < in.n; ++t) {
+    std::vector<bool> went(size_t(R), false);
+    for (int k = 0; k < K; ++k) {
+      const int64_t e = in.idx[size_t(t * K + k)];
+      if (e >= 0) went[size_t(e / El)] = true;
+    }
+    for (int64_t c = 0; c < H; ++c) {
+      float total = 0;
+      for (int n = 0; n < nodes; ++n) {
+        float part = 0;
+        for (int r = n * L; r < (n + 1) * L; ++r)
+          if (went[size_t(r)]) part += xf[size_t(t * H + c)] * float(r + 1);
+        total += part;
+      }
+      expect(out[size_t(t * H + c)] == total,
+             fmt::format("f32 rank {} combined token {} channel {}", me, t, c));
+    }
+  }
+}
+
 void run(const Opts& o, int me, int R) {
   int nodes = 1, L = 1;
   {
@@ -104,7 +164,7 @@ void run(const Opts& o, int me, int R) {
   }
   int64_t max_n = 0;
   for (auto& in : all) max_n = std::max(max_n, in.n);
-  size_t bytes = ff::ep::Buffer::size_hint(max_n, o.hidden, o.topk, R, nodes);
+  size_t bytes = ff::ep::Buffer::size_hint(max_n, o.hidden, o.topk, R, nodes, true);
   if (o.fail == "small-buffer") bytes = 4096;
   ff::ep::Buffer buf(MPI_COMM_WORLD, bytes, bytes);
   const RankInput& in = all[size_t(me)];
@@ -114,6 +174,7 @@ void run(const Opts& o, int me, int R) {
     return;
   }
   if (o.fail == "die" && me == 1) _exit(3);  // no MPI_Finalize: mpirun ends the job
+  if (o.fail.empty()) run_f32(buf, o, me, R, nodes, L, all);
   if (o.fail.empty()) run_low_latency(o, me, R, all);
   const int64_t H = o.hidden + (o.fail == "hidden-differs" && me == R - 1 ? 128 : 0);
   const int E = o.experts, K = o.topk, El = E / R;
