@@ -1,9 +1,15 @@
 // Private to the CLI: one function pair per subcommand, and the options several of them share.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace ff {
+class Model;
+class ExpertParallel;
+}  // namespace ff
 
 namespace ff::cli {
 
@@ -17,7 +23,28 @@ inline void add_quantize_option(CLI::App* cmd, std::string& value) {
       ->capture_default_str();
 }
 
+// --ep, --ep-placement, --ep-max-tokens (generate, serve): expert parallelism under mpirun.
+struct EpArgs {
+  bool enabled = false;
+  std::string placement;
+  int64_t max_tokens = 4096;
+};
+void add_ep_options(CLI::App* cmd, EpArgs& args);
+
+// MPI and the model's expert parallelism for one command; the destructor ends both (the leader
+// first tells the other ranks to stop following).
+class EpSession {
+ public:
+  EpSession(const EpArgs& args, Model& model);
+  ~EpSession();
+  bool leader() const;
+
+ private:
+  std::unique_ptr<ExpertParallel> ep_;
+};
+
 struct GenerateArgs {
+  EpArgs ep;
   std::string model;
   std::string quantize = "none";  // --quantize: none, q8, q4, fp8
   std::string prompt;
@@ -40,6 +67,7 @@ void add_generate_command(CLI::App& app, GenerateArgs& args);
 int run_generate(const GenerateArgs& args);
 
 struct ServeArgs {
+  EpArgs ep;
   std::string model;
   std::string quantize = "none";
   std::string host = "127.0.0.1";

@@ -31,10 +31,19 @@ void add_generate_command(CLI::App& app, GenerateArgs& a) {
   g->add_flag("--ignore-eos", a.ignore_eos, "Do not stop at the end-of-sequence token");
   g->add_flag("--no-stats", a.quiet_stats, "Do not print the tokens/s line");
   add_quantize_option(g, a.quantize);
+  add_ep_options(g, a.ep);
 }
 
 int run_generate(const GenerateArgs& a) {
   auto model = Model::load(a.model, parse_quantize(a.quantize));
+  std::unique_ptr<EpSession> ep;
+  if (a.ep.enabled) {
+    ep = std::make_unique<EpSession>(a.ep, *model);
+    if (!ep->leader()) {
+      model->follow();  // until rank 0 is done; rank 0 alone prints
+      return 0;
+    }
+  }
   const Tokenizer tok = engine::load_tokenizer(a.model);
   std::vector<int32_t> prompt;
   if (a.chat) {

@@ -43,12 +43,28 @@ void add_serve_command(CLI::App& app, ServeArgs& a) {
   s->add_option("--keep-alive", a.keep_alive, "Seconds an idle kept connection stays open")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  add_ep_options(s, a.ep);
 }
 
 int run_serve(const ServeArgs& a) {
   // Every idle client costs a descriptor, not a thread: take all the descriptors we may.
   const int64_t fd_limit = server::raise_open_file_limit();
   auto model = Model::load(a.model, parse_quantize(a.quantize));
+  std::unique_ptr<EpSession> ep;
+  if (a.ep.enabled) {
+    ep = std::make_unique<EpSession>(a.ep, *model);
+    if (!ep->leader()) {
+      // Signals end the job through rank 0 (mpirun forwards them to every rank): the other
+      // ranks follow until it has shut down.
+      sigset_t signals;
+      sigemptyset(&signals);
+      sigaddset(&signals, SIGINT);
+      sigaddset(&signals, SIGTERM);
+      pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+      model->follow();
+      return 0;
+    }
+  }
   Tokenizer tok = engine::load_tokenizer(a.model);
   engine::EngineOptions eo;
   eo.num_pages = a.kv_pages;

@@ -1,4 +1,5 @@
 #include "model/model.h"
+#include "model/expert_parallel.h"
 
 #include <cmath>
 #include <filesystem>
@@ -70,6 +71,7 @@ void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<
     out_rows += r.all_logits ? int64_t(r.tokens.size()) : 1;
   }
   for (const Request& r : batch) cache.reserve(*r.seq, r.seq->length + int64_t(r.tokens.size()));
+  if (ep_) ep_->announce(T);  // the other ranks run this pass's MoE layers with us
 
   Workspace& ws = *ws_;
   const int64_t hid = c.hidden_size;
@@ -85,7 +87,7 @@ void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<
         ws.pos[size_t(row)] = r.seq->length + int64_t(i);
       }
   }
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
+  for (int l = 0, moe_layer = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& L = weights_->layers[size_t(l)];
     std::memcpy(h, x, size_t(T * hid) * 4);
     rms_norm(h, T, hid, hid, L.attn_norm.data(), c.rms_norm_eps);
@@ -93,7 +95,9 @@ void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<
     for (int64_t i = 0; i < T * hid; ++i) x[i] += tmp[i];
     std::memcpy(h, x, size_t(T * hid) * 4);
     rms_norm(h, T, hid, hid, L.ffn_norm.data(), c.rms_norm_eps);
-    if (L.is_moe)
+    if (L.is_moe && ep_)
+      moe_ep(moe_layer++, L.moe, h, T, T, tmp);
+    else if (L.is_moe)
       moe(L.moe, h, T, tmp);
     else
       mlp(L.mlp, h, T, tmp);
@@ -118,6 +122,15 @@ void Model::forward(std::span<const Request> batch, KVCache& cache, std::vector<
   rms_norm(last, out_rows, hid, hid, weights_->final_norm.data(), c.rms_norm_eps);
   logits->resize(size_t(out_rows) * size_t(c.vocab_size));
   gemm::linear(last, out_rows, hid, weights_->lm_head, logits->data(), c.vocab_size);
+}
+
+void Model::follow() {
+  FF_CHECK(ep_ && !ep_->leader(), "Model::follow: not a follower rank of expert parallelism");
+  const ModelConfig& c = config_;
+  for (int64_t step = ep_->next_step(); step >= 0; step = ep_->next_step())
+    for (int l = 0, moe_layer = 0; l < c.num_hidden_layers; ++l)
+      if (weights_->layers[size_t(l)].is_moe)
+        moe_ep(moe_layer++, weights_->layers[size_t(l)].moe, nullptr, 0, step, nullptr);
 }
 
 }  // namespace ff

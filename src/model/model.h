@@ -21,6 +21,8 @@
 
 namespace ff {
 
+class ExpertParallel;  // model/expert_parallel.h
+
 class Model {
  public:
   // Loads an HF checkpoint directory (DIR/config.json and DIR's safetensors) or a GGUF file of
@@ -49,6 +51,13 @@ class Model {
   // positions are rewritten by a retry).
   void forward(std::span<const Request> batch, KVCache& cache, std::vector<float>* logits);
 
+  // Expert parallelism (model/expert_parallel.h): the routed experts run on the ranks of `ep`
+  // (not owned; it must outlive the model's use of it). On the leader forward() then moves each
+  // MoE layer's tokens to their experts' ranks and back; the other ranks call follow(), which
+  // serves the leader's forward passes until it finishes (ExpertParallel::finish).
+  void set_expert_parallel(ExpertParallel* ep) { ep_ = ep; }
+  void follow();
+
  private:
   struct Workspace;
   void attention(int layer, const float* h, int64_t T, std::span<const Request> batch,
@@ -59,12 +68,18 @@ class Model {
   void mlp(const MlpWeights& w, const float* x, int64_t T, float* out);
   void moe(const MoeWeights& w, const float* x, int64_t T, float* out);
   void route(const MoeWeights& w, const float* logits, int32_t* idx, float* weight) const;
+  // The MoE layer `moe_layer` (its index among the MoE layers) expert-parallel, in chunks of at
+  // most ep_->max_tokens() of the leader's `step_tokens` tokens; T: this rank's (0 on followers).
+  void moe_ep(int moe_layer, const MoeWeights& w, const float* x, int64_t T, int64_t step_tokens,
+              float* out);
+  void moe_ep_chunk(int moe_layer, const MoeWeights& w, const float* x, int64_t T, float* out);
 
   ModelConfig config_;
   std::unique_ptr<ModelWeights> weights_;
   Rope rope_;
   float softmax_scale_;
   std::unique_ptr<Workspace> ws_;
+  ExpertParallel* ep_ = nullptr;
 
  public:
   ~Model();

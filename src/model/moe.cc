@@ -15,6 +15,7 @@
 #include <numeric>
 
 #include "core/thread_pool.h"
+#include "model/expert_parallel.h"
 #include "model/model.h"
 #include "model/workspace.h"
 
@@ -227,6 +228,152 @@ void Model::moe(const MoeWeights& w, const float* x, int64_t T, float* out) {
         for (int64_t j = 0; j < hid; ++j) o[j] += sd[t * hid + j];
     }
   });
+}
+
+// Expert-parallel MoE (model/expert_parallel.h): the leader routes its tokens, each pick goes to
+// the rank of a slot holding its expert (ep dispatch, fp32 rows), every rank runs its slots'
+// experts on the rows it received as moe() does (picks sorted by slot, token order within one,
+// one linear_batch for gate / up and one for down), weights each received row's picks and sums
+// them in slot order, and combine_f32 brings the sums back to the leader, which adds them over
+// the ranks in rank order, then the shared experts' output.
+void Model::moe_ep(int moe_layer, const MoeWeights& w, const float* x, int64_t T,
+                   int64_t step_tokens, float* out) {
+  const int64_t chunk = ep_->max_tokens(), hid = config_.hidden_size;
+  const int64_t chunks = std::max<int64_t>(1, (step_tokens + chunk - 1) / chunk);
+  for (int64_t i = 0; i < chunks; ++i) {
+    const int64_t t0 = std::min(T, i * chunk), t1 = std::min(T, t0 + chunk);
+    moe_ep_chunk(moe_layer, w, x ? x + t0 * hid : nullptr, t1 - t0, out ? out + t0 * hid : nullptr);
+  }
+}
+
+void Model::moe_ep_chunk(int moe_layer, const MoeWeights& w, const float* x, int64_t T,
+                         float* out) {
+  const ModelConfig& c = config_;
+  Workspace& ws = *ws_;
+  ExpertParallel& ep = *ep_;
+  const int64_t hid = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
+  const int R = ep.num_ranks(), slots = ep.num_slots(), local = slots / R;
+  profile::Scope prof_route("moe.route");
+  // Routing on this rank's tokens, the picks mapped to slots.
+  std::vector<int64_t> slot_idx(size_t(T * K));
+  float* rw = Workspace::get(ws.route_w, size_t(T * K));
+  if (T > 0) {
+    float* logits = Workspace::get(ws.router_logits, size_t(T * E));
+    gemm::linear(x, T, hid, w.router, logits, E);
+    ws.route_idx.resize(size_t(T * K));
+    for (int64_t t = 0; t < T; ++t) {
+      route(w, logits + t * E, ws.route_idx.data() + t * K, rw + t * K);
+      for (int64_t k = 0; k < K; ++k)
+        slot_idx[size_t(t * K + k)] = ep.slot_for(moe_layer, ws.route_idx[size_t(t * K + k)], t);
+    }
+  }
+  prof_route.stop();
+  profile::Scope prof_dispatch("moe.dispatch");
+  ep::DispatchArgs a;
+  a.x = {x, false, nullptr, T, hid, true};
+  a.topk_idx = slot_idx.data();
+  a.topk_weights = rw;
+  a.num_topk = int(K);
+  a.num_experts = slots;
+  const ep::DispatchResult d = ep.buffer().dispatch(a);
+  ep.count_rows(d.num_recv);
+  prof_dispatch.stop();
+  // This rank's picks, sorted by local slot (received-row order within one).
+  const int64_t M = d.num_recv;
+  ws.expert_begin.assign(size_t(local + 1), 0);
+  for (int64_t i = 0; i < M * K; ++i)
+    if (d.recv_topk_idx[size_t(i)] >= 0) ++ws.expert_begin[size_t(d.recv_topk_idx[size_t(i)]) + 1];
+  for (int s = 0; s < local; ++s) ws.expert_begin[size_t(s + 1)] += ws.expert_begin[size_t(s)];
+  const int64_t S = ws.expert_begin[size_t(local)];
+  ws.expert_rows.resize(size_t(S));
+  ws.expert_w.resize(size_t(S));
+  {
+    std::vector<int64_t>& fill = ws.moe_fill;
+    fill.assign(ws.expert_begin.begin(), ws.expert_begin.end() - 1);
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t s = d.recv_topk_idx[size_t(i * K + k)];
+        if (s < 0) continue;
+        const int64_t p = fill[size_t(s)]++;
+        ws.expert_rows[size_t(p)] = i;
+        ws.expert_w[size_t(p)] = d.recv_topk_weights[size_t(i * K + k)];
+      }
+  }
+  const int64_t inter = c.moe_intermediate_size;
+  float* xe = Workspace::get(ws.xe, size_t(S * hid));
+  float* ge = Workspace::get(ws.ge, size_t(S * inter));
+  float* ue = Workspace::get(ws.ue, size_t(S * inter));
+  float* de = Workspace::get(ws.de, size_t(S * hid));
+  const float* rows = d.recv_x_f32;
+  parallel_for(
+      S,
+      [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i)
+          std::memcpy(xe + i * hid, rows + ws.expert_rows[size_t(i)] * hid, size_t(hid) * 4);
+      },
+      std::max<int64_t>(1, (int64_t(64) << 10) / 4 / hid));
+  profile::Scope prof_experts("moe.experts");
+  std::vector<gemm::LinearProblem>& ps = ws.moe_problems;
+  ps.clear();
+  for (int s = 0; s < local; ++s) {
+    const int64_t b = ws.expert_begin[size_t(s)], m = ws.expert_begin[size_t(s + 1)] - b;
+    if (m == 0) continue;
+    const MlpWeights& ew = w.experts[size_t(ep.slot_expert(moe_layer, ep.rank() * local + s))];
+    ps.push_back({xe + b * hid, m, hid, &ew.gate, ge + b * inter, inter});
+    ps.push_back({xe + b * hid, m, hid, &ew.up, ue + b * inter, inter});
+  }
+  gemm::linear_batch(ps);
+  swiglu(ge, ue, S * inter);
+  ps.clear();
+  for (int s = 0; s < local; ++s) {
+    const int64_t b = ws.expert_begin[size_t(s)], m = ws.expert_begin[size_t(s + 1)] - b;
+    if (m > 0)
+      ps.push_back({ge + b * inter, m, inter,
+                    &w.experts[size_t(ep.slot_expert(moe_layer, ep.rank() * local + s))].down,
+                    de + b * hid, hid});
+  }
+  gemm::linear_batch(ps);
+  // Each received row's weighted sum over its picks here, in slot order.
+  std::vector<int64_t>& row_picks = ws.token_slots;  // row i's picks: [i * K, i * K + n_i)
+  row_picks.assign(size_t(M * K), -1);
+  {
+    std::vector<int64_t>& fill = ws.moe_fill;
+    fill.assign(size_t(M), 0);
+    for (int64_t p = 0; p < S; ++p) {
+      const int64_t i = ws.expert_rows[size_t(p)];
+      row_picks[size_t(i * K + fill[size_t(i)]++)] = p;
+    }
+  }
+  float* y = Workspace::get(ws.sd, size_t(std::max<int64_t>(M, 1) * hid));
+  parallel_for(M, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float* o = y + i * hid;
+      std::fill(o, o + hid, 0.0f);
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t p = row_picks[size_t(i * K + k)];
+        if (p < 0) break;
+        const float wt = ws.expert_w[size_t(p)];
+        for (int64_t j = 0; j < hid; ++j) o[j] += wt * de[p * hid + j];
+      }
+    }
+  });
+  prof_experts.stop();
+  profile::Scope prof_combine("moe.combine");
+  ep.buffer().combine_f32(y, d.handle, out);
+  prof_combine.stop();
+  if (!w.has_shared || T == 0) return;
+  // The shared experts, on this rank's tokens.
+  profile::Scope prof_shared("moe.shared");
+  const int64_t sinter = w.shared.gate.n;
+  float* sg = Workspace::get(ws.sg, size_t(T * sinter));
+  float* su = Workspace::get(ws.su, size_t(T * sinter));
+  float* sd = Workspace::get(ws.xe, size_t(T * hid));
+  const gemm::LinearProblem gate_up[2] = {{x, T, hid, &w.shared.gate, sg, sinter},
+                                          {x, T, hid, &w.shared.up, su, sinter}};
+  gemm::linear_batch(gate_up);
+  swiglu(sg, su, T * sinter);
+  gemm::linear(sg, T, sinter, w.shared.down, sd, hid);
+  for (int64_t i = 0; i < T * hid; ++i) out[i] += sd[i];
 }
 
 }  // namespace ff

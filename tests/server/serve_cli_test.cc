@@ -15,7 +15,8 @@ namespace {
 
 // Starts `fireflyer serve` on a free port with `env` (NAME=value, may be empty) added; returns
 // its pid, and the port (0 when it printed none) and everything it printed in *port / *text.
-pid_t start_serve(const std::string& env, int* port, std::string* text) {
+// ranks > 0: under mpirun with that many ranks and --ep (the experts spread over them).
+pid_t start_serve(const std::string& env, int* port, std::string* text, int ranks = 0) {
   int out[2];
   EXPECT_EQ(::pipe(out), 0);
   const pid_t pid = ::fork();
@@ -25,6 +26,17 @@ pid_t start_serve(const std::string& env, int* port, std::string* text) {
     ::close(out[0]);
     if (!env.empty()) ::putenv(const_cast<char*>(env.c_str()));
     const std::string model = fixture("default-model");
+    if (ranks > 0) {
+      for (const char* e :
+           {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+            "OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_mpi_yield_when_idle=1",
+            "OMPI_MCA_btl=self,vader", "OMPI_MCA_btl_vader_single_copy_mechanism=none"})
+        ::putenv(const_cast<char*>(e));
+      const std::string n = std::to_string(ranks);
+      ::execl(FF_MPIEXEC, FF_MPIEXEC, "--timeout", "120", "-np", n.c_str(), FF_CLI_PATH, "serve",
+              "--model", model.c_str(), "--host", "127.0.0.1", "--port", "0", "--ep",
+              (char*)nullptr);
+    }
     ::execl(FF_CLI_PATH, FF_CLI_PATH, "serve", "--model", model.c_str(), "--host", "127.0.0.1",
             "--port", "0", (char*)nullptr);
     ::_exit(127);
@@ -103,6 +115,28 @@ TEST(ServeCli, FaultsFromTheEnvironment) {
                   &status);
   EXPECT_EQ(WEXITSTATUS(status), 1);
   EXPECT_EQ(out, "error: FF_FAULTS: 'x*0': the count after '*' must be an integer >= 1\n");
+}
+
+// `serve --ep` under mpirun: rank 0 listens, the routed experts run on both ranks, and the
+// greedy completion is the one a single process gives. (mpirun itself exits non-zero when it
+// is signalled, so only the answers are compared.)
+TEST(ServeCli, ExpertParallelAnswersAsOneProcess) {
+  const std::string body = R"({"prompt": "Mr. Darcy", "max_tokens": 8, "temperature": 0})";
+  const auto completion = [&](int ranks) {
+    int port = 0;
+    std::string text;
+    const pid_t pid = start_serve("", &port, &text, ranks);
+    EXPECT_GT(port, 0) << text;
+    HttpResult r;
+    if (port > 0) r = http_request("127.0.0.1", port, "POST", "/v1/completions", body, {}, 60);
+    stop_serve(pid);
+    EXPECT_EQ(r.status, 200) << r.body;
+    const auto at = r.body.find("\"text\":");
+    return at == std::string::npos ? std::string() : r.body.substr(at, r.body.find('}', at) - at);
+  };
+  const std::string one = completion(0), two = completion(2);
+  EXPECT_FALSE(one.empty());
+  EXPECT_EQ(two, one);
 }
 
 TEST(ServeCli, BadModelDirIsAnError) {
