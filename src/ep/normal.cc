@@ -430,11 +430,38 @@ std::vector<float> combine_rows(Buffer::Impl& b, const void* x, bool f32, const 
   };
   std::vector<float> out_weights(size_t(hd.num_tokens * K));
   if (nodes == 1) {
+    // Per token, in chunks of channels whose sum stays in L1: the rows (ranks ascending), then
+    // the biases, rounded once -- per channel the same operations as node_sum's.
+    constexpr int64_t kChunk = 512;
+    std::vector<const char*> src(static_cast<size_t>(L));
     for (int64_t t = 0; t < hd.num_tokens; ++t) {
-      node_sum(me, &hd.send_slot[size_t(t * R)], 0, false);
-      if (bias0) add_bf16(acc.data(), bias0 + t * H, H);
-      if (bias1) add_bf16(acc.data(), bias1 + t * H, H);
-      store_row(acc.data(), out_rows + size_t(t) * row_bytes);
+      const int* slots = &hd.send_slot[size_t(t * R)];
+      int n = 0;
+      std::fill(wacc.begin(), wacc.end(), 0.f);
+      for (int l = 0; l < L; ++l) {
+        if (slots[l] < 0) continue;
+        const int64_t row = start[size_t(me * R + l)] + slots[l];
+        src[size_t(n++)] = rows_of[size_t(l)] + size_t(row) * row_bytes;
+        for (int k = 0; k < K; ++k) wacc[size_t(k)] += weights_at[size_t(l)][row * K + k];
+      }
+      char* dst = out_rows + size_t(t) * row_bytes;
+      const size_t es = f32 ? 4 : 2;
+      for (int64_t c0 = 0; c0 < H; c0 += kChunk) {
+        const int64_t nc = std::min(kChunk, H - c0);
+        std::fill(acc.begin(), acc.begin() + nc, 0.f);
+        for (int i = 0; i < n; ++i) {
+          if (f32)
+            add_f32(acc.data(), reinterpret_cast<const float*>(src[size_t(i)]) + c0, nc);
+          else
+            add_bf16(acc.data(), reinterpret_cast<const uint16_t*>(src[size_t(i)]) + c0, nc);
+        }
+        if (bias0) add_bf16(acc.data(), bias0 + t * H + c0, nc);
+        if (bias1) add_bf16(acc.data(), bias1 + t * H + c0, nc);
+        if (f32)
+          std::memcpy(dst + size_t(c0) * es, acc.data(), size_t(nc) * 4);
+        else
+          convert_f32_to_bf16(acc.data(), reinterpret_cast<uint16_t*>(dst) + c0, size_t(nc));
+      }
       std::copy(wacc.begin(), wacc.end(), out_weights.begin() + t * K);
     }
     b.node_barrier("combine (rows read)");  // the rows were read in place: now reusable
