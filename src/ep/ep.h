@@ -231,6 +231,12 @@ class Buffer {
                                             const LowLatencyHandle& handle,
                                             uint16_t* out = nullptr);
 
+  // Where to write the experts' outputs ([E_local, R * T, hidden] BF16, recv_x's layout) for a
+  // zero-copy low-latency combine: in this rank's segment, read there by the ranks of its node.
+  // It belongs to the next low_latency_combine_send; every rank of a node must use it for that
+  // call, or none.
+  uint16_t* low_latency_combine_buffer(const LowLatencyHandle& handle);
+
   // Bytes of num_nvl_bytes (intranode) / num_rdma_bytes (internode) the low-latency calls need.
   static size_t low_latency_size_hint(int64_t max_tokens_per_rank, int64_t hidden, int num_ranks,
                                       int num_experts);

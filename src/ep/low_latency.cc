@@ -24,6 +24,7 @@ struct Header {
   uint64_t call = 0;
   int32_t status = 0, fp8 = 0;
   int64_t hidden = 0, max_tokens = 0, num_experts = 0;
+  int32_t zero_copy = 0;  // combine: the rows are read in the sender's own half
   char message[200] = {};
 };
 static_assert(sizeof(Header) <= 256);
@@ -40,10 +41,14 @@ struct Geometry {
   size_t x_bytes() const { return size_t(H) * (fp8 ? 1 : 2); }
   size_t scale_bytes() const { return fp8 ? size_t(H / kScaleBlock) * 4 : 0; }
   size_t msg() const { return 16 + x_bytes() + scale_bytes(); }  // source index + data + scales
-  size_t block() const { return kHeaderBytes + align64(size_t(El) * 4); }  // header + counts
+  // Header, then per local expert the row count and (zero-copy combine) the first row.
+  size_t block() const { return kHeaderBytes + align64(size_t(El) * 8); }
   size_t dispatch_half() const { return size_t(R) * block() + size_t(El * R * T) * msg(); }
   size_t combine_row() const { return size_t(H) * 2; }
-  size_t combine_half() const { return size_t(R) * block() + size_t(E * T) * combine_row(); }
+  // A combine half: the blocks of the ranks that copied rows here, the blocks this rank
+  // publishes for each reader of its own rows (zero copy), then the rows.
+  size_t combine_rows_at() const { return 2 * size_t(R) * block(); }
+  size_t combine_half() const { return combine_rows_at() + size_t(E * T) * combine_row(); }
 };
 
 Header* header_at(char* half, const Geometry& g, int src) {
@@ -68,22 +73,25 @@ int log2_ceil(float v) {
 // One token's row as e4m3 + per-128 inverse scales: amax = max(|x|, 1e-4); scale 448 / amax
 // (or a power of two with round_scale), values saturated.
 void cast_fp8(const uint16_t* x, int64_t H, bool round_scale, uint8_t* out, float* scales) {
-  float scaled[kScaleBlock];
-  for (int64_t g = 0; g < H / kScaleBlock; ++g) {
-    const float amax = std::max(kFp8Margin, absmax_bf16(x + g * kScaleBlock, kScaleBlock));
-    float scale, scale_inv;
+  const int64_t groups = H / kScaleBlock;
+  thread_local std::vector<float> amax, scale, scaled;
+  amax.resize(size_t(groups));
+  scale.resize(size_t(groups));
+  scaled.resize(size_t(H));
+  absmax_groups_bf16(x, groups, kScaleBlock, amax.data());
+  for (int64_t g = 0; g < groups; ++g) {
+    const float a = std::max(kFp8Margin, amax[size_t(g)]);
     if (round_scale) {
-      const int e = log2_ceil(amax * (1.f / kFp8Max));
-      scale = std::ldexp(1.f, -e);
-      scale_inv = std::ldexp(1.f, e);
+      const int e = log2_ceil(a * (1.f / kFp8Max));
+      scale[size_t(g)] = std::ldexp(1.f, -e);
+      scales[g] = std::ldexp(1.f, e);
     } else {
-      scale_inv = amax * (1.f / kFp8Max);
-      scale = kFp8Max / amax;
+      scale[size_t(g)] = kFp8Max / a;
+      scales[g] = a * (1.f / kFp8Max);
     }
-    scale_bf16(x + g * kScaleBlock, scale, scaled, kScaleBlock);
-    convert_f32_to_e4m3(scaled, out + g * kScaleBlock, kScaleBlock);
-    scales[g] = scale_inv;
   }
+  scale_groups_bf16(x, groups, kScaleBlock, scale.data(), scaled.data());
+  convert_f32_to_e4m3(scaled.data(), out, size_t(H));
 }
 
 void set_error(Header& h, const std::string& msg) {
@@ -490,8 +498,14 @@ LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64
         },
         "low_latency_combine (a receive half still in use: at most two calls outstanding)");
   finish_sends(b, slot, "low_latency_combine (earlier sends)");
-  // Each expert's rows go back to their source ranks, at (global expert, slot) there.
+  // Each expert's rows go back to their source ranks, at (global expert, slot) there; or, when
+  // x is this rank's combine buffer (zero copy), the ranks of this node read them here, told
+  // where by the blocks this rank publishes in its own half.
   const size_t half_bytes = b.nvl_bytes / 2, row_bytes = g.combine_row();
+  char* own_half = b.combine_area(b.local) + size_t(p) * half_bytes;
+  const bool zero_copy =
+      err.empty() && x == reinterpret_cast<const uint16_t*>(own_half + g.combine_rows_at());
+  head.zero_copy = zero_copy;
   slot.sent.assign(size_t(R), {});
   for (int s = 0; s < R; ++s) {
     if (b.node_of(s) == b.node) continue;
@@ -502,18 +516,21 @@ LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64
   }
   for (int s = 0; s < R; ++s) {
     const bool local = b.node_of(s) == b.node;
-    char* block =
-        local ? b.combine_area(s % b.per_node) + size_t(p) * half_bytes + size_t(b.rank) * g.block()
-              : slot.sent[size_t(s)].data();
+    char* block = !local      ? slot.sent[size_t(s)].data()
+                  : zero_copy ? own_half + size_t(R + s) * g.block()
+                              : b.combine_area(s % b.per_node) + size_t(p) * half_bytes +
+                                    size_t(b.rank) * g.block();
     int64_t at = 0;  // remote: rows so far in the message
     for (int e = 0; e < g.El; ++e) {
       const int64_t range = err.empty() ? hd.layout_range[size_t(e * R + s)] : 0;
       const int64_t begin = range >> 32, n = range & 0xffffffff;
       reinterpret_cast<int32_t*>(block + kHeaderBytes)[e] = int32_t(n);
+      reinterpret_cast<int32_t*>(block + kHeaderBytes)[g.El + e] = int32_t(begin);
+      if (local && zero_copy) continue;
       for (int64_t j = 0; j < n; ++j) {
         const uint16_t* src = x + (int64_t(e) * R * g.T + begin + j) * g.H;
         char* dst = local ? b.combine_area(s % b.per_node) + size_t(p) * half_bytes +
-                                size_t(R) * g.block() +
+                                g.combine_rows_at() +
                                 (size_t(b.rank * g.El + e) * g.T + j) * row_bytes
                           : block + g.block() + size_t(at + j) * row_bytes;
         std::memcpy(dst, src, row_bytes);
@@ -544,8 +561,32 @@ std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& t
   const Geometry& g = st.g;
   const int R = b.num_ranks, p = int(st.call % 2), K = st.num_topk;
   Impl::LowLatencySlot& slot = b.ll_combine[p];
-  char* half = b.combine_area(b.local) + size_t(p) * (b.nvl_bytes / 2);
-  b.wait_for([&] { return pending(b, slot, half, g, st.call); }, "low_latency_combine");
+  const size_t half_bytes = b.nvl_bytes / 2;
+  char* half = b.combine_area(b.local) + size_t(p) * half_bytes;
+  // A rank of this node either wrote its rows into this half (its block here carries the
+  // call) or left them in its own half (its block there for this rank carries it).
+  const auto zero_copy_block = [&](int d) {
+    return b.combine_area(d % b.per_node) + size_t(p) * half_bytes + size_t(R + b.rank) * g.block();
+  };
+  const auto in_own_half = [&](int d) {
+    return load_call(reinterpret_cast<const Header*>(zero_copy_block(d))) == st.call;
+  };
+  b.wait_for(
+      [&] {
+        std::vector<int> left;
+        for (int l = 0; l < b.per_node; ++l) {
+          const int d = b.global_rank(b.node, l);
+          if (load_call(header_at(half, g, d)) != st.call && !in_own_half(d)) left.push_back(d);
+        }
+        for (size_t i = 0; i < slot.recvs.size(); ++i) {
+          int finished = 0;
+          if (slot.recvs[i] != MPI_REQUEST_NULL)
+            MPI_Test(&slot.recvs[i], &finished, MPI_STATUS_IGNORE);
+          if (slot.recvs[i] != MPI_REQUEST_NULL) left.push_back(slot.recv_peer[i]);
+        }
+        return left;
+      },
+      "low_latency_combine");
   struct Done {
     Buffer::Impl& b;
     int p;
@@ -553,8 +594,24 @@ std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& t
     ~Done() { b.control(b.local)->ll_combine_done[p].store(call, std::memory_order_release); }
   };
   Done done{b, p, st.call};
+  std::vector<const char*> block_of(static_cast<size_t>(R));  // each rank's block for this one
+  int zero_copy_ranks = 0;
+  for (int d = 0; d < R; ++d) {
+    if (b.node_of(d) != b.node) {
+      block_of[size_t(d)] = slot.got[size_t(d)].data();
+    } else if (load_call(header_at(half, g, d)) == st.call) {
+      block_of[size_t(d)] = half + size_t(d) * g.block();
+    } else {
+      block_of[size_t(d)] = zero_copy_block(d);
+      ++zero_copy_ranks;
+    }
+  }
+  FF_CHECK(zero_copy_ranks == 0 || zero_copy_ranks == b.per_node,
+           "ep: low_latency_combine: {} of this node's {} ranks combined from "
+           "low_latency_combine_buffer, the others from their own rows (all or none must)",
+           zero_copy_ranks, b.per_node);
   for (int s = 0; s < R; ++s) {  // combine headers carry no fp8 flag: compare as BF16
-    const Header* h = source_header(b, slot, half, g, s);
+    const Header* h = reinterpret_cast<const Header*>(block_of[size_t(s)]);
     if (h->status != 0) {
       char msg[sizeof h->message + 1] = {};
       std::memcpy(msg, h->message, sizeof h->message);
@@ -592,16 +649,57 @@ std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& t
       const int64_t e = st.topk_idx[size_t(t * K + k)];
       if (e < 0) continue;
       const int d = int(e / g.El), el = int(e % g.El), j = st.slot[size_t(t * K + k)];
-      const char* row = b.node_of(d) == b.node
-                            ? half + size_t(R) * g.block() + (size_t(e) * g.T + j) * row_bytes
-                            : slot.got[size_t(d)].data() + g.block() +
-                                  size_t(msg_at[size_t(d)][size_t(el)] + j) * row_bytes;
+      const char* row;
+      if (b.node_of(d) != b.node) {
+        row = slot.got[size_t(d)].data() + g.block() +
+              size_t(msg_at[size_t(d)][size_t(el)] + j) * row_bytes;
+      } else if (zero_copy_ranks > 0) {  // in d's half: expert el's rows, this rank's block
+        const int32_t begin =
+            reinterpret_cast<const int32_t*>(block_of[size_t(d)] + kHeaderBytes)[g.El + el];
+        row = b.combine_area(d % b.per_node) + size_t(p) * half_bytes + g.combine_rows_at() +
+              (size_t(el) * size_t(R * g.T) + size_t(begin + j)) * row_bytes;
+      } else {
+        row = half + g.combine_rows_at() + (size_t(e) * g.T + j) * row_bytes;
+      }
       axpy_bf16(acc.data(), st.topk_weights[size_t(t * K + k)],
                 reinterpret_cast<const uint16_t*>(row), g.H);
     }
     convert_f32_to_bf16(acc.data(), out_x + t * g.H, size_t(g.H));
   }
   return out;
+}
+
+uint16_t* Buffer::low_latency_combine_buffer(const LowLatencyHandle& hd) {
+  Impl& b = *impl_;
+  b.enter();
+  const int R = b.num_ranks;
+  FF_CHECK(hd.num_experts > 0 && hd.num_experts % R == 0 && hd.max_tokens_per_rank > 0,
+           "ep: low_latency_combine_buffer: the handle is not from a low-latency dispatch");
+  Geometry g;
+  g.R = R;
+  g.E = hd.num_experts;
+  g.El = hd.num_experts / R;
+  g.T = hd.max_tokens_per_rank;
+  g.H = hd.hidden;
+  FF_CHECK(2 * g.combine_half() <= b.nvl_bytes,
+           "ep: low_latency_combine_buffer: num_nvl_bytes {} is less than the {} bytes needed",
+           b.nvl_bytes, 2 * g.combine_half());
+  // The half of the next combine: free once every rank of the node has read the call before
+  // last there.
+  const uint64_t next = b.ll_combine_calls + 1;
+  const int p = int(next % 2);
+  if (next > 2)
+    b.wait_for(
+        [&] {
+          std::vector<int> left;
+          for (int l = 0; l < b.per_node; ++l)
+            if (b.control(l)->ll_combine_done[p].load(std::memory_order_acquire) < next - 2)
+              left.push_back(b.global_rank(b.node, l));
+          return left;
+        },
+        "low_latency_combine_buffer (the rows of the call before last still being read)");
+  return reinterpret_cast<uint16_t*>(b.combine_area(b.local) + size_t(p) * (b.nvl_bytes / 2) +
+                                     g.combine_rows_at());
 }
 
 std::vector<uint16_t> Buffer::low_latency_combine(const uint16_t* x, const int64_t* topk_idx,

@@ -31,16 +31,26 @@ FF_EP_VARIANTS(void, axpy_loop,
                  }
                })
 FF_EP_VARIANTS(void, scale_loop,
-               (const uint16_t* __restrict row, float s, float* __restrict out, int64_t n), {
-                 for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(row[i]) * s;
+               (const uint16_t* __restrict row, int64_t groups, int64_t group,
+                const float* __restrict s, float* __restrict out),
+               {
+                 for (int64_t g = 0; g < groups; ++g)
+                   for (int64_t i = g * group; i < (g + 1) * group; ++i)
+                     out[i] = bf16_to_f32(row[i]) * s[g];
                })
 // The largest magnitude's bits: for non-NaN bf16, ordering the 15 magnitude bits as integers
 // orders the values.
-FF_EP_VARIANTS(uint16_t, absmax_loop, (const uint16_t* __restrict row, int64_t n), {
-  uint16_t m = 0;
-  for (int64_t i = 0; i < n; ++i) m = std::max<uint16_t>(m, uint16_t(row[i] & 0x7fffu));
-  return m;
-})
+FF_EP_VARIANTS(void, absmax_loop,
+               (const uint16_t* __restrict row, int64_t groups, int64_t group,
+                uint16_t* __restrict out),
+               {
+                 for (int64_t g = 0; g < groups; ++g) {
+                   uint16_t m = 0;
+                   for (int64_t i = g * group; i < (g + 1) * group; ++i)
+                     m = std::max<uint16_t>(m, uint16_t(row[i] & 0x7fffu));
+                   out[g] = m;
+                 }
+               })
 #undef FF_EP_VARIANTS
 
 }  // namespace
@@ -64,12 +74,17 @@ void add_f32(float* acc, const float* row, int64_t n) {
 void axpy_bf16(float* acc, float w, const uint16_t* row, int64_t n) {
   FF_EP_DISPATCH(axpy_loop, (acc, w, row, n))
 }
-void scale_bf16(const uint16_t* row, float s, float* out, int64_t n) {
-  FF_EP_DISPATCH(scale_loop, (row, s, out, n))
+void scale_groups_bf16(const uint16_t* row, int64_t groups, int64_t group, const float* s,
+                       float* out) {
+  FF_EP_DISPATCH(scale_loop, (row, groups, group, s, out))
 }
-float absmax_bf16(const uint16_t* row, int64_t n) {
-  const auto bits = [&]() -> uint16_t { FF_EP_DISPATCH(absmax_loop, (row, n)) }();
-  return bf16_to_f32(bits);
+void absmax_groups_bf16(const uint16_t* row, int64_t groups, int64_t group, float* amax) {
+  uint16_t bits[256];
+  for (int64_t g0 = 0; g0 < groups; g0 += 256) {
+    const int64_t n = std::min<int64_t>(256, groups - g0);
+    [&] { FF_EP_DISPATCH(absmax_loop, (row + g0 * group, n, group, bits)) }();
+    for (int64_t g = 0; g < n; ++g) amax[g0 + g] = bf16_to_f32(bits[g]);
+  }
 }
 #undef FF_EP_DISPATCH
 

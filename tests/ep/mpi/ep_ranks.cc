@@ -399,8 +399,10 @@ void run_low_latency(const Opts& o, int me, int R, const std::vector<RankInput>&
       // Combine: rank d's experts scale rows by (d + 1); out = sum_k w * row, k ascending.
       std::vector<uint16_t> y(size_t(El) * R * T * H);
       for (size_t i = 0; i < y.size(); ++i) y[i] = f32_to_bf16(xform(ra.recv_x[i], me));
-      const auto tca =
-          buf.low_latency_combine_send(y.data(), in.idx.data(), in.w.data(), ra.handle);
+      // A from the zero-copy buffer (read in place by the node's ranks), B from y.
+      uint16_t* zb = buf.low_latency_combine_buffer(ra.handle);
+      std::copy(y.begin(), y.end(), zb);
+      const auto tca = buf.low_latency_combine_send(zb, in.idx.data(), in.w.data(), ra.handle);
       const auto tcb =
           buf.low_latency_combine_send(y.data(), in.idx.data(), in.w.data(), rb.handle);
       const auto outa = buf.low_latency_combine_recv(tca);
