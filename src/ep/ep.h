@@ -108,8 +108,10 @@ struct LowLatencyDispatchArgs {
   int num_topk = 0;
   int64_t max_tokens_per_rank = 0;  // T, the same on every rank
   int num_experts = 0;
-  bool use_fp8 = true;       // cast to e4m3 per 128 channels (scale 448 / amax)
-  bool round_scale = false;  // scales rounded up to powers of two (UE8M0)
+  bool use_fp8 = true;           // cast to e4m3 per 128 channels (scale 448 / amax)
+  bool f32 = false;              // F32 rows from x_f32 instead of x, moved as they are
+  const float* x_f32 = nullptr;  // [num_tokens, hidden] with f32 (use_fp8 must be false)
+  bool round_scale = false;      // scales rounded up to powers of two (UE8M0)
 };
 
 struct LowLatencyHandle {
@@ -125,6 +127,7 @@ struct LowLatencyHandle {
 struct LowLatencyDispatchResult {
   // Views, valid until the low-latency dispatch after next (two results can be held):
   const uint16_t* recv_x = nullptr;     // BF16: [E_local, R * T, hidden]
+  const float* recv_x_f32 = nullptr;    // F32 rows: [E_local, R * T, hidden]
   const uint8_t* recv_x_fp8 = nullptr;  // FP8: [E_local, R * T, hidden] e4m3
   const float* recv_scales = nullptr;   // FP8: [E_local, R * T, hidden / 128], row-major
   std::vector<int> recv_count;          // [E_local]: valid rows per expert
@@ -231,6 +234,11 @@ class Buffer {
                                             const LowLatencyHandle& handle,
                                             uint16_t* out = nullptr);
 
+  // low_latency_combine for F32 rows (dispatched from x_f32): the same weighted sums, written
+  // to out [num_tokens, hidden] F32.
+  void low_latency_combine_f32(const float* x, const int64_t* topk_idx, const float* topk_weights,
+                               const LowLatencyHandle& handle, float* out);
+
   // Where to write the experts' outputs ([E_local, R * T, hidden] BF16, recv_x's layout) for a
   // zero-copy low-latency combine: in this rank's segment, read there by the ranks of its node.
   // It belongs to the next low_latency_combine_send; every rank of a node must use it for that
@@ -238,8 +246,9 @@ class Buffer {
   uint16_t* low_latency_combine_buffer(const LowLatencyHandle& handle);
 
   // Bytes of num_nvl_bytes (intranode) / num_rdma_bytes (internode) the low-latency calls need.
+  // f32: for F32 rows (x_f32).
   static size_t low_latency_size_hint(int64_t max_tokens_per_rank, int64_t hidden, int num_ranks,
-                                      int num_experts);
+                                      int num_experts, bool f32 = false);
 
   struct Impl;
 

@@ -22,7 +22,7 @@ constexpr float kFp8Max = 448.f, kFp8Margin = 1e-4f;
 // or at the start of an MPI message (other nodes). `call` is published last.
 struct Header {
   uint64_t call = 0;
-  int32_t status = 0, fp8 = 0;
+  int32_t status = 0, fp8 = 0;  // the rows' type: 0 BF16, 1 FP8, 2 F32
   int64_t hidden = 0, max_tokens = 0, num_experts = 0;
   int32_t zero_copy = 0;  // combine: the rows are read in the sender's own half
   char message[200] = {};
@@ -37,14 +37,15 @@ size_t align64(size_t v) {
 struct Geometry {
   int R = 1, El = 1, E = 1;
   int64_t T = 0, H = 0;
-  bool fp8 = false;
-  size_t x_bytes() const { return size_t(H) * (fp8 ? 1 : 2); }
+  bool fp8 = false, f32 = false;
+  int32_t kind() const { return fp8 ? 1 : f32 ? 2 : 0; }
+  size_t x_bytes() const { return size_t(H) * (fp8 ? 1 : f32 ? 4 : 2); }
   size_t scale_bytes() const { return fp8 ? size_t(H / kScaleBlock) * 4 : 0; }
   size_t msg() const { return 16 + x_bytes() + scale_bytes(); }  // source index + data + scales
   // Header, then per local expert the row count and (zero-copy combine) the first row.
   size_t block() const { return kHeaderBytes + align64(size_t(El) * 8); }
   size_t dispatch_half() const { return size_t(R) * block() + size_t(El * R * T) * msg(); }
-  size_t combine_row() const { return size_t(H) * 2; }
+  size_t combine_row() const { return size_t(H) * (f32 ? 4 : 2); }
   // A combine half: the blocks of the ranks that copied rows here, the blocks this rank
   // publishes for each reader of its own rows (zero copy), then the rows.
   size_t combine_rows_at() const { return 2 * size_t(R) * block(); }
@@ -109,7 +110,7 @@ struct DispatchState {
   std::string error;      // this rank's own input error, thrown by the receive half
 };
 struct CombineState {
-  Geometry g;
+  Geometry g;  // g.f32: F32 rows and output
   uint64_t call = 0;
   int64_t num_tokens = 0;
   int num_topk = 0;
@@ -122,11 +123,12 @@ struct CombineState {
 }  // namespace
 
 size_t Buffer::low_latency_size_hint(int64_t max_tokens_per_rank, int64_t hidden, int num_ranks,
-                                     int num_experts) {
+                                     int num_experts, bool f32) {
   FF_CHECK(max_tokens_per_rank > 0 && hidden > 0 && num_ranks > 0 && num_experts > 0 &&
                num_experts % num_ranks == 0,
            "ep::Buffer::low_latency_size_hint: bad arguments");
-  Geometry g{num_ranks, num_experts / num_ranks, num_experts, max_tokens_per_rank, hidden, false};
+  Geometry g{num_ranks, num_experts / num_ranks, num_experts, max_tokens_per_rank, hidden, false,
+             f32};
   return 2 * std::max(g.dispatch_half(), g.combine_half()) + 64;
 }
 
@@ -199,7 +201,7 @@ void check_headers(Buffer::Impl& b, Buffer::Impl::LowLatencySlot& slot, char* ha
     same("hidden", h->hidden, g.H);
     same("max_tokens_per_rank", h->max_tokens, g.T);
     same("num_experts", h->num_experts, g.E);
-    same("use_fp8", h->fp8, g.fp8);
+    same("the rows' type (0 BF16, 1 FP8, 2 F32)", h->fp8, g.kind());
   }
 }
 
@@ -230,7 +232,8 @@ LowLatencyTicket Buffer::low_latency_dispatch_send(const LowLatencyDispatchArgs&
   g.El = a.num_experts > 0 && a.num_experts % R == 0 ? a.num_experts / R : 1;
   g.T = a.max_tokens_per_rank;
   g.H = a.hidden;
-  g.fp8 = a.use_fp8;
+  g.fp8 = a.use_fp8 && !a.f32;
+  g.f32 = a.f32;
   const int K = a.num_topk;
   // Local validation: an error still sends a header to every rank (so none of them waits for
   // this one), and every receive half reports it.
@@ -243,8 +246,10 @@ LowLatencyTicket Buffer::low_latency_dispatch_send(const LowLatencyDispatchArgs&
   else if (a.max_tokens_per_rank <= 0 || a.num_tokens < 0 || a.num_tokens > a.max_tokens_per_rank)
     err = fmt::format("num_tokens {} is outside [0, max_tokens_per_rank {}]", a.num_tokens,
                       a.max_tokens_per_rank);
-  else if (a.num_tokens > 0 && !a.x)
-    err = "x is null";
+  else if (a.f32 && a.use_fp8)
+    err = "F32 rows (f32) cannot be cast to FP8: set use_fp8 = false";
+  else if (a.num_tokens > 0 && (a.f32 ? !a.x_f32 : !a.x))
+    err = a.f32 ? "x_f32 is null" : "x is null";
   else
     err = routing_error(a.topk_idx, a.num_tokens, K, a.num_experts, R);
   if (err.empty())
@@ -266,7 +271,7 @@ LowLatencyTicket Buffer::low_latency_dispatch_send(const LowLatencyDispatchArgs&
   st->error = err;
   Header head;
   head.call = call;
-  head.fp8 = g.fp8;
+  head.fp8 = g.kind();
   head.hidden = g.H;
   head.max_tokens = g.T;
   head.num_experts = g.E;
@@ -313,8 +318,10 @@ LowLatencyTicket Buffer::low_latency_dispatch_send(const LowLatencyDispatchArgs&
   }
   const size_t half_bytes = b.nvl_bytes / 2;
   for (int64_t t = 0; t < st->num_tokens; ++t) {
-    const uint16_t* xr = a.x + t * g.H;
-    if (g.fp8) cast_fp8(xr, g.H, a.round_scale, x8.data(), sc.data());
+    const char* xr = g.f32 ? reinterpret_cast<const char*>(a.x_f32 + t * g.H)
+                           : reinterpret_cast<const char*>(a.x + t * g.H);
+    if (g.fp8)
+      cast_fp8(reinterpret_cast<const uint16_t*>(xr), g.H, a.round_scale, x8.data(), sc.data());
     for (int k = 0; k < K; ++k) {
       const int64_t e = a.topk_idx[t * K + k];
       if (e < 0) continue;
@@ -421,7 +428,9 @@ LowLatencyDispatchResult Buffer::low_latency_dispatch_recv(const LowLatencyTicke
       }
       res.recv_count[size_t(e)] = int(begin);
     }
-    if (g.fp8) {
+    if (g.f32) {
+      res.recv_x_f32 = reinterpret_cast<const float*>(xs);
+    } else if (g.fp8) {
       res.recv_x_fp8 = reinterpret_cast<const uint8_t*>(xs);
       res.recv_scales = scales;
     } else {
@@ -442,11 +451,14 @@ LowLatencyDispatchResult Buffer::low_latency_dispatch(const LowLatencyDispatchAr
   return low_latency_dispatch_recv(low_latency_dispatch_send(args));
 }
 
-LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64_t* topk_idx,
-                                                  const float* topk_weights,
-                                                  const LowLatencyHandle& hd) {
-  Impl& b = *impl_;
+namespace {
+
+// The send half of a low-latency combine of BF16 or (f32) F32 rows.
+LowLatencyTicket combine_send(Buffer::Impl& b, const void* xv, bool f32, const int64_t* topk_idx,
+                              const float* topk_weights, const LowLatencyHandle& hd) {
+  using Impl = Buffer::Impl;
   b.enter();
+  const char* x = static_cast<const char*>(xv);
   const int R = b.num_ranks;
   auto st = std::make_shared<CombineState>();
   Geometry& g = st->g;
@@ -455,6 +467,7 @@ LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64
   g.El = hd.num_experts > 0 && hd.num_experts % R == 0 ? hd.num_experts / R : 1;
   g.T = hd.max_tokens_per_rank;
   g.H = hd.hidden;
+  g.f32 = f32;
   std::string err;
   const int K = hd.num_topk;
   if (hd.src_info.size() != size_t(g.El) * R * g.T || hd.layout_range.size() != size_t(g.El * R) ||
@@ -482,6 +495,7 @@ LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64
     st->slot = hd.slot;
   }
   Header head;
+  head.fp8 = g.kind();
   head.hidden = g.H;
   head.max_tokens = g.T;
   head.num_experts = g.E;
@@ -503,8 +517,7 @@ LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64
   // where by the blocks this rank publishes in its own half.
   const size_t half_bytes = b.nvl_bytes / 2, row_bytes = g.combine_row();
   char* own_half = b.combine_area(b.local) + size_t(p) * half_bytes;
-  const bool zero_copy =
-      err.empty() && x == reinterpret_cast<const uint16_t*>(own_half + g.combine_rows_at());
+  const bool zero_copy = err.empty() && !f32 && x == own_half + g.combine_rows_at();
   head.zero_copy = zero_copy;
   slot.sent.assign(size_t(R), {});
   for (int s = 0; s < R; ++s) {
@@ -528,7 +541,7 @@ LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64
       reinterpret_cast<int32_t*>(block + kHeaderBytes)[g.El + e] = int32_t(begin);
       if (local && zero_copy) continue;
       for (int64_t j = 0; j < n; ++j) {
-        const uint16_t* src = x + (int64_t(e) * R * g.T + begin + j) * g.H;
+        const char* src = x + size_t(int64_t(e) * R * g.T + begin + j) * row_bytes;
         char* dst = local ? b.combine_area(s % b.per_node) + size_t(p) * half_bytes +
                                 g.combine_rows_at() +
                                 (size_t(b.rank * g.El + e) * g.T + j) * row_bytes
@@ -551,9 +564,19 @@ LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64
   return ticket;
 }
 
-std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& ticket,
-                                                       uint16_t* out_x) {
-  Impl& b = *impl_;
+}  // namespace
+
+LowLatencyTicket Buffer::low_latency_combine_send(const uint16_t* x, const int64_t* topk_idx,
+                                                  const float* topk_weights,
+                                                  const LowLatencyHandle& hd) {
+  return combine_send(*impl_, x, false, topk_idx, topk_weights, hd);
+}
+
+namespace {
+
+// The receive half: out is BF16 or (the ticket's rows were F32) F32.
+void combine_recv(Buffer::Impl& b, const LowLatencyTicket& ticket, void* out_x) {
+  using Impl = Buffer::Impl;
   b.enter();
   FF_CHECK(ticket.state && ticket.combine,
            "ep: low_latency_combine_recv: not a low-latency combine ticket");
@@ -610,13 +633,17 @@ std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& t
            "ep: low_latency_combine: {} of this node's {} ranks combined from "
            "low_latency_combine_buffer, the others from their own rows (all or none must)",
            zero_copy_ranks, b.per_node);
-  for (int s = 0; s < R; ++s) {  // combine headers carry no fp8 flag: compare as BF16
+  for (int s = 0; s < R; ++s) {
     const Header* h = reinterpret_cast<const Header*>(block_of[size_t(s)]);
     if (h->status != 0) {
       char msg[sizeof h->message + 1] = {};
       std::memcpy(msg, h->message, sizeof h->message);
       fail("ep: low_latency_combine: rank {}: {}", s, msg);
     }
+    FF_CHECK(h->fp8 == g.kind(),
+             "ep: low_latency_combine: ranks disagree on the rows' type: rank {} sends {}, rank {} "
+             "{}",
+             s, h->fp8 == 2 ? "F32" : "BF16", b.rank, g.f32 ? "F32" : "BF16");
     FF_CHECK(h->hidden == g.H && h->max_tokens == g.T && h->num_experts == g.E,
              "ep: low_latency_combine: ranks disagree on the shape: rank {} has hidden {}, T {}, "
              "{} experts; rank {} has {}, {}, {}",
@@ -637,11 +664,7 @@ std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& t
     }
   }
   const size_t row_bytes = g.combine_row();
-  std::vector<uint16_t> out;
-  if (!out_x) {
-    out.resize(size_t(st.num_tokens * g.H));
-    out_x = out.data();
-  }
+
   std::vector<float> acc(static_cast<size_t>(g.H));
   for (int64_t t = 0; t < st.num_tokens; ++t) {
     std::fill(acc.begin(), acc.end(), 0.f);
@@ -661,12 +684,42 @@ std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& t
       } else {
         row = half + g.combine_rows_at() + (size_t(e) * g.T + j) * row_bytes;
       }
-      axpy_bf16(acc.data(), st.topk_weights[size_t(t * K + k)],
-                reinterpret_cast<const uint16_t*>(row), g.H);
+      if (g.f32)
+        axpy_f32(acc.data(), st.topk_weights[size_t(t * K + k)],
+                 reinterpret_cast<const float*>(row), g.H);
+      else
+        axpy_bf16(acc.data(), st.topk_weights[size_t(t * K + k)],
+                  reinterpret_cast<const uint16_t*>(row), g.H);
     }
-    convert_f32_to_bf16(acc.data(), out_x + t * g.H, size_t(g.H));
+    if (g.f32)
+      std::memcpy(static_cast<float*>(out_x) + t * g.H, acc.data(), size_t(g.H) * 4);
+    else
+      convert_f32_to_bf16(acc.data(), static_cast<uint16_t*>(out_x) + t * g.H, size_t(g.H));
   }
+}
+
+}  // namespace
+
+std::vector<uint16_t> Buffer::low_latency_combine_recv(const LowLatencyTicket& ticket,
+                                                       uint16_t* out_x) {
+  FF_CHECK(ticket.state && ticket.combine,
+           "ep: low_latency_combine_recv: not a low-latency combine ticket");
+  const auto& st = *static_cast<const CombineState*>(ticket.state.get());
+  FF_CHECK(!st.g.f32, "ep: low_latency_combine_recv: the rows were F32 (low_latency_combine_f32)");
+  std::vector<uint16_t> out;
+  if (!out_x) {
+    out.resize(size_t(std::max<int64_t>(st.num_tokens, 0) * st.g.H));
+    out_x = out.data();
+  }
+  combine_recv(*impl_, ticket, out_x);
   return out;
+}
+
+void Buffer::low_latency_combine_f32(const float* x, const int64_t* topk_idx,
+                                     const float* topk_weights, const LowLatencyHandle& handle,
+                                     float* out) {
+  FF_CHECK(out != nullptr || handle.num_tokens == 0, "ep: low_latency_combine_f32: out is null");
+  combine_recv(*impl_, combine_send(*impl_, x, true, topk_idx, topk_weights, handle), out);
 }
 
 uint16_t* Buffer::low_latency_combine_buffer(const LowLatencyHandle& hd) {

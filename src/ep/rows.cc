@@ -30,6 +30,13 @@ FF_EP_VARIANTS(void, axpy_loop,
                    acc[i] += p;
                  }
                })
+FF_EP_VARIANTS(void, axpy_f32_loop,
+               (float* __restrict acc, float w, const float* __restrict row, int64_t n), {
+                 for (int64_t i = 0; i < n; ++i) {
+                   const float p = w * row[i];
+                   acc[i] += p;
+                 }
+               })
 FF_EP_VARIANTS(void, scale_loop,
                (const uint16_t* __restrict row, int64_t groups, int64_t group,
                 const float* __restrict s, float* __restrict out),
@@ -73,6 +80,9 @@ void add_f32(float* acc, const float* row, int64_t n) {
 }
 void axpy_bf16(float* acc, float w, const uint16_t* row, int64_t n) {
   FF_EP_DISPATCH(axpy_loop, (acc, w, row, n))
+}
+void axpy_f32(float* acc, float w, const float* row, int64_t n) {
+  FF_EP_DISPATCH(axpy_f32_loop, (acc, w, row, n))
 }
 void scale_groups_bf16(const uint16_t* row, int64_t groups, int64_t group, const float* s,
                        float* out) {

@@ -9,6 +9,7 @@ namespace ff::ep {
 void add_bf16(float* acc, const uint16_t* row, int64_t n);            // acc += row
 void add_f32(float* acc, const float* row, int64_t n);                // acc += row
 void axpy_bf16(float* acc, float w, const uint16_t* row, int64_t n);  // acc += w * row
+void axpy_f32(float* acc, float w, const float* row, int64_t n);      // acc += w * row
 // Per group of `group` elements: out = row * s[g]; amax[g] = max |row| (no NaN).
 void scale_groups_bf16(const uint16_t* row, int64_t groups, int64_t group, const float* s,
                        float* out);

@@ -9,8 +9,10 @@
 namespace ff {
 
 ExpertParallel::ExpertParallel(const ModelConfig& c, std::vector<std::vector<int32_t>> placement,
-                               int64_t max_tokens)
-    : max_tokens_(max_tokens), phy2log_(std::move(placement)) {
+                               int64_t max_tokens, int64_t low_latency_tokens)
+    : max_tokens_(max_tokens),
+      low_latency_tokens_(std::min(low_latency_tokens, max_tokens)),
+      phy2log_(std::move(placement)) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   FF_CHECK(initialized, "expert parallelism: MPI is not initialized");
@@ -61,6 +63,14 @@ ExpertParallel::ExpertParallel(const ModelConfig& c, std::vector<std::vector<int
   const size_t bytes = ep::Buffer::size_hint(max_tokens, c.hidden_size, c.num_experts_per_tok,
                                              ranks_, nodes, /*f32=*/true);
   buffer_ = std::make_unique<ep::Buffer>(MPI_COMM_WORLD, bytes, bytes);
+  FF_CHECK(low_latency_tokens >= 0, "expert parallelism: low-latency tokens {} is negative",
+           low_latency_tokens);
+  if (low_latency_tokens_ > 0)
+    ll_buffer_ = std::make_unique<ep::Buffer>(
+        MPI_COMM_WORLD,
+        ep::Buffer::low_latency_size_hint(low_latency_tokens_, c.hidden_size, ranks_, slots_,
+                                          /*f32=*/true),
+        0, /*low_latency_mode=*/true);
 }
 
 ExpertParallel::~ExpertParallel() {
@@ -70,6 +80,7 @@ ExpertParallel::~ExpertParallel() {
     } catch (...) {
     }
   }
+  ll_buffer_.reset();
   buffer_.reset();
   if (control_ != MPI_COMM_NULL) MPI_Comm_free(&control_);
 }

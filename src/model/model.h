@@ -73,6 +73,13 @@ class Model {
   void moe_ep(int moe_layer, const MoeWeights& w, const float* x, int64_t T, int64_t step_tokens,
               float* out);
   void moe_ep_chunk(int moe_layer, const MoeWeights& w, const float* x, int64_t T, float* out);
+  void moe_ep_low_latency(int moe_layer, const MoeWeights& w, const float* x, int64_t T,
+                          float* out);
+  // The routed picks of this rank's T tokens as slot ids (rw: their weights); the shared
+  // experts' output added to out.
+  void ep_route(int moe_layer, const MoeWeights& w, const float* x, int64_t T,
+                std::vector<int64_t>& slot_idx, float* rw);
+  void ep_shared(const MoeWeights& w, const float* x, int64_t T, float* out);
 
   ModelConfig config_;
   std::unique_ptr<ModelWeights> weights_;

@@ -238,6 +238,10 @@ void Model::moe(const MoeWeights& w, const float* x, int64_t T, float* out) {
 // the ranks in rank order, then the shared experts' output.
 void Model::moe_ep(int moe_layer, const MoeWeights& w, const float* x, int64_t T,
                    int64_t step_tokens, float* out) {
+  if (step_tokens <= ep_->low_latency_tokens()) {
+    moe_ep_low_latency(moe_layer, w, x, T, out);
+    return;
+  }
   const int64_t chunk = ep_->max_tokens(), hid = config_.hidden_size;
   const int64_t chunks = std::max<int64_t>(1, (step_tokens + chunk - 1) / chunk);
   for (int64_t i = 0; i < chunks; ++i) {
@@ -251,23 +255,11 @@ void Model::moe_ep_chunk(int moe_layer, const MoeWeights& w, const float* x, int
   const ModelConfig& c = config_;
   Workspace& ws = *ws_;
   ExpertParallel& ep = *ep_;
-  const int64_t hid = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
+  const int64_t hid = c.hidden_size, K = c.num_experts_per_tok;
   const int R = ep.num_ranks(), slots = ep.num_slots(), local = slots / R;
-  profile::Scope prof_route("moe.route");
-  // Routing on this rank's tokens, the picks mapped to slots.
-  std::vector<int64_t> slot_idx(size_t(T * K));
-  float* rw = Workspace::get(ws.route_w, size_t(T * K));
-  if (T > 0) {
-    float* logits = Workspace::get(ws.router_logits, size_t(T * E));
-    gemm::linear(x, T, hid, w.router, logits, E);
-    ws.route_idx.resize(size_t(T * K));
-    for (int64_t t = 0; t < T; ++t) {
-      route(w, logits + t * E, ws.route_idx.data() + t * K, rw + t * K);
-      for (int64_t k = 0; k < K; ++k)
-        slot_idx[size_t(t * K + k)] = ep.slot_for(moe_layer, ws.route_idx[size_t(t * K + k)], t);
-    }
-  }
-  prof_route.stop();
+  std::vector<int64_t> slot_idx;
+  float* rw = Workspace::get(ws.route_w, size_t(std::max<int64_t>(T * K, 1)));
+  ep_route(moe_layer, w, x, T, slot_idx, rw);
   profile::Scope prof_dispatch("moe.dispatch");
   ep::DispatchArgs a;
   a.x = {x, false, nullptr, T, hid, true};
@@ -361,8 +353,31 @@ void Model::moe_ep_chunk(int moe_layer, const MoeWeights& w, const float* x, int
   profile::Scope prof_combine("moe.combine");
   ep.buffer().combine_f32(y, d.handle, out);
   prof_combine.stop();
+  ep_shared(w, x, T, out);
+}
+
+void Model::ep_route(int moe_layer, const MoeWeights& w, const float* x, int64_t T,
+                     std::vector<int64_t>& slot_idx, float* rw) {
+  const ModelConfig& c = config_;
+  Workspace& ws = *ws_;
+  const int64_t hid = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
+  profile::Scope prof_route("moe.route");
+  slot_idx.assign(size_t(T * K), -1);
+  if (T == 0) return;
+  float* logits = Workspace::get(ws.router_logits, size_t(T * E));
+  gemm::linear(x, T, hid, w.router, logits, E);
+  ws.route_idx.resize(size_t(T * K));
+  for (int64_t t = 0; t < T; ++t) {
+    route(w, logits + t * E, ws.route_idx.data() + t * K, rw + t * K);
+    for (int64_t k = 0; k < K; ++k)
+      slot_idx[size_t(t * K + k)] = ep_->slot_for(moe_layer, ws.route_idx[size_t(t * K + k)], t);
+  }
+}
+
+void Model::ep_shared(const MoeWeights& w, const float* x, int64_t T, float* out) {
   if (!w.has_shared || T == 0) return;
-  // The shared experts, on this rank's tokens.
+  Workspace& ws = *ws_;
+  const int64_t hid = config_.hidden_size;
   profile::Scope prof_shared("moe.shared");
   const int64_t sinter = w.shared.gate.n;
   float* sg = Workspace::get(ws.sg, size_t(T * sinter));
@@ -374,6 +389,70 @@ void Model::moe_ep_chunk(int moe_layer, const MoeWeights& w, const float* x, int
   swiglu(sg, su, T * sinter);
   gemm::linear(sg, T, sinter, w.shared.down, sd, hid);
   for (int64_t i = 0; i < T * hid; ++i) out[i] += sd[i];
+}
+
+// Decode-sized passes: the low-latency pair. The rows arrive grouped by local slot (the masked
+// layout), so each slot's expert runs on its rows where they lie; the weighting and the sum over
+// a token's picks (k order) happen back at the leader, in low_latency_combine_f32.
+void Model::moe_ep_low_latency(int moe_layer, const MoeWeights& w, const float* x, int64_t T,
+                               float* out) {
+  const ModelConfig& c = config_;
+  Workspace& ws = *ws_;
+  ExpertParallel& ep = *ep_;
+  const int64_t hid = c.hidden_size, K = c.num_experts_per_tok;
+  const int R = ep.num_ranks(), local = ep.num_slots() / R;
+  const int64_t Tmax = ep.low_latency_tokens(), rows = int64_t(R) * Tmax;
+  std::vector<int64_t> slot_idx;
+  float* rw = Workspace::get(ws.route_w, size_t(std::max<int64_t>(T * K, 1)));
+  ep_route(moe_layer, w, x, T, slot_idx, rw);
+  profile::Scope prof_dispatch("moe.dispatch");
+  ep::LowLatencyDispatchArgs a;
+  a.f32 = true;
+  a.x_f32 = x;
+  a.use_fp8 = false;
+  a.num_tokens = T;
+  a.hidden = hid;
+  a.topk_idx = slot_idx.data();
+  a.num_topk = int(K);
+  a.max_tokens_per_rank = Tmax;
+  a.num_experts = ep.num_slots();
+  const ep::LowLatencyDispatchResult d = ep.low_latency_buffer().low_latency_dispatch(a);
+  prof_dispatch.stop();
+  profile::Scope prof_experts("moe.experts");
+  const int64_t inter = c.moe_intermediate_size;
+  float* ge = Workspace::get(ws.ge, size_t(local * rows * inter));
+  float* ue = Workspace::get(ws.ue, size_t(local * rows * inter));
+  float* de = Workspace::get(ws.de, size_t(local * rows * hid));
+  std::vector<gemm::LinearProblem>& ps = ws.moe_problems;
+  ps.clear();
+  int64_t served = 0;
+  for (int s = 0; s < local; ++s) {
+    const int64_t m = d.recv_count[size_t(s)];
+    served += m;
+    if (m == 0) continue;
+    const MlpWeights& ew = w.experts[size_t(ep.slot_expert(moe_layer, ep.rank() * local + s))];
+    const float* xs = d.recv_x_f32 + s * rows * hid;
+    ps.push_back({xs, m, hid, &ew.gate, ge + s * rows * inter, inter});
+    ps.push_back({xs, m, hid, &ew.up, ue + s * rows * inter, inter});
+  }
+  ep.count_rows(served);
+  gemm::linear_batch(ps);
+  for (int s = 0; s < local; ++s)
+    swiglu(ge + s * rows * inter, ue + s * rows * inter, d.recv_count[size_t(s)] * inter);
+  ps.clear();
+  for (int s = 0; s < local; ++s) {
+    const int64_t m = d.recv_count[size_t(s)];
+    if (m > 0)
+      ps.push_back({ge + s * rows * inter, m, inter,
+                    &w.experts[size_t(ep.slot_expert(moe_layer, ep.rank() * local + s))].down,
+                    de + s * rows * hid, hid});
+  }
+  gemm::linear_batch(ps);
+  prof_experts.stop();
+  profile::Scope prof_combine("moe.combine");
+  ep.low_latency_buffer().low_latency_combine_f32(de, slot_idx.data(), rw, d.handle, out);
+  prof_combine.stop();
+  ep_shared(w, x, T, out);
 }
 
 }  // namespace ff

@@ -340,7 +340,8 @@ void run_low_latency(const Opts& o, int me, int R, const std::vector<RankInput>&
   const int E = o.experts, K = o.topk, El = E / R;
   int64_t T = 0;
   for (auto& in : all) T = std::max(T, in.n);
-  ff::ep::Buffer buf(MPI_COMM_WORLD, ff::ep::Buffer::low_latency_size_hint(T, H, R, E), 0, true);
+  ff::ep::Buffer buf(MPI_COMM_WORLD, ff::ep::Buffer::low_latency_size_hint(T, H, R, E, true), 0,
+                     true);
   const RankInput& in = all[size_t(me)];
   for (const bool fp8 : {false, true})
     for (const bool round : {false, true}) {
@@ -418,6 +419,51 @@ void run_low_latency(const Opts& o, int me, int R, const std::vector<RankInput>&
           expect(outa[size_t(t * H + c)] == f32_to_bf16(acc) && outb == outa,
                  fmt::format("ll rank {} combined token {} channel {}", me, t, c));
         }
+    }
+  // F32 rows (the CPU model's decode steps): moved as they are, weighted sums kept in fp32.
+  const auto as_f32 = [&](const RankInput& r) {
+    std::vector<float> v(r.x.size());
+    for (size_t i = 0; i < v.size(); ++i) v[i] = bf16_to_f32(r.x[i]) * 1.0009765625f;
+    return v;
+  };
+  const std::vector<float> xf = as_f32(in);
+  ff::ep::LowLatencyDispatchArgs a;
+  a.f32 = true;
+  a.x_f32 = xf.data();
+  a.use_fp8 = false;
+  a.num_tokens = in.n;
+  a.hidden = H;
+  a.topk_idx = in.idx.data();
+  a.num_topk = K;
+  a.max_tokens_per_rank = T;
+  a.num_experts = E;
+  const auto r = buf.low_latency_dispatch(a);
+  for (int e = 0; e < El; ++e) {
+    int64_t row = int64_t(e) * R * T;
+    for (int s = 0; s < R; ++s) {
+      const std::vector<float> sx = as_f32(all[size_t(s)]);
+      for (int64_t t = 0; t < all[size_t(s)].n; ++t)
+        for (int k = 0; k < K; ++k)
+          if (all[size_t(s)].idx[size_t(t * K + k)] == int64_t(me) * El + e) {
+            expect(std::memcmp(r.recv_x_f32 + row * H, &sx[size_t(t * H)], size_t(H) * 4) == 0,
+                   fmt::format("ll f32 rank {} expert {} row {}", me, e, row));
+            ++row;
+          }
+    }
+  }
+  std::vector<float> y(size_t(El) * R * T * H);
+  for (size_t i = 0; i < y.size(); ++i) y[i] = r.recv_x_f32[i] * float(me + 1);
+  std::vector<float> out(size_t(in.n * H));
+  buf.low_latency_combine_f32(y.data(), in.idx.data(), in.w.data(), r.handle, out.data());
+  for (int64_t t = 0; t < in.n; ++t)
+    for (int64_t c = 0; c < H; ++c) {
+      float acc = 0;
+      for (int k = 0; k < K; ++k) {
+        const int64_t e = in.idx[size_t(t * K + k)];
+        if (e >= 0) acc += in.w[size_t(t * K + k)] * (xf[size_t(t * H + c)] * float(e / El + 1));
+      }
+      expect(out[size_t(t * H + c)] == acc,
+             fmt::format("ll f32 rank {} combined token {} channel {}", me, t, c));
     }
 }
 
