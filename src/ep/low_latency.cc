@@ -205,6 +205,22 @@ void check_headers(Buffer::Impl& b, Buffer::Impl::LowLatencySlot& slot, char* ha
   }
 }
 
+// Receive halves are reused every second call: waits until every rank of the node has taken
+// the rows of the call before last out of half p (its `done` counter for p).
+void wait_half_free(Buffer::Impl& b, std::atomic<uint64_t> (Control::*done)[2], int p,
+                    uint64_t call, const char* phase) {
+  if (call <= 2) return;
+  b.wait_for(
+      [&] {
+        std::vector<int> left;
+        for (int l = 0; l < b.per_node; ++l)
+          if ((b.control(l)->*done)[p].load(std::memory_order_acquire) < call - 2)
+            left.push_back(b.global_rank(b.node, l));
+        return left;
+      },
+      phase);
+}
+
 void finish_sends(Buffer::Impl& b, Buffer::Impl::LowLatencySlot& slot, const char* phase) {
   b.wait_for(
       [&] {
@@ -284,19 +300,10 @@ LowLatencyTicket Buffer::low_latency_dispatch_send(const LowLatencyDispatchArgs&
       const int64_t e = a.topk_idx[t * K + k];
       if (e >= 0) st->slot[size_t(t * K + k)] = next[size_t(e)]++;
     }
-  // A half is reused every second call: wait until each local destination has taken the
-  // rows of the call before last out of it.
   Impl::LowLatencySlot& slot = b.ll_dispatch[p];
-  if (call > 2)
-    b.wait_for(
-        [&] {
-          std::vector<int> left;
-          for (int l = 0; l < b.per_node; ++l)
-            if (b.control(l)->ll_dispatch_done[p].load(std::memory_order_acquire) < call - 2)
-              left.push_back(b.global_rank(b.node, l));
-          return left;
-        },
-        "low_latency_dispatch (a receive half still in use: at most two calls outstanding)");
+  wait_half_free(
+      b, &Control::ll_dispatch_done, p, call,
+      "low_latency_dispatch (a receive half still in use: at most two calls outstanding)");
   finish_sends(b, slot, "low_latency_dispatch (earlier sends)");
   // The rows: FP8-cast once per token, then copied to each chosen expert's slot.
   std::vector<uint8_t> x8(g.fp8 ? size_t(g.H) : 0);
@@ -501,16 +508,9 @@ LowLatencyTicket combine_send(Buffer::Impl& b, const void* xv, bool f32, const i
   head.num_experts = g.E;
   if (!err.empty()) set_error(head, err);
   Impl::LowLatencySlot& slot = b.ll_combine[p];
-  if (call > 2)
-    b.wait_for(
-        [&] {
-          std::vector<int> left;
-          for (int l = 0; l < b.per_node; ++l)
-            if (b.control(l)->ll_combine_done[p].load(std::memory_order_acquire) < call - 2)
-              left.push_back(b.global_rank(b.node, l));
-          return left;
-        },
-        "low_latency_combine (a receive half still in use: at most two calls outstanding)");
+  wait_half_free(
+      b, &Control::ll_combine_done, p, call,
+      "low_latency_combine (a receive half still in use: at most two calls outstanding)");
   finish_sends(b, slot, "low_latency_combine (earlier sends)");
   // Each expert's rows go back to their source ranks, at (global expert, slot) there; or, when
   // x is this rank's combine buffer (zero copy), the ranks of this node read them here, told
@@ -741,16 +741,8 @@ uint16_t* Buffer::low_latency_combine_buffer(const LowLatencyHandle& hd) {
   // last there.
   const uint64_t next = b.ll_combine_calls + 1;
   const int p = int(next % 2);
-  if (next > 2)
-    b.wait_for(
-        [&] {
-          std::vector<int> left;
-          for (int l = 0; l < b.per_node; ++l)
-            if (b.control(l)->ll_combine_done[p].load(std::memory_order_acquire) < next - 2)
-              left.push_back(b.global_rank(b.node, l));
-          return left;
-        },
-        "low_latency_combine_buffer (the rows of the call before last still being read)");
+  wait_half_free(b, &Control::ll_combine_done, p, next,
+                 "low_latency_combine_buffer (the rows of the call before last still being read)");
   return reinterpret_cast<uint16_t*>(b.combine_area(b.local) + size_t(p) * (b.nvl_bytes / 2) +
                                      g.combine_rows_at());
 }

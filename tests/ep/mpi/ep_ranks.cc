@@ -82,6 +82,16 @@ void expect(bool ok, const std::string& what) {
   if (!ok) ff::fail("check failed: {}", what);
 }
 
+// The ranks token t of `in` went to (experts e on rank e / El).
+std::vector<bool> ranks_of(const RankInput& in, int64_t t, int K, int El, int R) {
+  std::vector<bool> went(size_t(R), false);
+  for (int k = 0; k < K; ++k) {
+    const int64_t e = in.idx[size_t(t * K + k)];
+    if (e >= 0) went[size_t(e / El)] = true;
+  }
+  return went;
+}
+
 float xform(uint16_t v, int d) {  // what rank d's "experts" do to a row, rounded to BF16
   return bf16_to_f32(f32_to_bf16(bf16_to_f32(v) * float(d + 1)));
 }
@@ -129,11 +139,7 @@ void run_f32(ff::ep::Buffer& buf, const Opts& o, int me, int R, int nodes, int L
   std::vector<float> out(size_t(in.n * H));
   buf.combine_f32(y.data(), d.handle, out.data(), d.recv_topk_weights.data(), K);
   for (int64_t t = 0; t < in.n; ++t) {
-    std::vector<bool> went(size_t(R), false);
-    for (int k = 0; k < K; ++k) {
-      const int64_t e = in.idx[size_t(t * K + k)];
-      if (e >= 0) went[size_t(e / El)] = true;
-    }
+    const std::vector<bool> went = ranks_of(in, t, K, El, R);
     for (int64_t c = 0; c < H; ++c) {
       float total = 0;
       for (int n = 0; n < nodes; ++n) {
@@ -273,11 +279,7 @@ void run(const Opts& o, int me, int R) {
                                            with_bias ? in.bias0.data() : nullptr,
                                            with_bias ? in.bias1.data() : nullptr);
       for (int64_t t = 0; t < in.n; ++t) {
-        std::vector<bool> went(size_t(R), false);
-        for (int k = 0; k < K; ++k) {
-          const int64_t e = in.idx[size_t(t * K + k)];
-          if (e >= 0) went[size_t(e / El)] = true;
-        }
+        const std::vector<bool> went = ranks_of(in, t, K, El, R);
         for (int64_t ch = 0; ch < H; ++ch) {
           float total = 0;
           for (int n = 0; n < nodes; ++n) {
