@@ -52,6 +52,20 @@ struct Geometry {
   size_t combine_half() const { return combine_rows_at() + size_t(E * T) * combine_row(); }
 };
 
+// The geometry of a call on R ranks (El = 1 when E does not divide: the call then fails its
+// validation, but its headers still have a place).
+Geometry geometry(int R, int E, int64_t T, int64_t H, bool fp8, bool f32) {
+  Geometry g;
+  g.R = R;
+  g.E = E;
+  g.El = E > 0 && E % R == 0 ? E / R : 1;
+  g.T = T;
+  g.H = H;
+  g.fp8 = fp8;
+  g.f32 = f32;
+  return g;
+}
+
 Header* header_at(char* half, const Geometry& g, int src) {
   return reinterpret_cast<Header*>(half + size_t(src) * g.block());
 }
@@ -127,8 +141,7 @@ size_t Buffer::low_latency_size_hint(int64_t max_tokens_per_rank, int64_t hidden
   FF_CHECK(max_tokens_per_rank > 0 && hidden > 0 && num_ranks > 0 && num_experts > 0 &&
                num_experts % num_ranks == 0,
            "ep::Buffer::low_latency_size_hint: bad arguments");
-  Geometry g{num_ranks, num_experts / num_ranks, num_experts, max_tokens_per_rank, hidden, false,
-             f32};
+  const Geometry g = geometry(num_ranks, num_experts, max_tokens_per_rank, hidden, false, f32);
   return 2 * std::max(g.dispatch_half(), g.combine_half()) + 64;
 }
 
@@ -243,13 +256,7 @@ LowLatencyTicket Buffer::low_latency_dispatch_send(const LowLatencyDispatchArgs&
   const int R = b.num_ranks;
   auto st = std::make_shared<DispatchState>();
   Geometry& g = st->g;
-  g.R = R;
-  g.E = a.num_experts;
-  g.El = a.num_experts > 0 && a.num_experts % R == 0 ? a.num_experts / R : 1;
-  g.T = a.max_tokens_per_rank;
-  g.H = a.hidden;
-  g.fp8 = a.use_fp8 && !a.f32;
-  g.f32 = a.f32;
+  g = geometry(R, a.num_experts, a.max_tokens_per_rank, a.hidden, a.use_fp8 && !a.f32, a.f32);
   const int K = a.num_topk;
   // Local validation: an error still sends a header to every rank (so none of them waits for
   // this one), and every receive half reports it.
@@ -469,12 +476,7 @@ LowLatencyTicket combine_send(Buffer::Impl& b, const void* xv, bool f32, const i
   const int R = b.num_ranks;
   auto st = std::make_shared<CombineState>();
   Geometry& g = st->g;
-  g.R = R;
-  g.E = hd.num_experts;
-  g.El = hd.num_experts > 0 && hd.num_experts % R == 0 ? hd.num_experts / R : 1;
-  g.T = hd.max_tokens_per_rank;
-  g.H = hd.hidden;
-  g.f32 = f32;
+  g = geometry(R, hd.num_experts, hd.max_tokens_per_rank, hd.hidden, false, f32);
   std::string err;
   const int K = hd.num_topk;
   if (hd.src_info.size() != size_t(g.El) * R * g.T || hd.layout_range.size() != size_t(g.El * R) ||
@@ -728,12 +730,7 @@ uint16_t* Buffer::low_latency_combine_buffer(const LowLatencyHandle& hd) {
   const int R = b.num_ranks;
   FF_CHECK(hd.num_experts > 0 && hd.num_experts % R == 0 && hd.max_tokens_per_rank > 0,
            "ep: low_latency_combine_buffer: the handle is not from a low-latency dispatch");
-  Geometry g;
-  g.R = R;
-  g.E = hd.num_experts;
-  g.El = hd.num_experts / R;
-  g.T = hd.max_tokens_per_rank;
-  g.H = hd.hidden;
+  const Geometry g = geometry(R, hd.num_experts, hd.max_tokens_per_rank, hd.hidden, false, false);
   FF_CHECK(2 * g.combine_half() <= b.nvl_bytes,
            "ep: low_latency_combine_buffer: num_nvl_bytes {} is less than the {} bytes needed",
            b.nvl_bytes, 2 * g.combine_half());
