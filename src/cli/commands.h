@@ -1,6 +1,7 @@
 // Private to the CLI: one function pair per subcommand, and the options several of them share.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -9,6 +10,7 @@
 namespace ff {
 class Model;
 class ExpertParallel;
+struct ModelConfig;
 }  // namespace ff
 
 namespace ff::cli {
@@ -31,13 +33,16 @@ struct EpArgs {
 };
 void add_ep_options(CLI::App* cmd, EpArgs& args);
 
-// MPI and the model's expert parallelism for one command; the destructor ends both (the leader
-// first tells the other ranks to stop following).
+// MPI and the model's expert parallelism for one command, set up from the model's config before
+// the model loads (experts() tells Model::load which experts this rank holds), then attached to
+// it; the destructor ends both (the leader first tells the other ranks to stop following).
 class EpSession {
  public:
-  EpSession(const EpArgs& args, Model& model);
+  EpSession(const EpArgs& args, const ModelConfig& config);
   ~EpSession();
   bool leader() const;
+  std::function<bool(int, int)> experts() const;
+  void attach(Model& model);
 
  private:
   std::unique_ptr<ExpertParallel> ep_;

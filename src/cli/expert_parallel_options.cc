@@ -59,20 +59,28 @@ std::vector<std::vector<int32_t>> read_placement(const std::string& path) {
 
 }  // namespace
 
-EpSession::EpSession(const EpArgs& a, Model& model) {
+EpSession::EpSession(const EpArgs& a, const ModelConfig& config) {
   int provided = 0;
   MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
   FF_CHECK(provided == MPI_THREAD_MULTIPLE,
            "--ep: this MPI library does not support MPI_THREAD_MULTIPLE");
   try {
     ep_ = std::make_unique<ExpertParallel>(
-        model.config(),
+        config,
         a.placement.empty() ? std::vector<std::vector<int32_t>>{} : read_placement(a.placement),
         a.max_tokens);
   } catch (...) {  // every rank reads the same files and fails alike
     MPI_Finalize();
     throw;
   }
+}
+
+std::function<bool(int, int)> EpSession::experts() const {
+  const ExpertParallel* ep = ep_.get();
+  return [ep](int layer, int expert) { return ep->holds(layer, expert); };
+}
+
+void EpSession::attach(Model& model) {
   model.set_expert_parallel(ep_.get());
 }
 

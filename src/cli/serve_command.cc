@@ -49,10 +49,13 @@ void add_serve_command(CLI::App& app, ServeArgs& a) {
 int run_serve(const ServeArgs& a) {
   // Every idle client costs a descriptor, not a thread: take all the descriptors we may.
   const int64_t fd_limit = server::raise_open_file_limit();
-  auto model = Model::load(a.model, parse_quantize(a.quantize));
   std::unique_ptr<EpSession> ep;
-  if (a.ep.enabled) {
-    ep = std::make_unique<EpSession>(a.ep, *model);
+  if (a.ep.enabled) ep = std::make_unique<EpSession>(a.ep, Model::load_config(a.model));
+  // With --ep each rank binds, faults in and quantizes only the routed experts it holds.
+  auto model =
+      Model::load(a.model, parse_quantize(a.quantize), ep ? ep->experts() : Model::ExpertFilter{});
+  if (ep) {
+    ep->attach(*model);
     if (!ep->leader()) {
       // Signals end the job through rank 0 (mpirun forwards them to every rank): the other
       // ranks follow until it has shut down.

@@ -23,7 +23,8 @@ ExpertParallel::ExpertParallel(const ModelConfig& c, std::vector<std::vector<int
   FF_CHECK(max_tokens > 0, "expert parallelism: max tokens per step {} must be positive",
            max_tokens);
   int moe_layers = 0;
-  for (int l = 0; l < c.num_hidden_layers; ++l) moe_layers += c.is_moe_layer(l) ? 1 : 0;
+  for (int l = 0; l < c.num_hidden_layers; ++l)
+    moe_index_.push_back(c.is_moe_layer(l) ? moe_layers++ : -1);
   if (phy2log_.empty()) {
     FF_CHECK(experts_ % ranks_ == 0,
              "expert parallelism: {} routed experts do not split evenly over {} ranks (give a "
@@ -92,6 +93,14 @@ int ExpertParallel::slot_expert(int moe_layer, int slot) const {
 int ExpertParallel::slot_for(int moe_layer, int expert, int64_t t) const {
   const auto& c = copies_[size_t(moe_layer)][size_t(expert)];
   return c[size_t(t % int64_t(c.size()))];
+}
+
+bool ExpertParallel::holds(int layer, int expert) const {
+  if (layer < 0 || layer >= int(moe_index_.size()) || moe_index_[size_t(layer)] < 0) return true;
+  const int per_rank = slots_ / ranks_;
+  for (const int slot : copies_[size_t(moe_index_[size_t(layer)])][size_t(expert)])
+    if (slot / per_rank == rank_) return true;
+  return false;
 }
 
 void ExpertParallel::announce(int64_t tokens) {

@@ -44,6 +44,9 @@ class ExpertParallel {
   int num_slots() const { return slots_; }
   int slot_expert(int moe_layer, int slot) const;
   int slot_for(int moe_layer, int expert, int64_t t) const;
+  // Whether this rank holds a copy of routed expert `expert` of (decoder) layer `layer`: the
+  // filter for Model::load, so that a rank binds, faults in and quantizes its experts only.
+  bool holds(int layer, int expert) const;
 
   // Leader: announces a forward pass of `tokens` tokens (before its first MoE layer), or the end
   // (finish). Followers: waits for the next announcement; -1 at the end.
@@ -62,7 +65,8 @@ class ExpertParallel {
   bool finished_ = false;
   MPI_Comm control_ = MPI_COMM_NULL;
   std::unique_ptr<ep::Buffer> buffer_, ll_buffer_;
-  std::vector<std::vector<int32_t>> phy2log_;              // [moe layer][slot]
+  std::vector<std::vector<int32_t>> phy2log_;  // [moe layer][slot]
+  std::vector<int> moe_index_;                 // [layer]: its index among the MoE layers, or -1
   std::vector<std::vector<std::vector<int32_t>>> copies_;  // [moe layer][expert] -> slots
 };
 

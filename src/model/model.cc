@@ -2,6 +2,7 @@
 #include "model/expert_parallel.h"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "model/workspace.h"
@@ -18,8 +19,38 @@ void rms_norm(float* x, int64_t rows, int64_t n, int64_t ld, const float* w, dou
   }
 }
 
-std::unique_ptr<Model> Model::load(const std::string& dir, Quantize quantize) {
+namespace {
+
+void check_model_path(const std::string& dir) {
   namespace fs = std::filesystem;
+  FF_CHECK(fs::exists(dir),
+           "{}: no such file or directory (expected an HF checkpoint directory or a GGUF file)",
+           dir);
+  FF_CHECK(
+      fs::is_directory(dir),
+      "{}: not a directory or a GGUF file (expected an HF checkpoint directory or a GGUF file)",
+      dir);
+}
+
+// "model.layers.L.mlp.experts.E.*": (L, E); else (-1, -1).
+std::pair<int, int> expert_of(const std::string& name) {
+  int layer = -1, expert = -1, used = 0;
+  if (std::sscanf(name.c_str(), "model.layers.%d.mlp.experts.%d.%n", &layer, &expert, &used) == 2 &&
+      used > 0)
+    return {layer, expert};
+  return {-1, -1};
+}
+
+}  // namespace
+
+ModelConfig Model::load_config(const std::string& dir) {
+  if (is_gguf_path(dir)) return gguf_model_config(GgufFile(dir));
+  check_model_path(dir);
+  return ModelConfig::load((std::filesystem::path(dir) / "config.json").string());
+}
+
+std::unique_ptr<Model> Model::load(const std::string& dir, Quantize quantize,
+                                   const ExpertFilter& keep_expert) {
   ModelConfig config;
   Checkpoint ckpt;
   if (is_gguf_path(dir)) {
@@ -27,18 +58,16 @@ std::unique_ptr<Model> Model::load(const std::string& dir, Quantize quantize) {
     config = gguf_model_config(*file);
     ckpt = gguf_checkpoint(std::move(file));
   } else {
-    FF_CHECK(fs::exists(dir),
-             "{}: no such file or directory (expected an HF checkpoint directory or a GGUF file)",
-             dir);
-    FF_CHECK(
-        fs::is_directory(dir),
-        "{}: not a directory or a GGUF file (expected an HF checkpoint directory or a GGUF file)",
-        dir);
-    config = ModelConfig::load((fs::path(dir) / "config.json").string());
+    check_model_path(dir);
+    config = ModelConfig::load((std::filesystem::path(dir) / "config.json").string());
     ckpt = Checkpoint::open(dir);
   }
-  auto weights = ModelWeights::load(config, std::move(ckpt), quantize);
-  if (quantize == Quantize::None) weights->checkpoint.prefault();
+  auto weights = ModelWeights::load(config, std::move(ckpt), quantize, keep_expert);
+  if (quantize == Quantize::None)
+    weights->checkpoint.prefault([&](const std::string& name) {
+      const auto [layer, expert] = expert_of(name);
+      return layer < 0 || !keep_expert || keep_expert(layer, expert);
+    });
   return std::make_unique<Model>(std::move(config), std::move(weights));
 }
 

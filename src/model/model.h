@@ -5,6 +5,7 @@
 // cache: prompts in the compute-friendly MLA form (per-head K/V up-projected from the latents),
 // single decode tokens in the absorbed form (MQA over the 576-value latents, FlashMLA's layout).
 #pragma once
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -30,7 +31,13 @@ class Model {
   // throws ff::Error naming the file and the key or tensor. `quantize` converts the linear
   // weights at load (weights.h); without it the mapped weights are faulted in at load
   // (Checkpoint::prefault) so the first forward pass does not pay for it.
-  static std::unique_ptr<Model> load(const std::string& path, Quantize quantize = Quantize::None);
+  // keep_expert(layer, expert), when given: the routed experts this process holds (expert
+  // parallelism); the others are not bound, faulted in or quantized.
+  using ExpertFilter = std::function<bool(int layer, int expert)>;
+  static std::unique_ptr<Model> load(const std::string& path, Quantize quantize = Quantize::None,
+                                     const ExpertFilter& keep_expert = {});
+  // The config alone (config.json, or a GGUF file's metadata).
+  static ModelConfig load_config(const std::string& path);
   Model(ModelConfig config, std::unique_ptr<ModelWeights> weights);
 
   const ModelConfig& config() const { return config_; }

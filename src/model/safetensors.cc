@@ -180,10 +180,11 @@ const TensorInfo& Checkpoint::get(const std::string& name,
   return t;
 }
 
-size_t Checkpoint::prefault() const {
+size_t Checkpoint::prefault(const std::function<bool(const std::string&)>& wanted) const {
   std::vector<const TensorInfo*> tensors;
   size_t bytes = 0;
   for (const auto& [name, t] : index_) {
+    if (wanted && !wanted(name)) continue;
     tensors.push_back(t);
     bytes += t->nbytes;
   }

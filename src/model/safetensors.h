@@ -74,8 +74,9 @@ class Checkpoint {
   size_t total_bytes() const;
   // Faults in the mapped pages of every tensor (ff::prefault), across the thread pool, when they
   // fit in 80% of the available memory; returns the bytes faulted in (0 when skipped). Saves the
-  // first forward pass a page fault per 4 KiB of weights.
-  size_t prefault() const;
+  // first forward pass a page fault per 4 KiB of weights. wanted(name), when given, picks the
+  // tensors (by key).
+  size_t prefault(const std::function<bool(const std::string&)>& wanted = {}) const;
 
  private:
   std::string dir_;

@@ -372,7 +372,8 @@ const char* quantize_name(Quantize q) {
 }
 
 std::unique_ptr<ModelWeights> ModelWeights::load(const ModelConfig& c, Checkpoint ckpt,
-                                                 Quantize quantize) {
+                                                 Quantize quantize,
+                                                 const std::function<bool(int, int)>& keep_expert) {
   FF_CHECK(!c.attention_bias, "{}: attention_bias=true is not supported", ckpt.dir());
   auto mw = std::make_unique<ModelWeights>();
   mw->checkpoint = std::move(ckpt);
@@ -407,7 +408,9 @@ std::unique_ptr<ModelWeights> ModelWeights::load(const ModelConfig& c, Checkpoin
       m.score_bias = b.vec(p + ".mlp.gate.e_score_correction_bias", c.n_routed_experts);
     for (int e = 0; e < c.n_routed_experts; ++e)
       m.experts.push_back(
-          b.mlp(fmt::format("{}.mlp.experts.{}", p, e), hid, c.moe_intermediate_size));
+          !keep_expert || keep_expert(l, e)
+              ? b.mlp(fmt::format("{}.mlp.experts.{}", p, e), hid, c.moe_intermediate_size)
+              : MlpWeights{});
     if (c.n_shared_experts > 0) {
       m.has_shared = true;
       m.shared = b.mlp(p + ".mlp.shared_experts", hid,
@@ -449,7 +452,11 @@ size_t ModelWeights::bytes_per_token_decode(const ModelConfig& c) const {
     } else {
       n += stored_bytes(L.moe.router);
       if (L.moe.has_shared) n += mlp_bytes(L.moe.shared);
-      if (!L.moe.experts.empty()) n += size_t(c.num_experts_per_tok) * mlp_bytes(L.moe.experts[0]);
+      for (const MlpWeights& e : L.moe.experts)  // one expert's bytes (the first held here)
+        if (e.gate.data) {
+          n += size_t(c.num_experts_per_tok) * mlp_bytes(e);
+          break;
+        }
     }
   }
   return n;

@@ -3,6 +3,7 @@
 // e4m3 with 128x128 `weight_scale_inv`). Small vectors (norms, scales, router bias) are copied to
 // fp32. The only derived large tensors are MLA's absorbed per-head matrices for decode.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -72,9 +73,12 @@ struct ModelWeights {
   // Weights quantized at load (Quantize), and their FP8 scales.
   std::vector<std::vector<uint8_t>> owned_bytes;
 
-  // Binds every tensor, checking names, shapes and dtypes against the config.
+  // Binds every tensor, checking names, shapes and dtypes against the config. keep_expert
+  // (layer, expert), when given, says which routed experts to bind; the others stay empty
+  // (expert parallelism: another process holds them).
   static std::unique_ptr<ModelWeights> load(const ModelConfig& c, Checkpoint ckpt,
-                                            Quantize quantize = Quantize::None);
+                                            Quantize quantize = Quantize::None,
+                                            const std::function<bool(int, int)>& keep_expert = {});
   void embed_row(int32_t token, float* out) const;
   // Weight bytes one decoded token reads: every dense weight, the absorbed MLA matrices, the
   // shared experts and num_experts_per_tok routed experts per MoE layer (lm_head included).

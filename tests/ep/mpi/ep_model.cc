@@ -70,13 +70,22 @@ int run(int argc, char** argv, int ranks) {
     else
       dir = a;
   }
-  auto model = ff::Model::load(dir);
-  const ff::ModelConfig& c = model->config();
+  const ff::ModelConfig c = ff::Model::load_config(dir);
   ff::ExpertParallel ep(c,
                         placement == "replicate" ? replicated_placement(c, ranks)
                                                  : std::vector<std::vector<int32_t>>{},
                         max_tokens);
+  // Each rank binds only the experts it holds.
+  auto model = ff::Model::load(dir, ff::Quantize::None,
+                               [&](int layer, int expert) { return ep.holds(layer, expert); });
   model->set_expert_parallel(&ep);
+  int held = 0, total = 0;
+  for (const auto& L : model->weights().layers)
+    for (const auto& e : L.moe.experts) {
+      ++total;
+      held += e.gate.data != nullptr ? 1 : 0;
+    }
+  FF_CHECK(ranks == 1 || held < total, "every rank bound all {} experts", total);
   // Every rank's experts must have served rows (else the comparison proves nothing).
   const auto check_served = [&] {
     const int64_t mine = ep.rows_served();
