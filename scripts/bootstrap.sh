@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(cmake ninja-build g++ ccache pkg-config libgtest-dev libgmock-dev nlohmann-json3-dev
           libfmt-dev libcli11-dev libpcre2-dev libbenchmark-dev
           chromium   # chromium: the chat page's headless-browser test (skipped without it)
-          libopenmpi-dev openmpi-bin  # plan: the pipeline executor's ranks (mpirun)
+          libopenmpi-dev openmpi-bin  # plan, ep: ranks (mpirun)
+          librocksdb-dev  # fs: metadata on disk
           libdnnl-dev libopenblas-dev)  # bench_gemm's baselines (optional for the build)
 missing=()
 for p in "${packages[@]}"; do
