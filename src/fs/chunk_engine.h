@@ -1,0 +1,81 @@
+// One storage target's chunks on a local directory (docs/fs-design.md, "Chunk engine"): data in
+// pre-allocated block files per size class (64 KiB ... 64 MiB, powers of two), metadata and the
+// block allocation in the target's key-value store, every change one atomic batch. Updates are
+// copy-on-write: a write stores a pending version in a new block next to the committed one, and
+// commit makes it current and frees the old block, so a crash at any point leaves the committed
+// data readable. CRC32C per chunk, checked on every read.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fs/chunk_meta.h"
+#include "fs/kv.h"
+
+namespace ff::fs {
+
+constexpr uint32_t kMinBlock = 64 << 10;  // size classes 64 KiB ... 64 MiB
+constexpr int kSizeClasses = 11;
+constexpr uint32_t kBlocksPerFile = 256;
+
+// Where a version's bytes lie: block `block` of file `file` of size class `size_class`.
+struct BlockPos {
+  int8_t size_class = -1;  // -1: no block (an empty chunk)
+  uint32_t file = 0, block = 0;
+  bool operator==(const BlockPos&) const = default;
+};
+
+// Errors the service maps to its status codes.
+enum class ChunkError {
+  None,
+  NotFound,
+  NotCommitted,
+  BadRange,
+  NoSpace,
+  ChecksumMismatch,
+  BadVersion
+};
+const char* chunk_error_name(ChunkError e);
+
+class ChunkEngine {
+ public:
+  // Opens (creating) the target in `dir` (dir/meta: the RocksDB store; dir/data: block files).
+  // capacity_bytes: blocks it may allocate in all (0: no limit).
+  ChunkEngine(const std::string& dir, uint64_t capacity_bytes = 0);
+  ~ChunkEngine();
+
+  std::optional<ChunkMeta> meta(const ChunkId& id) const;
+  // Every chunk's metadata, ascending (recovery's syncStart).
+  std::vector<ChunkMeta> all_metas() const;
+  // The highest chunk of `inode` (its length gives the file's), if any.
+  std::optional<ChunkMeta> last_chunk(uint64_t inode) const;
+
+  // Committed bytes [offset, offset + length) (fewer past the chunk's end), or the pending
+  // version's with `pending`. Checks the whole chunk's CRC32C first.
+  ChunkError read(const ChunkId& id, uint32_t offset, uint32_t length, std::string* out,
+                  bool pending = false) const;
+
+  // Writes data at offset into a new pending version `update_version` (= committed + 1) of at
+  // most chunk_size bytes, copy-on-write; crc: the expected CRC32C of the whole new chunk (0:
+  // not checked). A pending version already there is replaced (a retried forward).
+  ChunkError write(const ChunkId& id, uint32_t offset, std::string_view data, uint32_t chunk_size,
+                   uint32_t chain_version, uint64_t update_version, uint32_t crc = 0);
+  // Makes the pending version `update_version` committed, freeing the old block.
+  ChunkError commit(const ChunkId& id, uint64_t update_version);
+  // Replaces the chunk by `data` at version `version`, committed (recovery's full-chunk sends).
+  ChunkError replace(const ChunkId& id, std::string_view data, uint32_t chain_version,
+                     uint64_t version);
+  ChunkError remove(const ChunkId& id);
+
+  uint64_t used_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ff::fs
