@@ -191,6 +191,10 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
     rt.counts = hd.counts;
     rt.node_counts = hd.node_counts;
   }
+  hd.rank_prefix_matrix.assign(size_t(R * R), 0);  // rows of ranks <= s for d, inclusive
+  for (int d = 0; d < R; ++d)
+    for (int s = 0, sum = 0; s < R; ++s)
+      hd.rank_prefix_matrix[size_t(s * R + d)] = sum += rt.count(s, d);
   // Capacities, checked for every rank on every rank (the same verdict everywhere).
   const RowSizes rs = row_sizes(x.hidden, K, rd.fp8, rd.f32);
   const DispatchRows dr = dispatch_rows(b.nvl_bytes, x.hidden, K, rd.fp8, rd.f32);

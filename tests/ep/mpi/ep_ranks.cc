@@ -229,6 +229,14 @@ void run(const Opts& o, int me, int R) {
       } else {
         d = buf.dispatch(a);
       }
+      {  // the prefix matrix marks where each source's rows end here
+        int64_t end = 0;
+        for (int s = 0; s < R; ++s) {
+          for (const Row& row : rows) end += row.s == s;
+          expect(d.handle.rank_prefix_matrix[size_t(s * R + me)] == end,
+                 fmt::format("rank {} rank_prefix_matrix[{}]", me, s));
+        }
+      }
       expect(d.num_recv == int64_t(rows.size()),
              fmt::format("rank {} receives {} rows, not {}", me, d.num_recv, rows.size()));
       for (size_t i = 0; i < rows.size(); ++i) {
