@@ -160,7 +160,9 @@ class Event {
 
 class Buffer {
  public:
-  // Collective over `comm`. num_nvl_bytes: this rank's shared-memory space for each direction
+  // Collective over `comm`. A low_latency_mode buffer carries the low-latency calls only (its
+  // areas hold their receive halves); the normal calls need a buffer of their own.
+  // num_nvl_bytes: this rank's shared-memory space for each direction
   // (rows received by dispatch, rows returned by combine); num_rdma_bytes: staging for the
   // internode hop. Ranks are grouped into nodes by host, or by FF_EP_RANKS_PER_NODE.
   Buffer(MPI_Comm comm, size_t num_nvl_bytes, size_t num_rdma_bytes = 0,

@@ -116,7 +116,11 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
   h.with_weights = !cached && a.topk_weights != nullptr;
   // Local validation; the verdict travels with the header.
   std::string err;
-  if (x.num_tokens < 0 || x.hidden <= 0)
+  if (b.low_latency)
+    err =
+        "the buffer was built for the low-latency mode (its receive halves share the areas): "
+        "use a separate Buffer for dispatch / combine";
+  else if (x.num_tokens < 0 || x.hidden <= 0)
     err = fmt::format("bad x shape [{}, {}]", x.num_tokens, x.hidden);
   else if (x.num_tokens > 0 && !x.data)
     err = "x has no data";
@@ -348,9 +352,11 @@ std::vector<float> combine_rows(Buffer::Impl& b, const void* x, bool f32, const 
   h.num_topk = num_topk;
   h.with_weights = num_topk > 0;
   std::string err;
-  if (hd.num_ranks != R || hd.counts.size() != size_t(R * R) ||
-      hd.send_slot.size() != size_t(hd.num_tokens * R) ||
-      (nodes > 1 && hd.node_counts.size() != size_t(R * nodes)))
+  if (b.low_latency)
+    err = "the buffer was built for the low-latency mode: use a separate Buffer for combine";
+  else if (hd.num_ranks != R || hd.counts.size() != size_t(R * R) ||
+           hd.send_slot.size() != size_t(hd.num_tokens * R) ||
+           (nodes > 1 && hd.node_counts.size() != size_t(R * nodes)))
     err = "the handle is not from a dispatch on this buffer";
   else if (hd.num_recv > 0 && !x)
     err = fmt::format("x is null but {} rows were received", hd.num_recv);

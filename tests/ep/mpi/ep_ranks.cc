@@ -2,7 +2,8 @@
 // inputs from the seed, so it can compute what it must receive and what combine must return, and
 // compares bit for bit. Rank 0 prints "ep check ok: <n> checks" when all ranks pass.
 //   ep_ranks [--tokens N] [--hidden H] [--topk K] [--experts E] [--seed S]
-//            [--fail bad-expert | ll-bad-expert | small-buffer | hidden-differs | stall | die]
+//            [--fail bad-expert | ll-bad-expert | normal-on-ll | small-buffer | hidden-differs |
+//                    stall | die]
 #include <mpi.h>
 #include <unistd.h>
 
@@ -163,6 +164,17 @@ void run(const Opts& o, int me, int R) {
   }
   std::vector<RankInput> all;
   for (int r = 0; r < R; ++r) all.push_back(make_input(o, r, R));
+  if (o.fail == "normal-on-ll") {  // a low-latency buffer refuses the normal calls
+    ff::ep::Buffer llb(MPI_COMM_WORLD, 1 << 20, 0, true);
+    ff::ep::DispatchArgs a;
+    const RankInput& in = all[size_t(me)];
+    a.x = {in.x.data(), false, nullptr, in.n, o.hidden};
+    a.topk_idx = in.idx.data();
+    a.num_topk = o.topk;
+    a.num_experts = o.experts;
+    llb.dispatch(a);
+    return;
+  }
   if (o.fail == "ll-bad-expert") {  // low-latency mode: the error reaches every rank too
     all[size_t(2 % R)].idx[2] = o.experts + 3;
     run_low_latency(o, me, R, all);
