@@ -48,6 +48,13 @@ class EpSession {
   std::unique_ptr<ExpertParallel> ep_;
 };
 
+// The model for generate / serve. With --ep, *session is set up first (so each rank binds only
+// the experts it holds); on the ranks other than 0 the call then serves rank 0's forward passes
+// until rank 0 is done (with SIGINT / SIGTERM blocked: they end the job through rank 0) and
+// returns null.
+std::unique_ptr<Model> load_model(const std::string& path, const std::string& quantize,
+                                  const EpArgs& ep, std::unique_ptr<EpSession>* session);
+
 struct GenerateArgs {
   EpArgs ep;
   std::string model;

@@ -2,6 +2,9 @@
 // (model/expert_parallel.h). Rank 0 does what the command does alone; the other ranks serve its
 // MoE layers and print nothing.
 #include <mpi.h>
+#include <signal.h>
+
+#include <cstdlib>
 
 #include <nlohmann/json.hpp>
 
@@ -62,17 +65,19 @@ std::vector<std::vector<int32_t>> read_placement(const std::string& path) {
 EpSession::EpSession(const EpArgs& a, const ModelConfig& config) {
   int provided = 0;
   MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
+  // A set-up error reaches main, which prints it; MPI ends only at exit, after that line, so
+  // mpirun does not stop the other ranks before they have printed theirs.
+  std::atexit([] {
+    int done = 0;
+    MPI_Finalized(&done);
+    if (!done) MPI_Finalize();
+  });
   FF_CHECK(provided == MPI_THREAD_MULTIPLE,
            "--ep: this MPI library does not support MPI_THREAD_MULTIPLE");
-  try {
-    ep_ = std::make_unique<ExpertParallel>(
-        config,
-        a.placement.empty() ? std::vector<std::vector<int32_t>>{} : read_placement(a.placement),
-        a.max_tokens);
-  } catch (...) {  // every rank reads the same files and fails alike
-    MPI_Finalize();
-    throw;
-  }
+  ep_ = std::make_unique<ExpertParallel>(
+      config,
+      a.placement.empty() ? std::vector<std::vector<int32_t>>{} : read_placement(a.placement),
+      a.max_tokens);
 }
 
 std::function<bool(int, int)> EpSession::experts() const {
@@ -82,6 +87,24 @@ std::function<bool(int, int)> EpSession::experts() const {
 
 void EpSession::attach(Model& model) {
   model.set_expert_parallel(ep_.get());
+}
+
+std::unique_ptr<Model> load_model(const std::string& path, const std::string& quantize,
+                                  const EpArgs& ep, std::unique_ptr<EpSession>* session) {
+  if (ep.enabled) *session = std::make_unique<EpSession>(ep, Model::load_config(path));
+  EpSession* s = session->get();
+  auto model =
+      Model::load(path, parse_quantize(quantize), s ? s->experts() : Model::ExpertFilter{});
+  if (!s) return model;
+  s->attach(*model);
+  if (s->leader()) return model;
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  model->follow();
+  return nullptr;
 }
 
 EpSession::~EpSession() {

@@ -36,17 +36,8 @@ void add_generate_command(CLI::App& app, GenerateArgs& a) {
 
 int run_generate(const GenerateArgs& a) {
   std::unique_ptr<EpSession> ep;
-  if (a.ep.enabled) ep = std::make_unique<EpSession>(a.ep, Model::load_config(a.model));
-  // With --ep each rank binds, faults in and quantizes only the routed experts it holds.
-  auto model =
-      Model::load(a.model, parse_quantize(a.quantize), ep ? ep->experts() : Model::ExpertFilter{});
-  if (ep) {
-    ep->attach(*model);
-    if (!ep->leader()) {
-      model->follow();  // until rank 0 is done; rank 0 alone prints
-      return 0;
-    }
-  }
+  const auto model = load_model(a.model, a.quantize, a.ep, &ep);
+  if (!model) return 0;  // a --ep rank other than 0: it served rank 0, which prints
   const Tokenizer tok = engine::load_tokenizer(a.model);
   std::vector<int32_t> prompt;
   if (a.chat) {

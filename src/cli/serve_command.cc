@@ -50,24 +50,8 @@ int run_serve(const ServeArgs& a) {
   // Every idle client costs a descriptor, not a thread: take all the descriptors we may.
   const int64_t fd_limit = server::raise_open_file_limit();
   std::unique_ptr<EpSession> ep;
-  if (a.ep.enabled) ep = std::make_unique<EpSession>(a.ep, Model::load_config(a.model));
-  // With --ep each rank binds, faults in and quantizes only the routed experts it holds.
-  auto model =
-      Model::load(a.model, parse_quantize(a.quantize), ep ? ep->experts() : Model::ExpertFilter{});
-  if (ep) {
-    ep->attach(*model);
-    if (!ep->leader()) {
-      // Signals end the job through rank 0 (mpirun forwards them to every rank): the other
-      // ranks follow until it has shut down.
-      sigset_t signals;
-      sigemptyset(&signals);
-      sigaddset(&signals, SIGINT);
-      sigaddset(&signals, SIGTERM);
-      pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-      model->follow();
-      return 0;
-    }
-  }
+  const auto model = load_model(a.model, a.quantize, a.ep, &ep);
+  if (!model) return 0;  // a --ep rank other than 0: it served rank 0, which listens
   Tokenizer tok = engine::load_tokenizer(a.model);
   engine::EngineOptions eo;
   eo.num_pages = a.kv_pages;

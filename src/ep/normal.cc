@@ -36,13 +36,17 @@ struct Routing {
   int R = 0, nodes = 1, per_node = 1;
   std::vector<int> counts;       // [R, R]
   std::vector<int> node_counts;  // [R, nodes] (internode)
+  std::vector<int64_t> starts;   // [R + 1, R]: tabulate() of counts
   int count(int s, int d) const { return counts[size_t(s * R + d)]; }
-  // Rows ranks < s sent to d: where s's rows start in d's dispatch area.
-  int64_t dispatch_start(int s, int d) const {
-    int64_t v = 0;
-    for (int r = 0; r < s; ++r) v += count(r, d);
-    return v;
+  // After counts is set: starts[s][d] = rows ranks < s sent to d.
+  void tabulate() {
+    starts.assign(size_t(R + 1) * R, 0);
+    for (int s = 0; s < R; ++s)
+      for (int d = 0; d < R; ++d)
+        starts[size_t((s + 1) * R + d)] = starts[size_t(s * R + d)] + count(s, d);
   }
+  // Where s's rows start in d's dispatch area.
+  int64_t dispatch_start(int s, int d) const { return starts[size_t(s * R + d)]; }
   int64_t received(int d) const { return dispatch_start(R, d); }
   // The ranks whose tokens rank f forwards into its node: the other nodes' ranks with f's
   // local index, ascending.
@@ -195,10 +199,9 @@ DispatchResult Buffer::dispatch(const DispatchArgs& a) {
     rt.counts = hd.counts;
     rt.node_counts = hd.node_counts;
   }
-  hd.rank_prefix_matrix.assign(size_t(R * R), 0);  // rows of ranks <= s for d, inclusive
-  for (int d = 0; d < R; ++d)
-    for (int s = 0, sum = 0; s < R; ++s)
-      hd.rank_prefix_matrix[size_t(s * R + d)] = sum += rt.count(s, d);
+  rt.tabulate();
+  // Rows of ranks <= s for d (inclusive): the next rank's start.
+  hd.rank_prefix_matrix.assign(rt.starts.begin() + R, rt.starts.end());
   // Capacities, checked for every rank on every rank (the same verdict everywhere).
   const RowSizes rs = row_sizes(x.hidden, K, rd.fp8, rd.f32);
   const DispatchRows dr = dispatch_rows(b.nvl_bytes, x.hidden, K, rd.fp8, rd.f32);
@@ -374,6 +377,7 @@ std::vector<float> combine_rows(Buffer::Impl& b, const void* x, bool f32, const 
   rt.per_node = L;
   rt.counts = hd.counts;
   rt.node_counts = hd.node_counts;
+  rt.tabulate();
   const size_t row_bytes = size_t(H) * (f32 ? 4 : 2), wbytes = size_t(K) * 4;
   const size_t per_row = row_bytes + wbytes;
   const int64_t cap = int64_t(b.nvl_bytes / std::max<size_t>(per_row, 1)) - 1;
@@ -405,9 +409,6 @@ std::vector<float> combine_rows(Buffer::Impl& b, const void* x, bool f32, const 
     rows_of[size_t(l)] = disp ? b.dispatch_area(l) : b.combine_area(l);
     weights_at[size_t(l)] = weights_of(b.combine_area(l));
   }
-  std::vector<int64_t> start(size_t(R) * R);  // rt.dispatch_start, tabulated
-  for (int d = 0; d < R; ++d)
-    for (int s2 = 0; s2 < R; ++s2) start[size_t(s2 * R + d)] = rt.dispatch_start(s2, d);
   std::vector<float> acc(static_cast<size_t>(H));
   std::vector<float> wacc(static_cast<size_t>(K));
   const auto add_row = [&](float* sum, const char* row) {
@@ -433,7 +434,7 @@ std::vector<float> combine_rows(Buffer::Impl& b, const void* x, bool f32, const 
       const int d = b.global_rank(b.node, l);
       const int slot = slots[l];
       if (use_mask ? !(mask_or_all >> l & 1u) : slot < 0) continue;
-      const int64_t row = start[size_t(s * R + d)] + slot;
+      const int64_t row = rt.dispatch_start(s, d) + slot;
       add_row(acc.data(), rows_of[size_t(l)] + size_t(row) * row_bytes);
       for (int k = 0; k < K; ++k) wacc[size_t(k)] += weights_at[size_t(l)][row * K + k];
     }
@@ -450,7 +451,7 @@ std::vector<float> combine_rows(Buffer::Impl& b, const void* x, bool f32, const 
       std::fill(wacc.begin(), wacc.end(), 0.f);
       for (int l = 0; l < L; ++l) {
         if (slots[l] < 0) continue;
-        const int64_t row = start[size_t(me * R + l)] + slots[l];
+        const int64_t row = rt.dispatch_start(me, l) + slots[l];
         src[size_t(n++)] = rows_of[size_t(l)] + size_t(row) * row_bytes;
         for (int k = 0; k < K; ++k) wacc[size_t(k)] += weights_at[size_t(l)][row * K + k];
       }

@@ -60,9 +60,9 @@ ExpertParallel::ExpertParallel(const ModelConfig& c, std::vector<std::vector<int
   }
   MPI_Comm_dup(MPI_COMM_WORLD, &control_);
   // Rows are fp32 activations, at most max_tokens per rank per call.
-  const int nodes = 1;  // sized for the largest case; internode staging gets the same bytes
+  // The hint does not depend on the node count; the internode staging gets the same bytes.
   const size_t bytes = ep::Buffer::size_hint(max_tokens, c.hidden_size, c.num_experts_per_tok,
-                                             ranks_, nodes, /*f32=*/true);
+                                             ranks_, /*num_nodes=*/1, /*f32=*/true);
   buffer_ = std::make_unique<ep::Buffer>(MPI_COMM_WORLD, bytes, bytes);
   FF_CHECK(low_latency_tokens >= 0, "expert parallelism: low-latency tokens {} is negative",
            low_latency_tokens);
