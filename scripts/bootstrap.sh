@@ -7,6 +7,7 @@ packages=(cmake ninja-build g++ ccache pkg-config libgtest-dev libgmock-dev nloh
           chromium   # chromium: the chat page's headless-browser test (skipped without it)
           libopenmpi-dev openmpi-bin  # plan, ep: ranks (mpirun)
           librocksdb-dev  # fs: metadata on disk
+          libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # fs: transport
           libdnnl-dev libopenblas-dev)  # bench_gemm's baselines (optional for the build)
 missing=()
 for p in "${packages[@]}"; do

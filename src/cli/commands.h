@@ -156,4 +156,26 @@ struct EplbArgs {
 void add_eplb_command(CLI::App& app, EplbArgs& args);
 int run_eplb(const EplbArgs& args);
 
+// fireflyer fs mgmtd | storage | cluster | chains | routing: the storage cluster's services
+// and tools (docs/fs.md).
+struct FsArgs {
+  std::string listen = "127.0.0.1:0";
+  std::string mgmtd;  // host:port
+  std::string db;     // mgmtd: RocksDB directory ("" : memory)
+  std::string data;   // storage: the targets' directory; cluster: the cluster's
+  uint32_t node = 0;
+  uint32_t targets = 1;
+  uint64_t capacity_mb = 0;
+  int heartbeat_ms = 300;
+  int lease_ms = 1500;
+  uint32_t nodes = 3;
+  uint32_t replicas = 3;
+  uint32_t table = 1;
+  int base_port = 0;  // cluster: mgmtd on it, node n on it + n (0: free ports)
+  bool json = false;
+};
+
+void add_fs_command(CLI::App& app, FsArgs& args);
+int run_fs(CLI::App& app, const FsArgs& args);
+
 }  // namespace ff::cli

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   ff::cli::add_train_pipeline_command(app, train_pipeline);
   ff::cli::EplbArgs eplb;
   ff::cli::add_eplb_command(app, eplb);
+  ff::cli::FsArgs fs;
+  ff::cli::add_fs_command(app, fs);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -33,6 +35,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("dualpipe")) return ff::cli::run_dualpipe(dualpipe);
     if (app.got_subcommand("train-pipeline")) return ff::cli::run_train_pipeline(train_pipeline);
     if (app.got_subcommand("eplb")) return ff::cli::run_eplb(eplb);
+    if (app.got_subcommand("fs")) return ff::cli::run_fs(*app.get_subcommand("fs"), fs);
   } catch (const ff::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -92,6 +92,12 @@ Record decode(const std::string& s) {
   return r;
 }
 
+ChunkMeta to_meta(const ChunkId& id, const Record& r) {
+  const bool p = r.update != r.committed;
+  return ChunkMeta{id,       r.chain_version,          r.committed,           r.update, r.length,
+                   r.crc,    p ? r.p_length : r.length, p ? r.p_crc : r.crc};
+}
+
 std::string chunk_key(const ChunkId& id) {
   std::string k = "C";
   for (const uint8_t b : id.bytes) k += char(~b);
@@ -268,7 +274,7 @@ std::optional<ChunkMeta> ChunkEngine::meta(const ChunkId& id) const {
   std::lock_guard lk(impl_->mu);
   const auto r = impl_->load(id);
   if (!r) return std::nullopt;
-  return ChunkMeta{id, r->chain_version, r->committed, r->update, r->length, r->crc};
+  return to_meta(id, *r);
 }
 
 std::vector<ChunkMeta> ChunkEngine::all_metas() const {
@@ -276,7 +282,7 @@ std::vector<ChunkMeta> ChunkEngine::all_metas() const {
   std::vector<ChunkMeta> out;
   for (const auto& [k, v] : impl_->kv->scan("C", prefix_end("C"))) {
     const Record r = decode(v);
-    out.push_back({id_of_key(k), r.chain_version, r.committed, r.update, r.length, r.crc});
+    out.push_back(to_meta(id_of_key(k), r));
   }
   std::reverse(out.begin(), out.end());  // keys are inverted ids: descending
   return out;
@@ -290,8 +296,7 @@ std::optional<ChunkMeta> ChunkEngine::last_chunk(uint64_t inode) const {
   const auto hits = impl_->kv->scan(begin, end + '\0', 1);
   if (hits.empty()) return std::nullopt;
   const Record r = decode(hits[0].second);
-  return ChunkMeta{
-      id_of_key(hits[0].first), r.chain_version, r.committed, r.update, r.length, r.crc};
+  return to_meta(id_of_key(hits[0].first), r);
 }
 
 ChunkError ChunkEngine::read(const ChunkId& id, uint32_t offset, uint32_t length, std::string* out,
@@ -312,11 +317,27 @@ ChunkError ChunkEngine::read(const ChunkId& id, uint32_t offset, uint32_t length
 ChunkError ChunkEngine::write(const ChunkId& id, uint32_t offset, std::string_view data,
                               uint32_t chunk_size, uint32_t chain_version, uint64_t update_version,
                               uint32_t crc) {
-  Impl& m = *impl_;
-  std::lock_guard lk(m.mu);
   if (chunk_size == 0 || chunk_size > block_bytes(kSizeClasses - 1) ||
       uint64_t(offset) + data.size() > chunk_size)
     return ChunkError::BadRange;
+  return stage(id, chain_version, update_version, crc, [&](std::string& bytes) {
+    if (bytes.size() < offset + data.size()) bytes.resize(offset + data.size(), '\0');
+    std::memcpy(bytes.data() + offset, data.data(), data.size());
+  });
+}
+
+ChunkError ChunkEngine::truncate(const ChunkId& id, uint32_t length, uint32_t chunk_size,
+                                 uint32_t chain_version, uint64_t update_version, uint32_t crc) {
+  if (chunk_size == 0 || chunk_size > block_bytes(kSizeClasses - 1) || length > chunk_size)
+    return ChunkError::BadRange;
+  return stage(id, chain_version, update_version, crc,
+                      [&](std::string& bytes) { bytes.resize(length, '\0'); });
+}
+
+ChunkError ChunkEngine::stage(const ChunkId& id, uint32_t chain_version, uint64_t update_version,
+                              uint32_t crc, const std::function<void(std::string&)>& edit) {
+  Impl& m = *impl_;
+  std::lock_guard lk(m.mu);
   Record r = m.load(id).value_or(Record{});
   if (update_version != r.committed + 1) return ChunkError::BadVersion;
   std::string bytes;
@@ -324,8 +345,7 @@ ChunkError ChunkEngine::write(const ChunkId& id, uint32_t offset, std::string_vi
     bytes = m.read_block(r.pos, r.length);
     if (crc32c(bytes.data(), bytes.size()) != r.crc) return ChunkError::ChecksumMismatch;
   }
-  if (bytes.size() < offset + data.size()) bytes.resize(offset + data.size(), '\0');
-  std::memcpy(bytes.data() + offset, data.data(), data.size());
+  edit(bytes);
   const uint32_t new_crc = crc32c(bytes.data(), bytes.size());
   if (crc && crc != new_crc) return ChunkError::ChecksumMismatch;
   KvBatch batch;
@@ -357,6 +377,24 @@ ChunkError ChunkEngine::commit(const ChunkId& id, uint64_t update_version) {
   r->pos = r->p_pos;
   r->p_pos = BlockPos{};
   batch.put(chunk_key(id), encode(*r));
+  m.kv->write(batch);
+  return ChunkError::None;
+}
+
+ChunkError ChunkEngine::abort(const ChunkId& id, uint64_t update_version) {
+  Impl& m = *impl_;
+  std::lock_guard lk(m.mu);
+  auto r = m.load(id);
+  if (!r || r->update == r->committed || r->update != update_version) return ChunkError::None;
+  KvBatch batch;
+  m.release(r->p_pos, batch);
+  r->update = r->committed;
+  r->p_pos = BlockPos{};
+  r->p_length = r->p_crc = 0;
+  if (r->committed == 0)
+    batch.erase(chunk_key(id));  // a chunk whose first write failed does not exist
+  else
+    batch.put(chunk_key(id), encode(*r));
   m.kv->write(batch);
   return ChunkError::None;
 }

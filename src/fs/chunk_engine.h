@@ -6,6 +6,7 @@
 // data readable. CRC32C per chunk, checked on every read.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -64,8 +65,15 @@ class ChunkEngine {
   // not checked). A pending version already there is replaced (a retried forward).
   ChunkError write(const ChunkId& id, uint32_t offset, std::string_view data, uint32_t chunk_size,
                    uint32_t chain_version, uint64_t update_version, uint32_t crc = 0);
+  // A pending version `update_version` (= committed + 1) of `length` bytes: the committed bytes
+  // cut, or extended with zeros. crc as for write.
+  ChunkError truncate(const ChunkId& id, uint32_t length, uint32_t chunk_size,
+                      uint32_t chain_version, uint64_t update_version, uint32_t crc = 0);
   // Makes the pending version `update_version` committed, freeing the old block.
   ChunkError commit(const ChunkId& id, uint64_t update_version);
+  // Drops the pending version `update_version` (an update that failed further down the chain);
+  // the committed version stays. None when there is no such pending version.
+  ChunkError abort(const ChunkId& id, uint64_t update_version);
   // Replaces the chunk by `data` at version `version`, committed (recovery's full-chunk sends).
   ChunkError replace(const ChunkId& id, std::string_view data, uint32_t chain_version,
                      uint64_t version);
@@ -74,6 +82,9 @@ class ChunkEngine {
   uint64_t used_bytes() const;
 
  private:
+  // The committed bytes changed by `edit` into a pending version (write, truncate).
+  ChunkError stage(const ChunkId& id, uint32_t chain_version, uint64_t update_version,
+                   uint32_t crc, const std::function<void(std::string&)>& edit);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

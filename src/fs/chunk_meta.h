@@ -28,6 +28,8 @@ struct ChunkMeta {
   uint64_t update = 0;         // latest stored version: == committed, or committed + 1 pending
   uint32_t length = 0;
   uint32_t crc32c = 0;
+  uint32_t update_length = 0;  // the latest stored version's (the pending one's, if any)
+  uint32_t update_crc32c = 0;
   bool pending() const { return update != committed; }
 };
 

@@ -6,5 +6,7 @@
 #include "fs/chain_state.h"
 #include "fs/chunk_engine.h"
 #include "fs/chunk_meta.h"
+#include "fs/cluster.h"
 #include "fs/crc32c.h"
 #include "fs/kv.h"
+#include "fs/routing.h"

@@ -1,0 +1,255 @@
+// fireflyer fs: the storage cluster's processes and tools (docs/fs.md).
+//   fs mgmtd    the cluster manager
+//   fs storage  a storage node with its targets
+//   fs cluster  a local development cluster: mgmtd + N storage processes, one chain table
+//   fs chains   create a chain table;  fs routing: print the routing info
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "cli/commands.h"
+#include "core/core.h"
+#include "fs/fs.h"
+
+extern char** environ;
+
+namespace ff::cli {
+namespace {
+
+// SIGINT / SIGTERM blocked in every thread started after this; wait_for_signal takes them.
+sigset_t block_stop_signals() {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGINT);
+  sigaddset(&s, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &s, nullptr);
+  return s;
+}
+
+int run_mgmtd(const FsArgs& a) {
+  const sigset_t s = block_stop_signals();
+  fs::MgmtdOptions o;
+  o.listen = a.listen;
+  o.db_dir = a.db;
+  o.heartbeat_ms = a.heartbeat_ms;
+  o.lease_ms = a.lease_ms;
+  fs::MgmtdServer server(o);
+  std::printf("fireflyer fs mgmtd: listening on %s (state in %s)\n", server.address().c_str(),
+              a.db.empty() ? "memory" : a.db.c_str());
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&s, &sig);
+  server.stop();
+  return 0;
+}
+
+int run_storage(const FsArgs& a) {
+  const sigset_t s = block_stop_signals();
+  fs::StorageOptions o;
+  o.node_id = a.node;
+  o.listen = a.listen;
+  o.mgmtd = a.mgmtd;
+  o.data_dir = a.data;
+  o.targets = a.targets;
+  o.capacity = a.capacity_mb << 20;
+  fs::StorageServer server(o);
+  std::string ids;
+  for (const uint32_t t : server.target_ids()) ids += (ids.empty() ? "" : ",") + std::to_string(t);
+  std::printf("fireflyer fs storage: node %u listening on %s, targets %s\n", a.node,
+              server.address().c_str(), ids.c_str());
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&s, &sig);
+  server.stop();
+  return 0;
+}
+
+void print_routing(const fs::Routing& r) {
+  std::printf("routing version %llu\n", static_cast<unsigned long long>(r.version));
+  for (const auto& [id, address] : r.nodes) std::printf("node %u %s\n", id, address.c_str());
+  for (const auto& [id, t] : r.tables) {
+    std::string chains;
+    for (const uint32_t c : t.chain_ids) chains += (chains.empty() ? "" : ",") + std::to_string(c);
+    std::printf("table %u v%u chains %s\n", id, t.version, chains.c_str());
+  }
+  for (const auto& [id, c] : r.chains) std::printf("%s\n", fs::describe(c).c_str());
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  FF_CHECK(fd >= 0, "fs cluster: no socket for a free port");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  ::close(fd);
+  FF_CHECK(ok, "fs cluster: cannot find a free port");
+  return ntohs(a.sin_port);
+}
+
+pid_t spawn_self(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  static std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  argv.push_back(self.data());
+  for (const std::string& s : args) argv.push_back(const_cast<char*>(s.c_str()));
+  argv.push_back(nullptr);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, self.c_str(), nullptr, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
+  FF_CHECK(rc == 0, "fs cluster: cannot start {}: {}", self, std::strerror(rc));
+  return pid;
+}
+
+int run_cluster(const FsArgs& a) {
+  FF_CHECK(!a.data.empty(), "fs cluster: --data is required");
+  FF_CHECK(a.nodes >= 1 && a.nodes <= 64, "fs cluster: --nodes {} is not in 1..64", a.nodes);
+  FF_CHECK(a.replicas >= 1 && a.replicas <= a.nodes,
+           "fs cluster: --replicas {} needs that many nodes (have {})", a.replicas, a.nodes);
+  const sigset_t s = block_stop_signals();
+  std::filesystem::create_directories(a.data);
+  struct Child {
+    std::string what;
+    pid_t pid;
+  };
+  std::vector<Child> children;
+  const auto stop_all = [&] {
+    for (const Child& c : children) ::kill(c.pid, SIGTERM);
+    for (const Child& c : children) {
+      int st = 0;
+      for (int i = 0; i < 100 && ::waitpid(c.pid, &st, WNOHANG) == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (::waitpid(c.pid, &st, WNOHANG) == 0) {
+        ::kill(c.pid, SIGKILL);
+        ::waitpid(c.pid, &st, 0);
+      }
+    }
+  };
+  try {
+    const int mport = a.base_port ? a.base_port : free_port();
+    const std::string mgmtd = fmt::format("127.0.0.1:{}", mport);
+    children.push_back(
+        {"mgmtd " + mgmtd,
+         spawn_self({"fs", "mgmtd", "--listen", mgmtd, "--db", a.data + "/mgmtd",
+                     "--heartbeat-ms", std::to_string(a.heartbeat_ms), "--lease-ms",
+                     std::to_string(a.lease_ms)})});
+    for (uint32_t n = 1; n <= a.nodes; ++n) {
+      const std::string listen =
+          fmt::format("127.0.0.1:{}", a.base_port ? a.base_port + int(n) : free_port());
+      std::vector<std::string> args = {"fs",       "storage", "--node",    std::to_string(n),
+                                       "--listen", listen,    "--mgmtd",   mgmtd,
+                                       "--data",   fmt::format("{}/node-{}", a.data, n),
+                                       "--targets", std::to_string(a.targets)};
+      if (a.capacity_mb) {
+        args.push_back("--capacity-mb");
+        args.push_back(std::to_string(a.capacity_mb));
+      }
+      children.push_back({fmt::format("storage node {} {}", n, listen), spawn_self(args)});
+    }
+    fs::ClientOptions co;
+    co.mgmtd = mgmtd;
+    fs::StorageClient client(co);
+    // Every node registered and heartbeating, then the chain table (kept from an earlier run).
+    fs::FsStatus made{fs::FsCode::Unavailable, "mgmtd did not answer"};
+    for (int i = 0; i < 300; ++i) {
+      const fs::Routing r = client.refresh();
+      if (r.tables.count(a.table)) {
+        made = {};
+        break;
+      }
+      if (r.nodes.size() >= a.nodes) {
+        made = fs::create_chains(mgmtd, a.table, a.replicas);
+        if (made.ok()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FF_CHECK(made.ok(), "fs cluster: cannot create chain table {}: {}", a.table, made.str());
+    FF_CHECK(fs::wait_all_serving(client, 30000),
+             "fs cluster: the chains did not all come to serving in 30 s");
+    for (const Child& c : children)
+      std::printf("fireflyer fs cluster: %s (pid %d)\n", c.what.c_str(), int(c.pid));
+    print_routing(client.refresh());
+    std::printf("fireflyer fs cluster: ready (Ctrl-C stops every process)\n");
+    std::fflush(stdout);
+  } catch (...) {
+    stop_all();
+    throw;
+  }
+  int sig = 0;
+  sigwait(&s, &sig);
+  std::fprintf(stderr, "fireflyer fs cluster: stopping\n");
+  stop_all();
+  return 0;
+}
+
+}  // namespace
+
+void add_fs_command(CLI::App& app, FsArgs& a) {
+  CLI::App* fs = app.add_subcommand("fs", "The storage cluster (3FS semantics over gRPC)");
+  fs->require_subcommand(1);
+  CLI::App* m = fs->add_subcommand("mgmtd", "Run the cluster manager");
+  m->add_option("--listen", a.listen, "host:port")->capture_default_str();
+  m->add_option("--db", a.db, "RocksDB directory of the cluster state (default: memory)");
+  m->add_option("--heartbeat-ms", a.heartbeat_ms)->capture_default_str()->check(CLI::Range(10, 60000));
+  m->add_option("--lease-ms", a.lease_ms)->capture_default_str()->check(CLI::Range(20, 600000));
+  CLI::App* s = fs->add_subcommand("storage", "Run a storage node");
+  s->add_option("--node", a.node, "node id (targets node*100+1 ...)")->required()->check(CLI::Range(1, 39999999));
+  s->add_option("--listen", a.listen, "host:port")->capture_default_str();
+  s->add_option("--mgmtd", a.mgmtd, "mgmtd's host:port")->required();
+  s->add_option("--data", a.data, "directory of the node's targets")->required();
+  s->add_option("--targets", a.targets, "targets on this node")->capture_default_str()->check(CLI::Range(1, 99));
+  s->add_option("--capacity-mb", a.capacity_mb, "capacity of each target (0: the disk's)");
+  CLI::App* c = fs->add_subcommand("cluster", "Run a local cluster: mgmtd and storage processes");
+  c->add_option("--data", a.data, "the cluster's directory")->required();
+  c->add_option("--nodes", a.nodes)->capture_default_str();
+  c->add_option("--targets-per-node", a.targets)->capture_default_str()->check(CLI::Range(1, 99));
+  c->add_option("--replicas", a.replicas)->capture_default_str();
+  c->add_option("--base-port", a.base_port, "mgmtd's port; node n listens on it + n (0: free ports)");
+  c->add_option("--capacity-mb", a.capacity_mb, "capacity of each target (0: the disk's)");
+  c->add_option("--heartbeat-ms", a.heartbeat_ms)->capture_default_str()->check(CLI::Range(10, 60000));
+  c->add_option("--lease-ms", a.lease_ms)->capture_default_str()->check(CLI::Range(20, 600000));
+  CLI::App* ch = fs->add_subcommand("chains", "Create a chain table from the free targets");
+  ch->add_option("--mgmtd", a.mgmtd)->required();
+  ch->add_option("--table", a.table)->capture_default_str();
+  ch->add_option("--replicas", a.replicas)->capture_default_str();
+  CLI::App* r = fs->add_subcommand("routing", "Print the routing info");
+  r->add_option("--mgmtd", a.mgmtd)->required();
+}
+
+int run_fs(CLI::App& fs, const FsArgs& a) {
+  if (fs.got_subcommand("mgmtd")) return run_mgmtd(a);
+  if (fs.got_subcommand("storage")) return run_storage(a);
+  if (fs.got_subcommand("cluster")) return run_cluster(a);
+  if (fs.got_subcommand("chains")) {
+    const fs::FsStatus st = fs::create_chains(a.mgmtd, a.table, a.replicas);
+    FF_CHECK(st.ok(), "fs chains: {}", st.str());
+    std::printf("chain table %u created\n", a.table);
+    return 0;
+  }
+  fs::ClientOptions co;
+  co.mgmtd = a.mgmtd;
+  co.deadline_ms = 3000;
+  fs::StorageClient client(co);
+  const fs::Routing r = client.refresh();
+  FF_CHECK(r.version > 0 || !r.nodes.empty(), "fs routing: no answer from mgmtd at {}", a.mgmtd);
+  print_routing(r);
+  return 0;
+}
+
+}  // namespace ff::cli

@@ -1,0 +1,165 @@
+// A storage cluster of real processes on localhost for the tests: `fireflyer fs mgmtd` and one
+// `fireflyer fs storage` per node, on ports fixed at construction (a restarted process comes
+// back on its own), each process's output in <dir>/logs. The test kills and restarts them.
+#pragma once
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fs/fs.h"
+
+extern char** environ;
+
+namespace ff::fs::testing {
+
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+struct ClusterOptions {
+  uint32_t nodes = 3;
+  uint32_t targets = 2;
+  uint32_t replicas = 3;
+  uint64_t capacity_mb = 0;
+  int heartbeat_ms = 100;
+  int lease_ms = 600;
+};
+
+class LocalCluster {
+ public:
+  explicit LocalCluster(ClusterOptions o = {}) : o_(o) {
+    dir_ = (std::filesystem::temp_directory_path() /
+            ("ff_fs_" +
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+             std::to_string(::getpid())))
+               .string();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ + "/logs");
+    mgmtd_ = "127.0.0.1:" + std::to_string(free_port());
+    for (uint32_t n = 1; n <= o_.nodes; ++n)
+      storage_addr_[n] = "127.0.0.1:" + std::to_string(free_port());
+  }
+  ~LocalCluster() {
+    client_.reset();
+    for (auto& [name, pid] : pids_) stop(pid, SIGKILL);
+    if (!::testing::Test::HasFailure()) std::filesystem::remove_all(dir_);
+  }
+
+  // mgmtd, the storage nodes, chain table 1, every chain serving.
+  void start() {
+    start_mgmtd();
+    for (uint32_t n = 1; n <= o_.nodes; ++n) start_storage(n);
+    ClientOptions co;
+    co.mgmtd = mgmtd_;
+    co.deadline_ms = 20000;
+    client_ = std::make_unique<StorageClient>(co);
+    FsStatus made{FsCode::Unavailable, "no routing"};
+    for (int i = 0; i < 200 && !made.ok(); ++i) {
+      if (client_->refresh().nodes.size() >= o_.nodes)
+        made = create_chains(mgmtd_, 1, o_.replicas);
+      if (!made.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(made.ok()) << made.str();
+    ASSERT_TRUE(wait_all_serving(*client_, 20000)) << routing_text();
+  }
+
+  void start_mgmtd() {
+    spawn("mgmtd", {"fs", "mgmtd", "--listen", mgmtd_, "--db", dir_ + "/mgmtd", "--heartbeat-ms",
+                    std::to_string(o_.heartbeat_ms), "--lease-ms", std::to_string(o_.lease_ms)});
+  }
+  void start_storage(uint32_t n) {
+    std::vector<std::string> args = {"fs",        "storage", "--node",  std::to_string(n),
+                                     "--listen",  storage_addr_.at(n), "--mgmtd", mgmtd_,
+                                     "--data",    dir_ + "/node-" + std::to_string(n),
+                                     "--targets", std::to_string(o_.targets)};
+    if (o_.capacity_mb) {
+      args.push_back("--capacity-mb");
+      args.push_back(std::to_string(o_.capacity_mb));
+    }
+    spawn("node-" + std::to_string(n), args);
+  }
+  void kill_mgmtd(int sig = SIGKILL) { stop(pids_["mgmtd"], sig); }
+  void kill_storage(uint32_t n, int sig = SIGKILL) {
+    stop(pids_["node-" + std::to_string(n)], sig);
+  }
+
+  StorageClient& client() { return *client_; }
+  const std::string& mgmtd() const { return mgmtd_; }
+  const std::string& dir() const { return dir_; }
+  std::string target_dir(uint32_t target) const {
+    return dir_ + "/node-" + std::to_string(target / 100) + "/target-" + std::to_string(target);
+  }
+  std::string routing_text() {
+    std::string s;
+    for (const auto& [id, c] : client_->refresh().chains) s += describe(c) + "\n";
+    return s;
+  }
+  // Every chain of routing has exactly `n` serving targets.
+  bool wait_serving_count(size_t n, int timeout_ms) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    Routing r = client_->refresh();
+    while (std::chrono::steady_clock::now() < until) {
+      bool all = !r.chains.empty();
+      for (const auto& [id, c] : r.chains) all &= c.serving().size() == n;
+      if (all) return true;
+      r = client_->refresh(r.version, 200);
+    }
+    return false;
+  }
+
+ private:
+  void spawn(const std::string& name, const std::vector<std::string>& args) {
+    std::vector<char*> argv;
+    std::string self = FF_CLI_PATH;
+    argv.push_back(self.data());
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    const std::string log = dir_ + "/logs/" + name + ".log";
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid = 0;
+    const int rc = posix_spawn(&pid, self.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ASSERT_EQ(rc, 0) << "cannot start " << self;
+    pids_[name] = pid;
+  }
+  static void stop(pid_t& pid, int sig) {
+    if (pid <= 0) return;
+    ::kill(pid, sig);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    pid = 0;
+  }
+
+  ClusterOptions o_;
+  std::string dir_, mgmtd_;
+  std::map<uint32_t, std::string> storage_addr_;
+  std::map<std::string, pid_t> pids_;
+  std::unique_ptr<StorageClient> client_;
+};
+
+}  // namespace ff::fs::testing
