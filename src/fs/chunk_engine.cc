@@ -300,9 +300,10 @@ std::optional<ChunkMeta> ChunkEngine::last_chunk(uint64_t inode) const {
 }
 
 ChunkError ChunkEngine::read(const ChunkId& id, uint32_t offset, uint32_t length, std::string* out,
-                             bool pending) const {
+                             bool pending, ChunkMeta* meta) const {
   std::lock_guard lk(impl_->mu);
   const auto r = impl_->load(id);
+  if (r && meta) *meta = to_meta(id, *r);
   if (!r || (!pending && r->committed == 0)) return ChunkError::NotFound;
   if (pending && r->update == r->committed) return ChunkError::NotCommitted;
   const uint32_t len = pending ? r->p_length : r->length;

@@ -57,8 +57,9 @@ class ChunkEngine {
 
   // Committed bytes [offset, offset + length) (fewer past the chunk's end), or the pending
   // version's with `pending`. Checks the whole chunk's CRC32C first.
+  // `meta`, when given, gets the chunk's metadata as of the read (same lock).
   ChunkError read(const ChunkId& id, uint32_t offset, uint32_t length, std::string* out,
-                  bool pending = false) const;
+                  bool pending = false, ChunkMeta* meta = nullptr) const;
 
   // Writes data at offset into a new pending version `update_version` (= committed + 1) of at
   // most chunk_size bytes, copy-on-write; crc: the expected CRC32C of the whole new chunk (0:

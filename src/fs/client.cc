@@ -360,19 +360,26 @@ FsStatus StorageClient::query_last_chunk(uint32_t chain_id, uint64_t inode,
 
 FsStatus StorageClient::list_chunks(uint32_t target_id, std::vector<ChunkMeta>* out) {
   Impl& m = *impl_;
-  const auto r = m.current();
-  const std::string address = r->address_of(target_id);
-  if (address.empty()) return {FsCode::UnknownTarget, fmt::format("no target {}", target_id)};
-  wire::ListChunksReq req;
-  req.set_target_id(target_id);
-  wire::ListChunksRsp rsp;
-  grpc::ClientContext ctx;
-  set_deadline(ctx, m.opt.rpc_timeout_ms);
-  const grpc::Status g = m.stubs.storage(address)->ListChunks(&ctx, req, &rsp);
-  const FsStatus s = from_wire_status(g, rsp.status());
-  out->clear();
-  for (const auto& w : rsp.metas()) out->push_back(from_wire(w));
-  return s;
+  const auto until = Steady::now() + std::chrono::milliseconds(m.opt.deadline_ms);
+  for (;;) {
+    const auto r = m.current();
+    const std::string address = r->address_of(target_id);
+    if (address.empty()) return {FsCode::UnknownTarget, fmt::format("no target {}", target_id)};
+    wire::ListChunksReq req;
+    req.set_target_id(target_id);
+    wire::ListChunksRsp rsp;
+    grpc::ClientContext ctx;
+    set_deadline(ctx, std::max(1, std::min(m.opt.rpc_timeout_ms, ms_left(until))));
+    const grpc::Status g = m.stubs.storage(address)->ListChunks(&ctx, req, &rsp);
+    const FsStatus s = from_wire_status(g, rsp.status());
+    if (s.code == FsCode::Unavailable && ms_left(until) > 0) {  // a node restarting
+      m.pause(50);
+      continue;
+    }
+    out->clear();
+    for (const auto& w : rsp.metas()) out->push_back(from_wire(w));
+    return s;
+  }
 }
 
 WriteResult StorageClient::send_update_to(uint32_t target_id, uint32_t chain_id,

@@ -64,7 +64,7 @@ class LocalCluster {
   ~LocalCluster() {
     client_.reset();
     for (auto& [name, pid] : pids_) stop(pid, SIGKILL);
-    if (!::testing::Test::HasFailure()) std::filesystem::remove_all(dir_);
+    if (!::testing::Test::HasFailure() && !std::getenv("FF_FS_KEEP")) std::filesystem::remove_all(dir_);
   }
 
   // mgmtd, the storage nodes, chain table 1, every chain serving.
@@ -98,7 +98,20 @@ class LocalCluster {
       args.push_back("--capacity-mb");
       args.push_back(std::to_string(o_.capacity_mb));
     }
+    // Registered (it prints its address after mgmtd took its targets out of their chains),
+    // so that a wait for serving chains that follows cannot see the old routing.
+    const std::string log = dir_ + "/logs/node-" + std::to_string(n) + ".log";
+    const size_t before = count_lines(log, "listening on");
     spawn("node-" + std::to_string(n), args);
+    for (int i = 0; i < 400 && count_lines(log, "listening on") == before; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    ASSERT_GT(count_lines(log, "listening on"), before) << "node " << n << " did not start";
+  }
+  static size_t count_lines(const std::string& path, const std::string& needle) {
+    std::ifstream f(path);
+    size_t n = 0;
+    for (std::string line; std::getline(f, line);) n += line.find(needle) != std::string::npos;
+    return n;
   }
   void kill_mgmtd(int sig = SIGKILL) { stop(pids_["mgmtd"], sig); }
   void kill_storage(uint32_t n, int sig = SIGKILL) {

@@ -39,20 +39,24 @@ grpc::Status StorageServer::Impl::BatchRead(grpc::ServerContext*, const wire::Ba
       continue;
     }
     try {
-      const auto m = eng->meta(id);
-      if (!m || (m->committed == 0 && !io.uncommitted())) {
-        set_status(out->mutable_status(), m ? wire::NOT_COMMITTED : wire::NOT_FOUND,
-                   fmt::format("chunk {} {}", id.hex(), m ? "not committed" : "not found"));
-        continue;
-      }
-      const bool pending = m->pending();
-      if (pending && !io.uncommitted()) {
-        set_status(out->mutable_status(), wire::NOT_COMMITTED,
-                   fmt::format("chunk {} has version {} pending", id.hex(), m->update));
-        continue;
-      }
+      // One engine call: the bytes and the version they are come from the same moment.
+      ChunkMeta m;
       std::string data;
-      const ChunkError e = eng->read(id, io.offset(), io.length(), &data, pending);
+      ChunkError e = eng->read(id, io.offset(), io.length(), &data, false, &m);
+      bool pending = false;
+      if (e == ChunkError::NotFound && m.update > 0 && io.uncommitted()) {
+        e = eng->read(id, io.offset(), io.length(), &data, true, &m);
+        pending = true;
+      } else if (e == ChunkError::None && m.pending()) {
+        if (!io.uncommitted()) {
+          set_status(out->mutable_status(), wire::NOT_COMMITTED,
+                     fmt::format("chunk {} has version {} pending", id.hex(), m.update));
+          continue;
+        }
+        e = eng->read(id, io.offset(), io.length(), &data, true, &m);
+        pending = true;
+      }
+      if (e == ChunkError::NotFound && m.update > 0) e = ChunkError::NotCommitted;
       if (e == ChunkError::ChecksumMismatch) {
         std::lock_guard lk(mu);
         bad_chunks.insert({io.target_id(), id, io.chain_id()});
@@ -65,8 +69,8 @@ grpc::Status StorageServer::Impl::BatchRead(grpc::ServerContext*, const wire::Ba
         continue;
       }
       out->set_data(std::move(data));
-      out->set_version(pending ? m->update : m->committed);
-      out->set_chunk_length(pending ? m->update_length : m->length);
+      out->set_version(pending ? m.update : m.committed);
+      out->set_chunk_length(pending ? m.update_length : m.length);
     } catch (const std::exception& e) {
       set_status(out->mutable_status(), wire::IO_ERROR, e.what());
     }
@@ -145,6 +149,7 @@ void StorageServer::Impl::sync_loop() {
     }
     for (const auto& [target, id, chain] : bad) {
       try {
+        ChunkLocks::Guard guard(locks, target, id);
         repair(target, id, chain);
       } catch (const std::exception&) {
       }
@@ -169,6 +174,13 @@ void StorageServer::Impl::sync_loop() {
 }
 
 bool StorageServer::Impl::resync(uint32_t target, const ChainRoute& chain, uint32_t successor) {
+  {
+    // Updates admitted under an older version may not forward to the syncing target: let them
+    // finish; every later one checks against this version, so it does.
+    std::unique_lock drain(chain_lock(chain.chain_id));
+    const ChainRoute* now = routing()->chain(chain.chain_id);
+    if (!now || now->version != chain.version) return false;
+  }
   const auto r = routing();
   auto stub = stubs.storage(r->address_of(successor));
   wire::SyncStartReq sreq;
@@ -184,21 +196,38 @@ bool StorageServer::Impl::resync(uint32_t target, const ChainRoute& chain, uint3
   std::vector<ChunkMeta> remote;
   for (const auto& m : srsp.metas()) remote.push_back(from_wire(m));
   ChunkEngine& eng = *engine(target);
-  const std::vector<SyncStep> plan = sync_plan(eng.all_metas(), remote);
-  for (const SyncStep& step : plan) {
+  // Every chunk on either side, decided under its lock on what is here now (a write that ran
+  // since the listing is in it, or was forwarded to the successor already).
+  std::set<ChunkId> ids;
+  for (const ChunkMeta& m : eng.all_metas()) ids.insert(m.id);
+  std::map<ChunkId, ChunkMeta> there;
+  for (const ChunkMeta& m : remote) {
+    ids.insert(m.id);
+    there[m.id] = m;
+  }
+  for (const ChunkId& id : ids) {
     if (routing()->chain(chain.chain_id)->version != chain.version) return false;
-    ChunkLocks::Guard guard(locks, target, step.id);
+    ChunkLocks::Guard guard(locks, target, id);
+    const auto m = eng.meta(id);
+    std::vector<ChunkMeta> here_v, there_v;
+    if (m && m->committed > 0) here_v.push_back(*m);
+    if (const auto it = there.find(id); it != there.end()) there_v.push_back(it->second);
+    std::vector<SyncStep> step = sync_plan(here_v, there_v);
+    // The same version with other bytes (an unacknowledged write numbered again): send too.
+    if (step.empty() && !here_v.empty() && !there_v.empty() &&
+        here_v[0].crc32c != there_v[0].crc32c)
+      step.push_back({id, SyncAction::Send});
+    if (step.empty()) continue;
     wire::UpdateReq u;
     u.set_chain_id(chain.chain_id);
     u.set_chain_version(chain.version);
-    u.set_chunk_id(id_bytes(step.id));
+    u.set_chunk_id(id_bytes(id));
     u.set_forwarded(true);
     u.set_sync(true);
     u.set_target_id(successor);
-    const auto m = eng.meta(step.id);
-    if (m && m->committed > 0) {  // (still) here: send what is committed
+    if (step[0].action == SyncAction::Send) {
       std::string data;
-      const ChunkError e = eng.read(step.id, 0, kWholeChunk, &data, false);
+      const ChunkError e = eng.read(id, 0, kWholeChunk, &data, false);
       if (e != ChunkError::None) return false;
       u.set_kind(wire::REPLACE);
       u.set_data(std::move(data));
@@ -210,6 +239,8 @@ bool StorageServer::Impl::resync(uint32_t target, const ChainRoute& chain, uint3
     grpc::ClientContext ctx;
     set_deadline(ctx, opt.forward_timeout_ms);
     if (!stub->Update(&ctx, u, &ursp).ok() || ursp.status().code() != wire::OK) return false;
+    // What was sent is what the successor has now.
+    if (u.kind() == wire::REPLACE) there[id] = *m;
   }
   wire::SyncDoneReq dreq;
   dreq.set_chain_id(chain.chain_id);

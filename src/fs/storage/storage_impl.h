@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -58,6 +59,18 @@ struct StorageServer::Impl final : wire::Storage::Service {
   std::atomic<bool> registered{false};
   std::atomic<int64_t> last_heartbeat_ms{0};
   int heartbeat_ms = 300, lease_ms = 1500;
+
+  // Per chain: every update holds it shared from its version check to its answer; a recovery
+  // takes it once, exclusively, before listing the chunks, so that no update admitted under
+  // an older chain version (which would not reach the syncing target) is still running.
+  std::mutex chain_locks_mu;
+  std::map<uint32_t, std::unique_ptr<std::shared_mutex>> chain_locks;
+  std::shared_mutex& chain_lock(uint32_t chain_id) {
+    std::lock_guard lk(chain_locks_mu);
+    auto& l = chain_locks[chain_id];
+    if (!l) l = std::make_unique<std::shared_mutex>();
+    return *l;
+  }
 
   // Exactly-once: per (client, channel) the last request and its answer.
   struct Seen {

@@ -118,12 +118,24 @@ grpc::Status StorageServer::Impl::Update(grpc::ServerContext* ctx, const wire::U
     return grpc::Status::OK;
   }
   try {
+    std::shared_lock chain_guard(chain_lock(req->chain_id()), std::defer_lock);
+    if (!req->sync()) chain_guard.lock();
     if (req->forwarded())
       forwarded_update(*req, rsp, deadline);
     else
       client_update(*req, rsp, deadline);
   } catch (const std::exception& e) {
     set_status(rsp->mutable_status(), wire::IO_ERROR, e.what());
+  }
+  static const bool trace = std::getenv("FF_FS_TRACE") != nullptr;
+  if (trace) {
+    ChunkId id;
+    id_from(req->chunk_id(), &id);
+    fprintf(stderr, "TRACE %lld t%u c%u v%u %s kind %d fwd %d sync %d u%llu -> %d v%llu %s\n",
+            (long long)now_ms(), req->target_id(), req->chain_id(), req->chain_version(),
+            id.hex().c_str(), int(req->kind()), int(req->forwarded()), int(req->sync()),
+            (unsigned long long)req->update_version(), int(rsp->status().code()),
+            (unsigned long long)rsp->version(), rsp->status().message().c_str());
   }
   return grpc::Status::OK;
 }
