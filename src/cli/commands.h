@@ -166,6 +166,7 @@ struct FsArgs {
   uint32_t node = 0;
   uint32_t targets = 1;
   uint64_t capacity_mb = 0;
+  bool no_fsync = false;
   int heartbeat_ms = 300;
   int lease_ms = 1500;
   uint32_t nodes = 3;

@@ -61,6 +61,7 @@ int run_storage(const FsArgs& a) {
   o.data_dir = a.data;
   o.targets = a.targets;
   o.capacity = a.capacity_mb << 20;
+  o.fsync = !a.no_fsync;
   fs::StorageServer server(o);
   std::string ids;
   for (const uint32_t t : server.target_ids()) ids += (ids.empty() ? "" : ",") + std::to_string(t);
@@ -160,6 +161,7 @@ int run_cluster(const FsArgs& a) {
         args.push_back("--capacity-mb");
         args.push_back(std::to_string(a.capacity_mb));
       }
+      if (a.no_fsync) args.push_back("--no-fsync");
       children.push_back({fmt::format("storage node {} {}", n, listen), spawn_self(args)});
     }
     fs::ClientOptions co;
@@ -215,6 +217,9 @@ void add_fs_command(CLI::App& app, FsArgs& a) {
   s->add_option("--data", a.data, "directory of the node's targets")->required();
   s->add_option("--targets", a.targets, "targets on this node")->capture_default_str()->check(CLI::Range(1, 99));
   s->add_option("--capacity-mb", a.capacity_mb, "capacity of each target (0: the disk's)");
+  s->add_flag("--no-fsync", a.no_fsync,
+              "acknowledge updates once every replica's OS has them, without fdatasync "
+              "(survives killed processes, not a power loss of a whole chain)");
   CLI::App* c = fs->add_subcommand("cluster", "Run a local cluster: mgmtd and storage processes");
   c->add_option("--data", a.data, "the cluster's directory")->required();
   c->add_option("--nodes", a.nodes)->capture_default_str();
@@ -222,6 +227,7 @@ void add_fs_command(CLI::App& app, FsArgs& a) {
   c->add_option("--replicas", a.replicas)->capture_default_str();
   c->add_option("--base-port", a.base_port, "mgmtd's port; node n listens on it + n (0: free ports)");
   c->add_option("--capacity-mb", a.capacity_mb, "capacity of each target (0: the disk's)");
+  c->add_flag("--no-fsync", a.no_fsync, "storage nodes without fdatasync (see fs storage)");
   c->add_option("--heartbeat-ms", a.heartbeat_ms)->capture_default_str()->check(CLI::Range(10, 60000));
   c->add_option("--lease-ms", a.lease_ms)->capture_default_str()->check(CLI::Range(20, 600000));
   CLI::App* ch = fs->add_subcommand("chains", "Create a chain table from the free targets");

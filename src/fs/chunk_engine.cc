@@ -2,9 +2,11 @@
 //   "C" + the chunk id with every byte inverted -> the chunk's record (a forward scan of a file's
 //                                                  chunks meets the highest index first)
 //   "B" + size class + file (big-endian)        -> that file's allocation bitmap (256 bits)
-// A block is marked used in the same batch as the record that first points to it and freed in
-// the batch that drops the last pointer, so after a crash the bitmaps and the records agree; a
-// block written but not yet committed to a batch is simply free again.
+// A block is reserved in memory, written and synced, then marked used in the same batch as the
+// record that first points to it, and freed in the batch that drops the last pointer. A batch
+// stores a whole bitmap, so it may carry another update's reservation too; after a crash such a
+// block is marked used with no record pointing to it, and opening the target frees it (the
+// bitmaps are checked against the records).
 #include "fs/chunk_engine.h"
 
 #include <fcntl.h>
@@ -15,6 +17,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <set>
+#include <shared_mutex>
 #include <tuple>
 
 #include "core/core.h"
@@ -142,12 +146,18 @@ const char* chunk_error_name(ChunkError e) {
 struct ChunkEngine::Impl {
   std::string dir;
   uint64_t capacity = 0, used = 0;
+  bool sync = true;
   std::unique_ptr<KvEngine> kv;
-  mutable std::mutex mu;
+  // Metadata and allocation: exclusive to change, shared to read a chunk (a block is freed only
+  // under the exclusive lock, so a reader's block stays its own until it is done). Data goes to
+  // fresh blocks outside the lock; updates of one chunk are serialized by the caller.
+  mutable std::shared_mutex mu;
   std::map<std::pair<int, uint32_t>, std::array<uint64_t, kBlocksPerFile / 64>> bitmaps;
+  mutable std::mutex fd_mu;
   mutable std::map<std::pair<int, uint32_t>, int> fds;
 
   int fd(int size_class, uint32_t file) const {
+    std::lock_guard lk(fd_mu);
     const auto it = fds.find({size_class, file});
     if (it != fds.end()) return it->second;
     const std::string path =
@@ -201,7 +211,8 @@ struct ChunkEngine::Impl {
       FF_CHECK(n > 0, "{}: write failed: {}", dir, std::strerror(errno));
       done += size_t(n);
     }
-    FF_CHECK(::fdatasync(f) == 0, "{}: fdatasync failed: {}", dir, std::strerror(errno));
+    if (sync)
+      FF_CHECK(::fdatasync(f) == 0, "{}: fdatasync failed: {}", dir, std::strerror(errno));
   }
 
   std::string read_block(const BlockPos& p, uint32_t length) const {
@@ -224,20 +235,25 @@ struct ChunkEngine::Impl {
     return decode(*v);
   }
 
-  // The new bytes into a fresh block; the batch gets its bitmap. nullopt: no space.
-  std::optional<BlockPos> store(const std::string& bytes, KvBatch& batch) {
-    const int c = class_for(bytes.size());
+  // A fresh block for n bytes, marked used (under the exclusive lock). nullopt: no space.
+  std::optional<BlockPos> reserve(size_t n) {
+    const int c = class_for(n);
     if (c < 0) return BlockPos{};
-    const auto p = allocate(c);
-    if (!p) return std::nullopt;
+    return allocate(c);
+  }
+  // Writes a reserved block (no lock: nothing refers to it yet); on failure it is released.
+  void fill(const BlockPos& p, const std::string& bytes) {
+    if (p.size_class < 0) return;
     try {
-      write_block(*p, bytes);
+      write_block(p, bytes);
     } catch (...) {
-      set_bit(*p, false);
+      std::unique_lock lk(mu);
+      set_bit(p, false);
       throw;
     }
-    stage_bitmap(batch, *p);
-    return p;
+  }
+  void stage_new(const BlockPos& p, KvBatch& batch) const {
+    if (p.size_class >= 0) stage_bitmap(batch, p);
   }
   void release(const BlockPos& p, KvBatch& batch) {
     if (p.size_class < 0) return;
@@ -246,10 +262,11 @@ struct ChunkEngine::Impl {
   }
 };
 
-ChunkEngine::ChunkEngine(const std::string& dir, uint64_t capacity_bytes)
+ChunkEngine::ChunkEngine(const std::string& dir, uint64_t capacity_bytes, bool sync)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.dir = dir;
+  m.sync = sync;
   m.capacity = capacity_bytes;
   std::error_code ec;
   std::filesystem::create_directories(dir + "/data", ec);
@@ -262,8 +279,33 @@ ChunkEngine::ChunkEngine(const std::string& dir, uint64_t capacity_bytes)
                           uint32_t(uint8_t(k[4])) << 8 | uint8_t(k[5]);
     auto& words = m.bitmaps[{c, file}];
     std::memcpy(words.data(), v.data(), v.size());
-    for (const uint64_t w : words) m.used += uint64_t(__builtin_popcountll(w)) * block_bytes(c);
   }
+  // Blocks marked used that no record points to (reserved when the process died) are free.
+  std::set<std::tuple<int, uint32_t, uint32_t>> referenced;
+  for (const auto& [k, v] : m.kv->scan("C", prefix_end("C"))) {
+    const Record r = decode(v);
+    for (const BlockPos& p : {r.pos, r.p_pos})
+      if (p.size_class >= 0) referenced.insert({p.size_class, p.file, p.block});
+  }
+  KvBatch fix;
+  for (auto& [key, words] : m.bitmaps) {
+    bool changed = false;
+    for (uint32_t b = 0; b < kBlocksPerFile; ++b) {
+      const bool on = words[b / 64] >> (b % 64) & 1;
+      const bool want = referenced.count({key.first, key.second, b}) > 0;
+      if (on != want) {
+        words[b / 64] ^= uint64_t(1) << (b % 64);
+        changed = true;
+      }
+    }
+    if (changed) m.stage_bitmap(fix, BlockPos{int8_t(key.first), key.second, 0});
+    for (const uint64_t w : words)
+      m.used += uint64_t(__builtin_popcountll(w)) * block_bytes(key.first);
+  }
+  for (const auto& [c, f, b] : referenced)
+    FF_CHECK(m.bitmaps.count({c, f}), "{}: a chunk record points to block {} of file {}K.{}, "
+             "which has no allocation bitmap", dir, b, block_bytes(c) >> 10, f);
+  if (!fix.empty()) m.kv->write(fix);
 }
 
 ChunkEngine::~ChunkEngine() {
@@ -271,14 +313,14 @@ ChunkEngine::~ChunkEngine() {
 }
 
 std::optional<ChunkMeta> ChunkEngine::meta(const ChunkId& id) const {
-  std::lock_guard lk(impl_->mu);
+  std::shared_lock lk(impl_->mu);
   const auto r = impl_->load(id);
   if (!r) return std::nullopt;
   return to_meta(id, *r);
 }
 
 std::vector<ChunkMeta> ChunkEngine::all_metas() const {
-  std::lock_guard lk(impl_->mu);
+  std::shared_lock lk(impl_->mu);
   std::vector<ChunkMeta> out;
   for (const auto& [k, v] : impl_->kv->scan("C", prefix_end("C"))) {
     const Record r = decode(v);
@@ -289,7 +331,7 @@ std::vector<ChunkMeta> ChunkEngine::all_metas() const {
 }
 
 std::optional<ChunkMeta> ChunkEngine::last_chunk(uint64_t inode) const {
-  std::lock_guard lk(impl_->mu);
+  std::shared_lock lk(impl_->mu);
   const ChunkId first = ChunkId::of(inode, ~uint64_t(0));
   const std::string begin = chunk_key(first);
   const std::string end = chunk_key(ChunkId::of(inode, 0));
@@ -301,71 +343,110 @@ std::optional<ChunkMeta> ChunkEngine::last_chunk(uint64_t inode) const {
 
 ChunkError ChunkEngine::read(const ChunkId& id, uint32_t offset, uint32_t length, std::string* out,
                              bool pending, ChunkMeta* meta) const {
-  std::lock_guard lk(impl_->mu);
+  std::shared_lock lk(impl_->mu);
   const auto r = impl_->load(id);
   if (r && meta) *meta = to_meta(id, *r);
   if (!r || (!pending && r->committed == 0)) return ChunkError::NotFound;
   if (pending && r->update == r->committed) return ChunkError::NotCommitted;
   const uint32_t len = pending ? r->p_length : r->length;
-  const std::string all = impl_->read_block(pending ? r->p_pos : r->pos, len);
+  std::string all = impl_->read_block(pending ? r->p_pos : r->pos, len);
   if (crc32c(all.data(), all.size()) != (pending ? r->p_crc : r->crc))
     return ChunkError::ChecksumMismatch;
   if (offset > len) return ChunkError::BadRange;
-  *out = all.substr(offset, std::min<uint64_t>(length, len - offset));
+  const size_t n = std::min<uint64_t>(length, len - offset);
+  if (offset == 0 && n == all.size())
+    *out = std::move(all);
+  else
+    out->assign(all, offset, n);
   return ChunkError::None;
 }
 
 ChunkError ChunkEngine::write(const ChunkId& id, uint32_t offset, std::string_view data,
                               uint32_t chunk_size, uint32_t chain_version, uint64_t update_version,
                               uint32_t crc) {
-  if (chunk_size == 0 || chunk_size > block_bytes(kSizeClasses - 1) ||
-      uint64_t(offset) + data.size() > chunk_size)
-    return ChunkError::BadRange;
-  return stage(id, chain_version, update_version, crc, [&](std::string& bytes) {
-    if (bytes.size() < offset + data.size()) bytes.resize(offset + data.size(), '\0');
-    std::memcpy(bytes.data() + offset, data.data(), data.size());
-  });
+  std::string bytes;
+  uint32_t new_crc = 0;
+  const ChunkError e =
+      prepare(id, Edit::Write, offset, data, 0, chunk_size, update_version, &bytes, &new_crc);
+  if (e != ChunkError::None) return e;
+  if (crc && crc != new_crc) return ChunkError::ChecksumMismatch;
+  return put_pending(id, bytes, new_crc, chain_version, update_version);
 }
 
 ChunkError ChunkEngine::truncate(const ChunkId& id, uint32_t length, uint32_t chunk_size,
                                  uint32_t chain_version, uint64_t update_version, uint32_t crc) {
-  if (chunk_size == 0 || chunk_size > block_bytes(kSizeClasses - 1) || length > chunk_size)
-    return ChunkError::BadRange;
-  return stage(id, chain_version, update_version, crc,
-                      [&](std::string& bytes) { bytes.resize(length, '\0'); });
+  std::string bytes;
+  uint32_t new_crc = 0;
+  const ChunkError e =
+      prepare(id, Edit::Truncate, 0, {}, length, chunk_size, update_version, &bytes, &new_crc);
+  if (e != ChunkError::None) return e;
+  if (crc && crc != new_crc) return ChunkError::ChecksumMismatch;
+  return put_pending(id, bytes, new_crc, chain_version, update_version);
 }
 
-ChunkError ChunkEngine::stage(const ChunkId& id, uint32_t chain_version, uint64_t update_version,
-                              uint32_t crc, const std::function<void(std::string&)>& edit) {
+ChunkError ChunkEngine::prepare(const ChunkId& id, Edit edit, uint32_t offset,
+                                std::string_view data, uint32_t length, uint32_t chunk_size,
+                                uint64_t update_version, std::string* bytes,
+                                uint32_t* crc) const {
+  if (chunk_size == 0 || chunk_size > block_bytes(kSizeClasses - 1) ||
+      (edit == Edit::Write ? uint64_t(offset) + data.size() : length) > chunk_size)
+    return ChunkError::BadRange;
   Impl& m = *impl_;
-  std::lock_guard lk(m.mu);
-  Record r = m.load(id).value_or(Record{});
-  if (update_version != r.committed + 1) return ChunkError::BadVersion;
-  std::string bytes;
-  if (r.committed > 0) {
-    bytes = m.read_block(r.pos, r.length);
-    if (crc32c(bytes.data(), bytes.size()) != r.crc) return ChunkError::ChecksumMismatch;
+  Record r;
+  {
+    std::shared_lock lk(m.mu);
+    r = m.load(id).value_or(Record{});
   }
-  edit(bytes);
-  const uint32_t new_crc = crc32c(bytes.data(), bytes.size());
-  if (crc && crc != new_crc) return ChunkError::ChecksumMismatch;
-  KvBatch batch;
-  const auto pos = m.store(bytes, batch);
+  if (update_version != r.committed + 1) return ChunkError::BadVersion;
+  // The old bytes; their block stays (only this chunk's own updates, which the caller
+  // serializes, free it). A write that covers them all needs none.
+  bytes->clear();
+  const bool covered = edit == Edit::Write && offset == 0 && data.size() >= r.length;
+  if (r.committed > 0 && !covered) {
+    *bytes = m.read_block(r.pos, r.length);
+    if (crc32c(bytes->data(), bytes->size()) != r.crc) return ChunkError::ChecksumMismatch;
+  }
+  if (edit == Edit::Write) {
+    if (bytes->size() < offset + data.size()) bytes->resize(offset + data.size(), '\0');
+    std::memcpy(bytes->data() + offset, data.data(), data.size());
+  } else {
+    bytes->resize(length, '\0');
+  }
+  *crc = crc32c(bytes->data(), bytes->size());
+  return ChunkError::None;
+}
+
+ChunkError ChunkEngine::put_pending(const ChunkId& id, const std::string& bytes, uint32_t crc,
+                                    uint32_t chain_version, uint64_t update_version) {
+  Impl& m = *impl_;
+  std::optional<BlockPos> pos;
+  {
+    std::unique_lock lk(m.mu);
+    const Record r = m.load(id).value_or(Record{});
+    if (update_version != r.committed + 1) return ChunkError::BadVersion;
+    pos = m.reserve(bytes.size());
+  }
   if (!pos) return ChunkError::NoSpace;
+  m.fill(*pos, bytes);  // data first, synced; then the record that points to it
+  std::unique_lock lk(m.mu);
+  Record r = m.load(id).value_or(Record{});
+  KvBatch batch;
+  m.stage_new(*pos, batch);
   if (r.update != r.committed) m.release(r.p_pos, batch);  // a retried forward replaces it
   r.chain_version = chain_version;
   r.update = update_version;
   r.p_length = uint32_t(bytes.size());
-  r.p_crc = new_crc;
+  r.p_crc = crc;
   r.p_pos = *pos;
   batch.put(chunk_key(id), encode(r));
+  batch.sync = m.sync;
   m.kv->write(batch);
   return ChunkError::None;
 }
 
 ChunkError ChunkEngine::commit(const ChunkId& id, uint64_t update_version) {
   Impl& m = *impl_;
-  std::lock_guard lk(m.mu);
+  std::unique_lock lk(m.mu);
   auto r = m.load(id);
   if (!r) return ChunkError::NotFound;
   if (r->committed == update_version) return ChunkError::None;  // committed already (a retry)
@@ -378,13 +459,16 @@ ChunkError ChunkEngine::commit(const ChunkId& id, uint64_t update_version) {
   r->pos = r->p_pos;
   r->p_pos = BlockPos{};
   batch.put(chunk_key(id), encode(*r));
+  // Not synced: after a crash of the machine the chunk comes back with the version pending,
+  // and recovery (which every returning target goes through) settles it.
+  batch.sync = false;
   m.kv->write(batch);
   return ChunkError::None;
 }
 
 ChunkError ChunkEngine::abort(const ChunkId& id, uint64_t update_version) {
   Impl& m = *impl_;
-  std::lock_guard lk(m.mu);
+  std::unique_lock lk(m.mu);
   auto r = m.load(id);
   if (!r || r->update == r->committed || r->update != update_version) return ChunkError::None;
   KvBatch batch;
@@ -403,12 +487,18 @@ ChunkError ChunkEngine::abort(const ChunkId& id, uint64_t update_version) {
 ChunkError ChunkEngine::replace(const ChunkId& id, std::string_view data, uint32_t chain_version,
                                 uint64_t version) {
   Impl& m = *impl_;
-  std::lock_guard lk(m.mu);
   if (data.size() > block_bytes(kSizeClasses - 1) || version == 0) return ChunkError::BadRange;
+  std::optional<BlockPos> pos;
+  {
+    std::unique_lock lk(m.mu);
+    pos = m.reserve(data.size());
+  }
+  if (!pos) return ChunkError::NoSpace;
+  m.fill(*pos, std::string(data));
+  std::unique_lock lk(m.mu);
   Record r = m.load(id).value_or(Record{});
   KvBatch batch;
-  const auto pos = m.store(std::string(data), batch);
-  if (!pos) return ChunkError::NoSpace;
+  m.stage_new(*pos, batch);
   if (r.committed > 0) m.release(r.pos, batch);
   if (r.update != r.committed) m.release(r.p_pos, batch);
   r = Record{};
@@ -418,13 +508,14 @@ ChunkError ChunkEngine::replace(const ChunkId& id, std::string_view data, uint32
   r.crc = crc32c(data.data(), data.size());
   r.pos = *pos;
   batch.put(chunk_key(id), encode(r));
+  batch.sync = m.sync;
   m.kv->write(batch);
   return ChunkError::None;
 }
 
 ChunkError ChunkEngine::remove(const ChunkId& id) {
   Impl& m = *impl_;
-  std::lock_guard lk(m.mu);
+  std::unique_lock lk(m.mu);
   const auto r = m.load(id);
   if (!r) return ChunkError::NotFound;
   KvBatch batch;
@@ -436,7 +527,7 @@ ChunkError ChunkEngine::remove(const ChunkId& id) {
 }
 
 uint64_t ChunkEngine::used_bytes() const {
-  std::lock_guard lk(impl_->mu);
+  std::shared_lock lk(impl_->mu);
   return impl_->used;
 }
 

@@ -6,7 +6,6 @@
 // data readable. CRC32C per chunk, checked on every read.
 #pragma once
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,8 +44,10 @@ const char* chunk_error_name(ChunkError e);
 class ChunkEngine {
  public:
   // Opens (creating) the target in `dir` (dir/meta: the RocksDB store; dir/data: block files).
-  // capacity_bytes: blocks it may allocate in all (0: no limit).
-  ChunkEngine(const std::string& dir, uint64_t capacity_bytes = 0);
+  // capacity_bytes: blocks it may allocate in all (0: no limit). sync: every stored version is
+  // on the medium (fdatasync, synced metadata) before the call returns; without it a stored
+  // version survives the death of the process (the OS has it) but not a crash of the machine.
+  ChunkEngine(const std::string& dir, uint64_t capacity_bytes = 0, bool sync = true);
   ~ChunkEngine();
 
   std::optional<ChunkMeta> meta(const ChunkId& id) const;
@@ -70,6 +71,15 @@ class ChunkEngine {
   // cut, or extended with zeros. crc as for write.
   ChunkError truncate(const ChunkId& id, uint32_t length, uint32_t chunk_size,
                       uint32_t chain_version, uint64_t update_version, uint32_t crc = 0);
+  // The two halves of write / truncate, for a caller that forwards the new chunk while it
+  // stores it: `prepare` computes the new chunk's bytes and CRC32C (update_version must be
+  // committed + 1; nothing stored), `put_pending` stores them as that pending version.
+  enum class Edit : uint8_t { Write, Truncate };
+  ChunkError prepare(const ChunkId& id, Edit edit, uint32_t offset, std::string_view data,
+                     uint32_t length, uint32_t chunk_size, uint64_t update_version,
+                     std::string* bytes, uint32_t* crc) const;
+  ChunkError put_pending(const ChunkId& id, const std::string& bytes, uint32_t crc,
+                         uint32_t chain_version, uint64_t update_version);
   // Makes the pending version `update_version` committed, freeing the old block.
   ChunkError commit(const ChunkId& id, uint64_t update_version);
   // Drops the pending version `update_version` (an update that failed further down the chain);
@@ -83,9 +93,6 @@ class ChunkEngine {
   uint64_t used_bytes() const;
 
  private:
-  // The committed bytes changed by `edit` into a pending version (write, truncate).
-  ChunkError stage(const ChunkId& id, uint32_t chain_version, uint64_t update_version,
-                   uint32_t crc, const std::function<void(std::string&)>& edit);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

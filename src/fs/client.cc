@@ -229,6 +229,7 @@ struct StorageClient::Impl {
 };
 
 StorageClient::StorageClient(const ClientOptions& options) : impl_(std::make_unique<Impl>()) {
+  tune_allocator();
   Impl& m = *impl_;
   m.opt = options;
   FF_CHECK(!options.mgmtd.empty(), "fs client: no mgmtd address");

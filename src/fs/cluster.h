@@ -77,6 +77,10 @@ struct StorageOptions {
   std::string data_dir;   // targets in data_dir/target-<id>
   uint32_t targets = 1;   // target ids node_id * 100 + 1 ...
   uint64_t capacity = 0;  // bytes per target (0: the disk's)
+  // Every update on the medium before it is acknowledged (fdatasync + synced metadata). false:
+  // an acknowledged update survives killed processes and any failed machines but one per
+  // chain (it is in every replica's page cache), not a power loss of all replicas at once.
+  bool fsync = true;
   int forward_timeout_ms = 3000;
   int request_deadline_ms = 15000;  // a write's retries of its forward end here
 };
@@ -164,6 +168,10 @@ class StorageClient {
 // Asks mgmtd for chain table `table_id` of chains of `replicas` targets on different nodes,
 // made of every registered target not yet in a chain.
 FsStatus create_chains(const std::string& mgmtd, uint32_t table_id, uint32_t replicas);
+
+// Process-wide: buffers of up to 256 MiB from malloc's heap rather than fresh mappings (chunk
+// buffers otherwise cost page faults on every request). The servers and the client call it.
+void tune_allocator();
 
 // Waits until every chain of the routing has all its targets serving (or timeout_ms passes).
 bool wait_all_serving(StorageClient& client, int timeout_ms);

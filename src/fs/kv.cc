@@ -88,7 +88,7 @@ class RocksKv final : public KvEngine {
         wb.Delete(k);
     }
     rocksdb::WriteOptions wo;
-    wo.sync = true;  // acknowledged means on disk
+    wo.sync = batch.sync;  // acknowledged means on disk (unless the batch says otherwise)
     const rocksdb::Status st = db_->Write(wo, &wb);
     FF_CHECK(st.ok(), "{}: write failed: {}", dir_, st.ToString());
   }

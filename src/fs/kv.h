@@ -17,6 +17,9 @@ namespace ff::fs {
 struct KvBatch {
   // In order: a value puts the key, nullopt erases it.
   std::vector<std::pair<std::string, std::optional<std::string>>> ops;
+  // false: the batch survives a crash of the process (the OS has it) but not necessarily one
+  // of the machine; for records that recovery can rebuild (a commit after a synced pending).
+  bool sync = true;
   void put(std::string key, std::string value) {
     ops.emplace_back(std::move(key), std::move(value));
   }

@@ -107,9 +107,16 @@ struct StorageServer::Impl final : wire::Storage::Service {
                         std::chrono::steady_clock::time_point deadline);
   // Sends the update on down the chain from `target` until a successor accepts it, the chain
   // has none (a tail) or the deadline passes; re-reads the routing after each failure.
+  // `whole`: the chunk after the update, for a successor that needs it whole (nullptr: read it).
   wire::Status forward(wire::UpdateReq fwd, uint32_t target,
-                       std::chrono::steady_clock::time_point deadline);
-  wire::Status whole_chunk(uint32_t target, const ChunkId& id, wire::UpdateReq* fwd);
+                       std::chrono::steady_clock::time_point deadline, const std::string* whole);
+  // The update's new chunk stored here as pending version u while forward() sends it on;
+  // OK when both did (else the pending version is dropped).
+  wire::Status store_and_forward(const wire::UpdateReq& fwd, uint32_t target, const ChunkId& id,
+                                 const std::string& bytes, uint32_t crc, uint32_t chain_version,
+                                 uint64_t u, std::chrono::steady_clock::time_point deadline);
+  wire::Status whole_chunk(uint32_t target, const ChunkId& id, const std::string* whole,
+                           wire::UpdateReq* fwd);
   // Checks the request's chain and version against the routing (refreshing it when the
   // request's is newer); fills the chain. `head`: the target must be the chain's head.
   wire::Status check_chain(uint32_t chain_id, uint32_t chain_version, uint32_t target, bool head,

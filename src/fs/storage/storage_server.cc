@@ -157,6 +157,7 @@ void StorageServer::Impl::heartbeat_loop() {
 }
 
 StorageServer::StorageServer(const StorageOptions& options) : impl_(std::make_unique<Impl>()) {
+  tune_allocator();
   Impl& m = *impl_;
   m.opt = options;
   FF_CHECK(options.node_id > 0 && options.node_id < 40000000, "storage: node id {} is not valid",
@@ -168,13 +169,14 @@ StorageServer::StorageServer(const StorageOptions& options) : impl_(std::make_un
   for (uint32_t i = 0; i < options.targets; ++i) {
     const uint32_t id = options.node_id * 100 + i + 1;
     m.engines[id] = std::make_unique<ChunkEngine>(
-        fmt::format("{}/target-{}", options.data_dir, id), options.capacity);
+        fmt::format("{}/target-{}", options.data_dir, id), options.capacity, options.fsync);
   }
   grpc::ServerBuilder b;
   int port = 0;
   b.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   b.SetMaxReceiveMessageSize(128 << 20);
   b.SetMaxSendMessageSize(128 << 20);
+  set_bulk_transport_args(b);
   b.RegisterService(&m);
   m.server = b.BuildAndStart();
   FF_CHECK(m.server && port > 0, "storage node {}: cannot listen on {}", options.node_id,

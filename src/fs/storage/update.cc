@@ -3,6 +3,7 @@
 // forwards it; the tail commits and each target commits when its successor answers. A successor
 // that cannot apply an update (a gap in versions, a different result) answers NEED_FULL_CHUNK
 // and gets the whole chunk instead; a syncing successor always gets whole chunks.
+#include <future>
 #include <random>
 
 #include "core/core.h"
@@ -57,15 +58,21 @@ std::string malformed(const wire::UpdateReq& r) {
 
 }  // namespace
 
-// The update becomes a full-chunk replace by this target's newest version of the chunk.
+// The update becomes a full-chunk replace: `whole` (the chunk after it), or else this target's
+// newest version of the chunk.
 wire::Status StorageServer::Impl::whole_chunk(uint32_t target, const ChunkId& id,
-                                              wire::UpdateReq* fwd) {
+                                              const std::string* whole, wire::UpdateReq* fwd) {
+  if (fwd->kind() == wire::REPLACE) return status_of(wire::OK);
   std::string all;
-  ChunkError e = engine(target)->read(id, 0, UINT32_MAX, &all, true);
-  if (e == ChunkError::NotCommitted) e = engine(target)->read(id, 0, UINT32_MAX, &all, false);
-  if (e != ChunkError::None)
-    return status_of(to_code(e), fmt::format("target {}: reading {} whole: {}", target,
-                                             id.hex(), chunk_error_name(e)));
+  if (whole) {
+    all = *whole;
+  } else {
+    ChunkError e = engine(target)->read(id, 0, UINT32_MAX, &all, true);
+    if (e == ChunkError::NotCommitted) e = engine(target)->read(id, 0, UINT32_MAX, &all, false);
+    if (e != ChunkError::None)
+      return status_of(to_code(e), fmt::format("target {}: reading {} whole: {}", target,
+                                               id.hex(), chunk_error_name(e)));
+  }
   fwd->set_kind(wire::REPLACE);
   fwd->set_data(std::move(all));
   fwd->set_offset(0);
@@ -186,14 +193,18 @@ void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::Update
   fwd.set_forwarded(true);
   fwd.set_chain_version(chain.version);
   uint64_t u = 0;
+  wire::Status s;
   if (req.kind() != wire::REMOVE) {
+    const auto edit =
+        req.kind() == wire::WRITE ? ChunkEngine::Edit::Write : ChunkEngine::Edit::Truncate;
+    std::string bytes;
+    uint32_t crc = 0;
     ChunkError e = ChunkError::None;
     for (int attempt = 0; attempt < 2; ++attempt) {
       const auto m = eng.meta(id);
       u = (m ? m->committed : 0) + 1;
-      e = req.kind() == wire::WRITE
-              ? eng.write(id, req.offset(), req.data(), req.chunk_size(), chain.version, u)
-              : eng.truncate(id, req.length(), req.chunk_size(), chain.version, u);
+      e = eng.prepare(id, edit, req.offset(), req.data(), req.length(), req.chunk_size(), u,
+                      &bytes, &crc);
       // A committed copy that fails its checksum is fetched again from a replica first.
       if (e != ChunkError::ChecksumMismatch || !repair(target, id, chain.chain_id)) break;
     }
@@ -203,16 +214,15 @@ void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::Update
       finish();
       return;
     }
-    const auto m = eng.meta(id);
-    FF_INVARIANT(m && m->update == u, "target {}: {} v{} not stored", target, id.hex(), u);
     fwd.set_update_version(u);
-    fwd.set_crc(m->update_crc32c);
-    rsp->set_crc(m->update_crc32c);
-    rsp->set_length(m->update_length);
+    fwd.set_crc(crc);
+    rsp->set_crc(crc);
+    rsp->set_length(uint32_t(bytes.size()));
+    s = store_and_forward(fwd, target, id, bytes, crc, chain.version, u, deadline);
+  } else {
+    s = forward(fwd, target, deadline, nullptr);
   }
-  const wire::Status s = forward(fwd, target, deadline);
   if (s.code() != wire::OK) {
-    if (u) eng.abort(id, u);
     *rsp->mutable_status() = s;
     finish();
     return;
@@ -244,7 +254,8 @@ void StorageServer::Impl::forwarded_update(const wire::UpdateReq& req, wire::Upd
   if (req.kind() == wire::REMOVE || req.kind() == wire::REPLACE) {
     // Down the chain first: a predecessor never lacks what a successor has committed.
     if (!req.sync()) {
-      const wire::Status s = forward(req, target, deadline);
+      const wire::Status s =
+          forward(req, target, deadline, req.kind() == wire::REPLACE ? &req.data() : nullptr);
       if (s.code() != wire::OK) {
         *rsp->mutable_status() = s;
         return;
@@ -261,46 +272,73 @@ void StorageServer::Impl::forwarded_update(const wire::UpdateReq& req, wire::Upd
   // WRITE / TRUNCATE: apply as version u on top of u - 1, or ask for the whole chunk.
   const auto m = eng.meta(id);
   const uint64_t committed = m ? m->committed : 0;
-  bool staged = false;
   if (committed >= u) {
     if (committed != u || m->crc32c != req.crc()) {
       set_status(rsp->mutable_status(), wire::NEED_FULL_CHUNK, "the chunk differs");
       return;
     }
-  } else if (committed + 1 != u) {
+    // Applied already (a retried forward): the successors may still need it.
+    *rsp->mutable_status() = forward(req, target, deadline, nullptr);
+    if (rsp->status().code() == wire::OK) rsp->set_crc(req.crc());
+    return;
+  }
+  if (committed + 1 != u) {
     set_status(rsp->mutable_status(), wire::NEED_FULL_CHUNK,
                fmt::format("target {} holds v{}, the update makes v{}", target, committed, u));
     return;
-  } else {
-    const ChunkError e =
-        req.kind() == wire::WRITE
-            ? eng.write(id, req.offset(), req.data(), req.chunk_size(), req.chain_version(), u,
-                        req.crc())
-            : eng.truncate(id, req.length(), req.chunk_size(), req.chain_version(), u, req.crc());
-    if (e == ChunkError::ChecksumMismatch || e == ChunkError::BadVersion) {
-      set_status(rsp->mutable_status(), wire::NEED_FULL_CHUNK,
-                 fmt::format("target {}: {}", target, chunk_error_name(e)));
-      return;
-    }
-    if (e != ChunkError::None) {
-      set_status(rsp->mutable_status(), to_code(e),
-                 fmt::format("target {}: {}", target, chunk_error_name(e)));
-      return;
-    }
-    staged = true;
   }
-  const wire::Status s = forward(req, target, deadline);
-  if (s.code() != wire::OK) {
-    if (staged) eng.abort(id, u);
-    *rsp->mutable_status() = s;
+  std::string bytes;
+  uint32_t crc = 0;
+  const ChunkError e = eng.prepare(
+      id, req.kind() == wire::WRITE ? ChunkEngine::Edit::Write : ChunkEngine::Edit::Truncate,
+      req.offset(), req.data(), req.length(), req.chunk_size(), u, &bytes, &crc);
+  if (e == ChunkError::ChecksumMismatch || e == ChunkError::BadVersion ||
+      (e == ChunkError::None && crc != req.crc())) {
+    set_status(rsp->mutable_status(), wire::NEED_FULL_CHUNK,
+               fmt::format("target {}: {}", target,
+                           e == ChunkError::None ? "the result differs" : chunk_error_name(e)));
     return;
   }
-  if (staged) eng.commit(id, u);
+  if (e != ChunkError::None) {
+    set_status(rsp->mutable_status(), to_code(e),
+               fmt::format("target {}: {}", target, chunk_error_name(e)));
+    return;
+  }
+  *rsp->mutable_status() =
+      store_and_forward(req, target, id, bytes, crc, req.chain_version(), u, deadline);
+  if (rsp->status().code() != wire::OK) return;
+  eng.commit(id, u);
   rsp->set_crc(req.crc());
 }
 
+wire::Status StorageServer::Impl::store_and_forward(const wire::UpdateReq& fwd, uint32_t target,
+                                                    const ChunkId& id, const std::string& bytes,
+                                                    uint32_t crc, uint32_t chain_version,
+                                                    uint64_t u, SteadyTime deadline) {
+  // The successors work while this target writes: the update waits for the slower, not for
+  // the sum. Nothing commits before both are done.
+  auto down = std::async(std::launch::async,
+                         [&] { return forward(fwd, target, deadline, &bytes); });
+  ChunkError e = ChunkError::None;
+  std::string failure;
+  try {
+    e = engine(target)->put_pending(id, bytes, crc, chain_version, u);
+  } catch (const std::exception& x) {
+    failure = x.what();
+  }
+  const wire::Status s = down.get();
+  if (failure.empty() && e == ChunkError::None) {
+    if (s.code() != wire::OK) engine(target)->abort(id, u);
+    return s;
+  }
+  // Not stored here (a successor may hold it: an unacknowledged update, replaced by the next).
+  return status_of(failure.empty() ? to_code(e) : wire::IO_ERROR,
+                   failure.empty() ? fmt::format("target {}: {}", target, chunk_error_name(e))
+                                   : failure);
+}
+
 wire::Status StorageServer::Impl::forward(wire::UpdateReq fwd, uint32_t target,
-                                          SteadyTime deadline) {
+                                          SteadyTime deadline, const std::string* whole) {
   ChunkId id;
   id_from(fwd.chunk_id(), &id);
   std::string last = "no attempt";
@@ -321,7 +359,8 @@ wire::Status StorageServer::Impl::forward(wire::UpdateReq fwd, uint32_t target,
     // A syncing successor gets whole chunks (its old versions may be anything).
     if (next->state == PublicState::Syncing &&
         (fwd.kind() == wire::WRITE || fwd.kind() == wire::TRUNCATE)) {
-      if (const wire::Status s = whole_chunk(target, id, &fwd); s.code() != wire::OK) return s;
+      if (const wire::Status s = whole_chunk(target, id, whole, &fwd); s.code() != wire::OK)
+        return s;
     }
     wire::UpdateRsp rsp;
     grpc::ClientContext ctx;
@@ -338,7 +377,8 @@ wire::Status StorageServer::Impl::forward(wire::UpdateReq fwd, uint32_t target,
     if (code == wire::OK) return status_of(wire::OK);
     last = g.ok() ? rsp.status().message() : g.error_message();
     if (code == wire::NEED_FULL_CHUNK && fwd.kind() != wire::REPLACE) {
-      if (const wire::Status s = whole_chunk(target, id, &fwd); s.code() != wire::OK) return s;
+      if (const wire::Status s = whole_chunk(target, id, whole, &fwd); s.code() != wire::OK)
+        return s;
       continue;
     }
     if (!retryable(code)) return status_of(code, last);
