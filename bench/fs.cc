@@ -100,86 +100,90 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(dir);
     const uint64_t bytes = mb << 20;
     const Raw raw = raw_disk(dir, bytes);
-    std::printf("raw disk (%s): O_DIRECT write %.0f MB/s, read %.0f MB/s (%llu MiB, 1 MiB requests)\n",
-                dir.c_str(), raw.write_mbps, raw.read_mbps,
-                static_cast<unsigned long long>(mb));
+    std::printf(
+        "raw disk (%s): O_DIRECT write %.0f MB/s, read %.0f MB/s (%llu MiB, 1 MiB requests)\n",
+        dir.c_str(), raw.write_mbps, raw.read_mbps, static_cast<unsigned long long>(mb));
 
     for (const bool fsync : {true, false}) {
-    ff::fs::MgmtdOptions mo;
-    mo.heartbeat_ms = 200;
-    mo.lease_ms = 2000;
-    ff::fs::MgmtdServer mgmtd(mo);
-    std::vector<std::unique_ptr<ff::fs::StorageServer>> nodes;
-    for (uint32_t n = 1; n <= 3; ++n) {
-      ff::fs::StorageOptions so;
-      so.node_id = n;
-      so.mgmtd = mgmtd.address();
-      so.data_dir = dir + "/node-" + std::to_string(n);
-      so.targets = 2;
-      so.fsync = fsync;
-      so.data_dir += fsync ? "" : "-nofsync";
-      nodes.push_back(std::make_unique<ff::fs::StorageServer>(so));
-    }
-    ff::fs::ClientOptions co;
-    co.mgmtd = mgmtd.address();
-    ff::fs::StorageClient client(co);
-    ff::fs::FsStatus made{ff::fs::FsCode::Unavailable, "not tried"};
-    for (int i = 0; i < 100 && !made.ok(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      made = ff::fs::create_chains(mgmtd.address(), 1, 3);
-    }
-    FF_CHECK(made.ok(), "bench fs: {}", made.str());
-    FF_CHECK(ff::fs::wait_all_serving(client, 20000), "bench fs: chains not serving");
-    const ff::fs::Routing routing = client.refresh();
+      ff::fs::MgmtdOptions mo;
+      mo.heartbeat_ms = 200;
+      mo.lease_ms = 2000;
+      ff::fs::MgmtdServer mgmtd(mo);
+      std::vector<std::unique_ptr<ff::fs::StorageServer>> nodes;
+      for (uint32_t n = 1; n <= 3; ++n) {
+        ff::fs::StorageOptions so;
+        so.node_id = n;
+        so.mgmtd = mgmtd.address();
+        so.data_dir = dir + "/node-" + std::to_string(n);
+        so.targets = 2;
+        so.fsync = fsync;
+        so.data_dir += fsync ? "" : "-nofsync";
+        nodes.push_back(std::make_unique<ff::fs::StorageServer>(so));
+      }
+      ff::fs::ClientOptions co;
+      co.mgmtd = mgmtd.address();
+      ff::fs::StorageClient client(co);
+      ff::fs::FsStatus made{ff::fs::FsCode::Unavailable, "not tried"};
+      for (int i = 0; i < 100 && !made.ok(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        made = ff::fs::create_chains(mgmtd.address(), 1, 3);
+      }
+      FF_CHECK(made.ok(), "bench fs: {}", made.str());
+      FF_CHECK(ff::fs::wait_all_serving(client, 20000), "bench fs: chains not serving");
+      const ff::fs::Routing routing = client.refresh();
 
-    uint64_t inode_base = 1;
-    for (const uint32_t chunk : {1u << 20, 64u << 10}) {
-      const uint64_t count = bytes / chunk;
-      const std::string data(chunk, 'x');
-      const uint64_t base = inode_base;
-      inode_base += count + 1;
-      std::atomic<int> errors{0};
-      // Chunk k of the case is chunk 0 of inode base + k: chunks spread over both chains.
-      const double tw = run_threads(threads, [&](int t) {
-        for (uint64_t k = uint64_t(t); k < count; k += uint64_t(threads)) {
-          const uint64_t inode = base + k;
-          if (!client.write(routing.chain_for(1, inode, 0), ff::fs::ChunkId::of(inode, 0), 0, data,
+      uint64_t inode_base = 1;
+      for (const uint32_t chunk : {1u << 20, 64u << 10}) {
+        const uint64_t count = bytes / chunk;
+        const std::string data(chunk, 'x');
+        const uint64_t base = inode_base;
+        inode_base += count + 1;
+        std::atomic<int> errors{0};
+        // Chunk k of the case is chunk 0 of inode base + k: chunks spread over both chains.
+        const double tw = run_threads(threads, [&](int t) {
+          for (uint64_t k = uint64_t(t); k < count; k += uint64_t(threads)) {
+            const uint64_t inode = base + k;
+            if (!client
+                     .write(routing.chain_for(1, inode, 0), ff::fs::ChunkId::of(inode, 0), 0, data,
                             chunk)
-                   .status.ok())
-            ++errors;
-        }
-      });
-      drop_cache(dir);  // (both modes: the pages are written back first)
-      // Reads in batches of up to 8 MiB (BatchRead: one call per replica for a batch).
-      const uint64_t batch = std::max<uint64_t>(1, (8u << 20) / chunk);
-      const double tr = run_threads(threads, [&](int t) {
-        std::vector<ff::fs::ReadRequest> reqs;
-        for (uint64_t k = uint64_t(t); k < count; k += uint64_t(threads)) {
-          const uint64_t inode = base + k;
-          reqs.push_back({routing.chain_for(1, inode, 0), ff::fs::ChunkId::of(inode, 0), 0, chunk});
-          if (reqs.size() == batch || k + uint64_t(threads) >= count) {
-            for (const auto& r : client.batch_read(reqs))
-              if (!r.status.ok() || r.data.size() != chunk) ++errors;
-            reqs.clear();
+                     .status.ok())
+              ++errors;
           }
-        }
-      });
-      FF_CHECK(errors == 0, "bench fs: {} failed calls", errors.load());
-      const double wm = double(bytes) / (1 << 20) / tw, rm = double(bytes) / (1 << 20) / tr;
-      const std::string name =
-          std::string(chunk == (1u << 20) ? "1M" : "64K") + (fsync ? "" : "_nofsync");
-      std::printf(
-          "BENCH fs write_%s chunk=%u threads=%d replicas=3 MBps=%.1f raw_write_MBps=%.1f "
-          "bound_MBps=%.1f baseline=raw_write/3 ratio=%.2f\n",
-          name.c_str(), chunk, threads, wm, raw.write_mbps, raw.write_mbps / 3, wm / (raw.write_mbps / 3));
-      std::printf(
-          "BENCH fs read_%s chunk=%u threads=%d batch=%llu MBps=%.1f raw_read_MBps=%.1f "
-          "baseline=raw_read ratio=%.2f\n",
-          name.c_str(), chunk, threads, static_cast<unsigned long long>(batch), rm, raw.read_mbps, rm / raw.read_mbps);
-      std::fflush(stdout);
-    }
-    nodes.clear();
-    mgmtd.stop();
+        });
+        drop_cache(dir);  // (both modes: the pages are written back first)
+        // Reads in batches of up to 8 MiB (BatchRead: one call per replica for a batch).
+        const uint64_t batch = std::max<uint64_t>(1, (8u << 20) / chunk);
+        const double tr = run_threads(threads, [&](int t) {
+          std::vector<ff::fs::ReadRequest> reqs;
+          for (uint64_t k = uint64_t(t); k < count; k += uint64_t(threads)) {
+            const uint64_t inode = base + k;
+            reqs.push_back(
+                {routing.chain_for(1, inode, 0), ff::fs::ChunkId::of(inode, 0), 0, chunk});
+            if (reqs.size() == batch || k + uint64_t(threads) >= count) {
+              for (const auto& r : client.batch_read(reqs))
+                if (!r.status.ok() || r.data.size() != chunk) ++errors;
+              reqs.clear();
+            }
+          }
+        });
+        FF_CHECK(errors == 0, "bench fs: {} failed calls", errors.load());
+        const double wm = double(bytes) / (1 << 20) / tw, rm = double(bytes) / (1 << 20) / tr;
+        const std::string name =
+            std::string(chunk == (1u << 20) ? "1M" : "64K") + (fsync ? "" : "_nofsync");
+        std::printf(
+            "BENCH fs write_%s chunk=%u threads=%d replicas=3 MBps=%.1f raw_write_MBps=%.1f "
+            "bound_MBps=%.1f baseline=raw_write/3 ratio=%.2f\n",
+            name.c_str(), chunk, threads, wm, raw.write_mbps, raw.write_mbps / 3,
+            wm / (raw.write_mbps / 3));
+        std::printf(
+            "BENCH fs read_%s chunk=%u threads=%d batch=%llu MBps=%.1f raw_read_MBps=%.1f "
+            "baseline=raw_read ratio=%.2f\n",
+            name.c_str(), chunk, threads, static_cast<unsigned long long>(batch), rm, raw.read_mbps,
+            rm / raw.read_mbps);
+        std::fflush(stdout);
+      }
+      nodes.clear();
+      mgmtd.stop();
     }
     std::filesystem::remove_all(dir);
   } catch (const std::exception& e) {

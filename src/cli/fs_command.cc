@@ -3,16 +3,16 @@
 //   fs storage  a storage node with its targets
 //   fs cluster  a local development cluster: mgmtd + N storage processes, one chain table
 //   fs chains   create a chain table;  fs routing: print the routing info
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -147,15 +147,16 @@ int run_cluster(const FsArgs& a) {
     const std::string mgmtd = fmt::format("127.0.0.1:{}", mport);
     children.push_back(
         {"mgmtd " + mgmtd,
-         spawn_self({"fs", "mgmtd", "--listen", mgmtd, "--db", a.data + "/mgmtd",
-                     "--heartbeat-ms", std::to_string(a.heartbeat_ms), "--lease-ms",
-                     std::to_string(a.lease_ms)})});
+         spawn_self({"fs", "mgmtd", "--listen", mgmtd, "--db", a.data + "/mgmtd", "--heartbeat-ms",
+                     std::to_string(a.heartbeat_ms), "--lease-ms", std::to_string(a.lease_ms)})});
     for (uint32_t n = 1; n <= a.nodes; ++n) {
       const std::string listen =
           fmt::format("127.0.0.1:{}", a.base_port ? a.base_port + int(n) : free_port());
-      std::vector<std::string> args = {"fs",       "storage", "--node",    std::to_string(n),
-                                       "--listen", listen,    "--mgmtd",   mgmtd,
-                                       "--data",   fmt::format("{}/node-{}", a.data, n),
+      std::vector<std::string> args = {"fs",        "storage",
+                                       "--node",    std::to_string(n),
+                                       "--listen",  listen,
+                                       "--mgmtd",   mgmtd,
+                                       "--data",    fmt::format("{}/node-{}", a.data, n),
                                        "--targets", std::to_string(a.targets)};
       if (a.capacity_mb) {
         args.push_back("--capacity-mb");
@@ -208,14 +209,20 @@ void add_fs_command(CLI::App& app, FsArgs& a) {
   CLI::App* m = fs->add_subcommand("mgmtd", "Run the cluster manager");
   m->add_option("--listen", a.listen, "host:port")->capture_default_str();
   m->add_option("--db", a.db, "RocksDB directory of the cluster state (default: memory)");
-  m->add_option("--heartbeat-ms", a.heartbeat_ms)->capture_default_str()->check(CLI::Range(10, 60000));
+  m->add_option("--heartbeat-ms", a.heartbeat_ms)
+      ->capture_default_str()
+      ->check(CLI::Range(10, 60000));
   m->add_option("--lease-ms", a.lease_ms)->capture_default_str()->check(CLI::Range(20, 600000));
   CLI::App* s = fs->add_subcommand("storage", "Run a storage node");
-  s->add_option("--node", a.node, "node id (targets node*100+1 ...)")->required()->check(CLI::Range(1, 39999999));
+  s->add_option("--node", a.node, "node id (targets node*100+1 ...)")
+      ->required()
+      ->check(CLI::Range(1, 39999999));
   s->add_option("--listen", a.listen, "host:port")->capture_default_str();
   s->add_option("--mgmtd", a.mgmtd, "mgmtd's host:port")->required();
   s->add_option("--data", a.data, "directory of the node's targets")->required();
-  s->add_option("--targets", a.targets, "targets on this node")->capture_default_str()->check(CLI::Range(1, 99));
+  s->add_option("--targets", a.targets, "targets on this node")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 99));
   s->add_option("--capacity-mb", a.capacity_mb, "capacity of each target (0: the disk's)");
   s->add_flag("--no-fsync", a.no_fsync,
               "acknowledge updates once every replica's OS has them, without fdatasync "
@@ -225,10 +232,13 @@ void add_fs_command(CLI::App& app, FsArgs& a) {
   c->add_option("--nodes", a.nodes)->capture_default_str();
   c->add_option("--targets-per-node", a.targets)->capture_default_str()->check(CLI::Range(1, 99));
   c->add_option("--replicas", a.replicas)->capture_default_str();
-  c->add_option("--base-port", a.base_port, "mgmtd's port; node n listens on it + n (0: free ports)");
+  c->add_option("--base-port", a.base_port,
+                "mgmtd's port; node n listens on it + n (0: free ports)");
   c->add_option("--capacity-mb", a.capacity_mb, "capacity of each target (0: the disk's)");
   c->add_flag("--no-fsync", a.no_fsync, "storage nodes without fdatasync (see fs storage)");
-  c->add_option("--heartbeat-ms", a.heartbeat_ms)->capture_default_str()->check(CLI::Range(10, 60000));
+  c->add_option("--heartbeat-ms", a.heartbeat_ms)
+      ->capture_default_str()
+      ->check(CLI::Range(10, 60000));
   c->add_option("--lease-ms", a.lease_ms)->capture_default_str()->check(CLI::Range(20, 600000));
   CLI::App* ch = fs->add_subcommand("chains", "Create a chain table from the free targets");
   ch->add_option("--mgmtd", a.mgmtd)->required();

@@ -98,8 +98,8 @@ Record decode(const std::string& s) {
 
 ChunkMeta to_meta(const ChunkId& id, const Record& r) {
   const bool p = r.update != r.committed;
-  return ChunkMeta{id,       r.chain_version,          r.committed,           r.update, r.length,
-                   r.crc,    p ? r.p_length : r.length, p ? r.p_crc : r.crc};
+  return ChunkMeta{id,    r.chain_version,           r.committed,        r.update, r.length,
+                   r.crc, p ? r.p_length : r.length, p ? r.p_crc : r.crc};
 }
 
 std::string chunk_key(const ChunkId& id) {
@@ -211,8 +211,7 @@ struct ChunkEngine::Impl {
       FF_CHECK(n > 0, "{}: write failed: {}", dir, std::strerror(errno));
       done += size_t(n);
     }
-    if (sync)
-      FF_CHECK(::fdatasync(f) == 0, "{}: fdatasync failed: {}", dir, std::strerror(errno));
+    if (sync) FF_CHECK(::fdatasync(f) == 0, "{}: fdatasync failed: {}", dir, std::strerror(errno));
   }
 
   std::string read_block(const BlockPos& p, uint32_t length) const {
@@ -303,8 +302,10 @@ ChunkEngine::ChunkEngine(const std::string& dir, uint64_t capacity_bytes, bool s
       m.used += uint64_t(__builtin_popcountll(w)) * block_bytes(key.first);
   }
   for (const auto& [c, f, b] : referenced)
-    FF_CHECK(m.bitmaps.count({c, f}), "{}: a chunk record points to block {} of file {}K.{}, "
-             "which has no allocation bitmap", dir, b, block_bytes(c) >> 10, f);
+    FF_CHECK(m.bitmaps.count({c, f}),
+             "{}: a chunk record points to block {} of file {}K.{}, "
+             "which has no allocation bitmap",
+             dir, b, block_bytes(c) >> 10, f);
   if (!fix.empty()) m.kv->write(fix);
 }
 
@@ -386,8 +387,7 @@ ChunkError ChunkEngine::truncate(const ChunkId& id, uint32_t length, uint32_t ch
 
 ChunkError ChunkEngine::prepare(const ChunkId& id, Edit edit, uint32_t offset,
                                 std::string_view data, uint32_t length, uint32_t chunk_size,
-                                uint64_t update_version, std::string* bytes,
-                                uint32_t* crc) const {
+                                uint64_t update_version, std::string* bytes, uint32_t* crc) const {
   if (chunk_size == 0 || chunk_size > block_bytes(kSizeClasses - 1) ||
       (edit == Edit::Write ? uint64_t(offset) + data.size() : length) > chunk_size)
     return ChunkError::BadRange;

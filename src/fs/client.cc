@@ -100,9 +100,7 @@ struct StorageClient::Impl {
     return uint32_t(rng() % n);
   }
 
-  void pause(int ms) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-  }
+  void pause(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
   WriteResult update(wire::UpdateReq req) {
     uint32_t ch;
@@ -177,8 +175,7 @@ struct StorageClient::Impl {
     for (size_t i = 0; i < reads.size(); ++i) {
       out[i].target_id = target;
       if (!g.ok() || rsp.results_size() != int(reads.size())) {
-        out[i].status = {FsCode::Unavailable,
-                         g.ok() ? "a short batch answer" : g.error_message()};
+        out[i].status = {FsCode::Unavailable, g.ok() ? "a short batch answer" : g.error_message()};
         continue;
       }
       const wire::ReadResult& w = rsp.results(int(i));
@@ -207,10 +204,11 @@ struct StorageClient::Impl {
         targets.push_back(x.target_id);
       else
         for (const TargetRoute* t : c->serving()) targets.push_back(t->target_id);
-      if (!targets.empty()) std::rotate(targets.begin(), targets.begin() + random(targets.size()),
-                                        targets.end());
+      if (!targets.empty())
+        std::rotate(targets.begin(), targets.begin() + random(targets.size()), targets.end());
       if (targets.empty())
-        last.status = {FsCode::Unavailable, fmt::format("chain {} has no serving target", x.chain_id)};
+        last.status = {FsCode::Unavailable,
+                       fmt::format("chain {} has no serving target", x.chain_id)};
       for (const uint32_t t : targets) {
         last = read_at(*r, t, {&x}, std::min(opt.rpc_timeout_ms, ms_left(until)))[0];
         const FsCode code = last.status.code;
@@ -401,7 +399,8 @@ WriteResult StorageClient::send_update_to(uint32_t target_id, uint32_t chain_id,
   grpc::ClientContext ctx;
   set_deadline(ctx, m.opt.rpc_timeout_ms);
   WriteResult out;
-  const grpc::Status g = m.stubs.storage(m.current()->address_of(target_id))->Update(&ctx, req, &rsp);
+  const grpc::Status g =
+      m.stubs.storage(m.current()->address_of(target_id))->Update(&ctx, req, &rsp);
   out.status = from_wire_status(g, rsp.status());
   out.version = rsp.version();
   return out;

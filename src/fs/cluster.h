@@ -126,7 +126,7 @@ struct WriteResult {
 
 struct ClientOptions {
   std::string mgmtd;
-  uint64_t client_id = 0;  // 0: a random one
+  uint64_t client_id = 0;   // 0: a random one
   int deadline_ms = 30000;  // a call's retries end here
   int rpc_timeout_ms = 10000;
   uint32_t channels = 64;  // concurrent updates
@@ -143,8 +143,8 @@ class StorageClient {
 
   // The chunk's bytes at offset become data (the chunk grows, zero-filled); acknowledged once
   // every replica of the chain holds it. Exactly once, however often the client retries.
-  WriteResult write(uint32_t chain_id, const ChunkId& chunk, uint32_t offset,
-                    std::string_view data, uint32_t chunk_size);
+  WriteResult write(uint32_t chain_id, const ChunkId& chunk, uint32_t offset, std::string_view data,
+                    uint32_t chunk_size);
   WriteResult truncate(uint32_t chain_id, const ChunkId& chunk, uint32_t length,
                        uint32_t chunk_size);
   WriteResult remove(uint32_t chain_id, const ChunkId& chunk);

@@ -57,8 +57,7 @@ std::string Routing::address_of(uint32_t target_id) const {
 
 uint32_t Routing::chain_for(uint32_t table_id, uint64_t inode, uint64_t index) const {
   const auto it = tables.find(table_id);
-  FF_CHECK(it != tables.end() && !it->second.chain_ids.empty(), "fs: no chain table {}",
-           table_id);
+  FF_CHECK(it != tables.end() && !it->second.chain_ids.empty(), "fs: no chain table {}", table_id);
   const auto& ids = it->second.chain_ids;
   return ids[(inode + index) % ids.size()];
 }

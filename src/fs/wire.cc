@@ -112,14 +112,15 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& address) {
   args.SetMaxReceiveMessageSize(128 << 20);
   args.SetMaxSendMessageSize(128 << 20);
   // An IPv4 literal needs no resolver at all.
-  const bool ipv4 = !address.empty() && address.find_first_not_of("0123456789.:") == std::string::npos;
+  const bool ipv4 =
+      !address.empty() && address.find_first_not_of("0123456789.:") == std::string::npos;
   return grpc::CreateCustomChannel(ipv4 ? "ipv4:" + address : address,
                                    grpc::InsecureChannelCredentials(), args);
 }
 
 template <class Stub, class Make>
-std::shared_ptr<Stub> StubCache::get(std::map<std::string, Entry<Stub>>& map, const std::string& address,
-                     Make&& make) {
+std::shared_ptr<Stub> StubCache::get(std::map<std::string, Entry<Stub>>& map,
+                                     const std::string& address, Make&& make) {
   std::lock_guard lk(mu_);
   Entry<Stub>& e = map[address];
   const auto now = std::chrono::steady_clock::now();

@@ -58,7 +58,8 @@ class StubCache {
     std::chrono::steady_clock::time_point made;
   };
   template <class Stub, class Make>
-  std::shared_ptr<Stub> get(std::map<std::string, Entry<Stub>>& map, const std::string& address, Make&& make);
+  std::shared_ptr<Stub> get(std::map<std::string, Entry<Stub>>& map, const std::string& address,
+                            Make&& make);
 
   std::mutex mu_;
   std::map<std::string, Entry<wire::Storage::Stub>> storage_;

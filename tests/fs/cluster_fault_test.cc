@@ -54,8 +54,8 @@ void expect_replicas_identical(LocalCluster& cl) {
         continue;
       }
       ASSERT_EQ(metas.size(), first.size()) << "target " << c.targets[i].target_id;
-      SCOPED_TRACE(fmt::format("targets {} and {}", c.targets[0].target_id,
-                               c.targets[i].target_id));
+      SCOPED_TRACE(
+          fmt::format("targets {} and {}", c.targets[0].target_id, c.targets[i].target_id));
       for (size_t k = 0; k < metas.size(); ++k) {
         EXPECT_EQ(metas[k].id, first[k].id);
         EXPECT_EQ(metas[k].committed, first[k].committed) << metas[k].id.hex();
@@ -128,8 +128,9 @@ TEST(FsClusterFaults, KilledStorageLosesNoAcknowledgedWriteAndResyncs) {
       for (const uint32_t t : targets) {
         const ReadResult got = c.read({chain, ChunkId::of(inode, 0), 0, kSize, t});
         ASSERT_TRUE(got.status.ok()) << "target " << t << ": " << got.status.str();
-        EXPECT_TRUE(got.data == want) << "inode " << inode << " target " << got.target_id
-                                      << " v" << got.version << "\n" << cl.routing_text();
+        EXPECT_TRUE(got.data == want)
+            << "inode " << inode << " target " << got.target_id << " v" << got.version << "\n"
+            << cl.routing_text();
       }
     }
   };
@@ -241,8 +242,8 @@ TEST(FsClusterFaults, ChaosOfKillsAndRestartsUnderWritersAndReaders) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 900));
     cl.start_storage(node);
     if (!wait_all_serving(c, 30000)) {
-      problem("node " + std::to_string(node) + " did not come back to serving: " +
-              cl.routing_text());
+      problem("node " + std::to_string(node) +
+              " did not come back to serving: " + cl.routing_text());
       break;
     }
   }

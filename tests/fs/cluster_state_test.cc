@@ -21,8 +21,7 @@ struct Cluster {
   // Nodes 1..3 with targets n*100+1, n*100+2, heartbeating `online`, one table of replication 3.
   void start() {
     for (uint32_t n = 1; n <= 3; ++n) {
-      ASSERT_EQ(s->register_node(n, "h:" + std::to_string(n), {n * 100 + 1, n * 100 + 2}, now),
-                "");
+      ASSERT_EQ(s->register_node(n, "h:" + std::to_string(n), {n * 100 + 1, n * 100 + 2}, now), "");
       beat(n, LocalState::Online);
     }
     ASSERT_EQ(s->create_chains(1, 3), "");
@@ -68,7 +67,8 @@ TEST(ClusterState, RefusesBadRequests) {
   EXPECT_NE(c.s->register_node(0, "h", {1}, c.now), "");
   EXPECT_NE(c.s->register_node(1, "h", {}, c.now), "");
   ASSERT_EQ(c.s->register_node(1, "h:1", {101, 102}, c.now), "");
-  EXPECT_NE(c.s->register_node(2, "h:2", {101}, c.now).find("belongs to node 1"), std::string::npos);
+  EXPECT_NE(c.s->register_node(2, "h:2", {101}, c.now).find("belongs to node 1"),
+            std::string::npos);
   EXPECT_NE(c.s->register_node(1, "h:1", {101}, c.now).find("no longer has"), std::string::npos);
   EXPECT_FALSE(c.s->heartbeat(9, {}, c.now));
   // Chains need heartbeats from their targets, enough nodes, and a new table id.

@@ -194,8 +194,8 @@ TEST(FsCluster, BadInputGetsClearErrorsAndChangesNothing) {
   const ChunkId id = ChunkId::of(5, 0);
   ASSERT_TRUE(c.write(chain, id, 0, "original", 1 << 20).status.ok());
   // A stale chain version at the head.
-  WriteResult w = c.send_update_to(cr.targets[0].target_id, chain, cr.version - 1, id, 0, "x",
-                                   1 << 20);
+  WriteResult w =
+      c.send_update_to(cr.targets[0].target_id, chain, cr.version - 1, id, 0, "x", 1 << 20);
   EXPECT_EQ(w.status.code, FsCode::StaleChainVersion) << w.status.str();
   EXPECT_NE(w.status.message.find("version"), std::string::npos);
   // A write sent to a target that is not the head.

@@ -50,11 +50,11 @@ struct ClusterOptions {
 class LocalCluster {
  public:
   explicit LocalCluster(ClusterOptions o = {}) : o_(o) {
-    dir_ = (std::filesystem::temp_directory_path() /
-            ("ff_fs_" +
-             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
-             std::to_string(::getpid())))
-               .string();
+    dir_ =
+        (std::filesystem::temp_directory_path() /
+         ("ff_fs_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+          "_" + std::to_string(::getpid())))
+            .string();
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_ + "/logs");
     mgmtd_ = "127.0.0.1:" + std::to_string(free_port());
@@ -64,7 +64,8 @@ class LocalCluster {
   ~LocalCluster() {
     client_.reset();
     for (auto& [name, pid] : pids_) stop(pid, SIGKILL);
-    if (!::testing::Test::HasFailure() && !std::getenv("FF_FS_KEEP")) std::filesystem::remove_all(dir_);
+    if (!::testing::Test::HasFailure() && !std::getenv("FF_FS_KEEP"))
+      std::filesystem::remove_all(dir_);
   }
 
   // mgmtd, the storage nodes, chain table 1, every chain serving.
@@ -77,8 +78,7 @@ class LocalCluster {
     client_ = std::make_unique<StorageClient>(co);
     FsStatus made{FsCode::Unavailable, "no routing"};
     for (int i = 0; i < 200 && !made.ok(); ++i) {
-      if (client_->refresh().nodes.size() >= o_.nodes)
-        made = create_chains(mgmtd_, 1, o_.replicas);
+      if (client_->refresh().nodes.size() >= o_.nodes) made = create_chains(mgmtd_, 1, o_.replicas);
       if (!made.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     ASSERT_TRUE(made.ok()) << made.str();
@@ -90,8 +90,10 @@ class LocalCluster {
                     std::to_string(o_.heartbeat_ms), "--lease-ms", std::to_string(o_.lease_ms)});
   }
   void start_storage(uint32_t n) {
-    std::vector<std::string> args = {"fs",        "storage", "--node",  std::to_string(n),
-                                     "--listen",  storage_addr_.at(n), "--mgmtd", mgmtd_,
+    std::vector<std::string> args = {"fs",        "storage",
+                                     "--node",    std::to_string(n),
+                                     "--listen",  storage_addr_.at(n),
+                                     "--mgmtd",   mgmtd_,
                                      "--data",    dir_ + "/node-" + std::to_string(n),
                                      "--targets", std::to_string(o_.targets)};
     if (o_.capacity_mb) {

@@ -123,7 +123,8 @@ bool ClusterState::update_locked(Clock::time_point now) {
   bool changed = false;
   for (auto& [id, c] : routing_.chains) {
     std::vector<ChainTarget> old;
-    for (const TargetRoute& t : c.targets) old.push_back({t.target_id, t.state, local_[t.target_id]});
+    for (const TargetRoute& t : c.targets)
+      old.push_back({t.target_id, t.state, local_[t.target_id]});
     const std::vector<ChainTarget> next = next_chain(old);
     bool moved = false;
     for (size_t i = 0; i < next.size(); ++i)

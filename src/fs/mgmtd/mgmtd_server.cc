@@ -109,10 +109,10 @@ struct MgmtdServer::Impl final : wire::Mgmtd::Service {
 MgmtdServer::MgmtdServer(const MgmtdOptions& options) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.opt = options;
-  FF_CHECK(options.heartbeat_ms > 0 && options.lease_ms > options.heartbeat_ms &&
-               options.update_ms > 0,
-           "mgmtd: need 0 < heartbeat ({} ms) < lease ({} ms) and an update interval",
-           options.heartbeat_ms, options.lease_ms);
+  FF_CHECK(
+      options.heartbeat_ms > 0 && options.lease_ms > options.heartbeat_ms && options.update_ms > 0,
+      "mgmtd: need 0 < heartbeat ({} ms) < lease ({} ms) and an update interval",
+      options.heartbeat_ms, options.lease_ms);
   m.kv = options.db_dir.empty() ? make_memory_kv() : open_rocksdb_kv(options.db_dir);
   m.state = std::make_unique<ClusterState>(*m.kv, std::chrono::milliseconds(options.lease_ms),
                                            Clock::now());

@@ -63,9 +63,9 @@ grpc::Status StorageServer::Impl::BatchRead(grpc::ServerContext*, const wire::Ba
         wake.notify_all();
       }
       if (e != ChunkError::None) {
-        set_status(out->mutable_status(), to_code(e),
-                   fmt::format("target {} chunk {}: {}", io.target_id(), id.hex(),
-                               chunk_error_name(e)));
+        set_status(
+            out->mutable_status(), to_code(e),
+            fmt::format("target {} chunk {}: {}", io.target_id(), id.hex(), chunk_error_name(e)));
         continue;
       }
       out->set_data(std::move(data));
@@ -160,8 +160,7 @@ void StorageServer::Impl::sync_loop() {
       for (const TargetRoute& t : c.targets) {
         if (!engine(t.target_id) || t.state != PublicState::Serving) continue;
         const TargetRoute* next = c.successor(t.target_id);
-        if (!next || next->state != PublicState::Syncing || done.count({cid, c.version}))
-          continue;
+        if (!next || next->state != PublicState::Syncing || done.count({cid, c.version})) continue;
         bool ok = false;
         try {
           ok = resync(t.target_id, c, next->target_id);

@@ -124,8 +124,7 @@ void StorageServer::Impl::register_with_mgmtd(int deadline_ms) {
     last_error = s.error_message();
     if (!sleep_ms(200)) break;
   }
-  fail("storage node {}: cannot register with mgmtd at {}: {}", opt.node_id, opt.mgmtd,
-          last_error);
+  fail("storage node {}: cannot register with mgmtd at {}: {}", opt.node_id, opt.mgmtd, last_error);
 }
 
 void StorageServer::Impl::heartbeat_loop() {
@@ -162,14 +161,14 @@ StorageServer::StorageServer(const StorageOptions& options) : impl_(std::make_un
   m.opt = options;
   FF_CHECK(options.node_id > 0 && options.node_id < 40000000, "storage: node id {} is not valid",
            options.node_id);
-  FF_CHECK(options.targets > 0 && options.targets < 100,
-           "storage: {} targets per node (1 to 99)", options.targets);
+  FF_CHECK(options.targets > 0 && options.targets < 100, "storage: {} targets per node (1 to 99)",
+           options.targets);
   FF_CHECK(!options.mgmtd.empty(), "storage: no mgmtd address");
   FF_CHECK(!options.data_dir.empty(), "storage: no data directory");
   for (uint32_t i = 0; i < options.targets; ++i) {
     const uint32_t id = options.node_id * 100 + i + 1;
-    m.engines[id] = std::make_unique<ChunkEngine>(
-        fmt::format("{}/target-{}", options.data_dir, id), options.capacity, options.fsync);
+    m.engines[id] = std::make_unique<ChunkEngine>(fmt::format("{}/target-{}", options.data_dir, id),
+                                                  options.capacity, options.fsync);
   }
   grpc::ServerBuilder b;
   int port = 0;

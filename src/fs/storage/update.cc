@@ -28,7 +28,8 @@ bool retryable(wire::Code c) {
 // Validates what every update needs; an empty message when it is well formed.
 std::string malformed(const wire::UpdateReq& r) {
   constexpr uint64_t kMaxChunk = uint64_t(kMinBlock) << (kSizeClasses - 1);
-  if (r.chunk_id().size() != 16) return fmt::format("chunk id of {} bytes, not 16", r.chunk_id().size());
+  if (r.chunk_id().size() != 16)
+    return fmt::format("chunk id of {} bytes, not 16", r.chunk_id().size());
   switch (r.kind()) {
     case wire::WRITE:
       if (r.chunk_size() == 0 || r.chunk_size() > kMaxChunk)
@@ -70,8 +71,8 @@ wire::Status StorageServer::Impl::whole_chunk(uint32_t target, const ChunkId& id
     ChunkError e = engine(target)->read(id, 0, UINT32_MAX, &all, true);
     if (e == ChunkError::NotCommitted) e = engine(target)->read(id, 0, UINT32_MAX, &all, false);
     if (e != ChunkError::None)
-      return status_of(to_code(e), fmt::format("target {}: reading {} whole: {}", target,
-                                               id.hex(), chunk_error_name(e)));
+      return status_of(to_code(e), fmt::format("target {}: reading {} whole: {}", target, id.hex(),
+                                               chunk_error_name(e)));
   }
   fwd->set_kind(wire::REPLACE);
   fwd->set_data(std::move(all));
@@ -94,16 +95,15 @@ wire::Status StorageServer::Impl::check_chain(uint32_t chain_id, uint32_t chain_
                                  c->version, chain_version));
   const TargetRoute* t = c->find(target);
   if (!t || !engine(target))
-    return status_of(wire::UNKNOWN_TARGET,
-                     fmt::format("target {} of chain {} is not on node {}", target, chain_id,
-                                 opt.node_id));
+    return status_of(wire::UNKNOWN_TARGET, fmt::format("target {} of chain {} is not on node {}",
+                                                       target, chain_id, opt.node_id));
   if (!lease_valid())
     return status_of(wire::NOT_SERVING, fmt::format("node {} has no lease", opt.node_id));
   if (head) {
     const TargetRoute* h = c->head();
     if (!h || h->target_id != target)
-      return status_of(wire::NOT_HEAD, fmt::format("target {} is not the head of chain {}",
-                                                   target, chain_id));
+      return status_of(wire::NOT_HEAD,
+                       fmt::format("target {} is not the head of chain {}", target, chain_id));
   } else if (!takes_writes(t->state)) {
     return status_of(wire::NOT_SERVING, fmt::format("target {} is {} in chain {}", target,
                                                     state_name(t->state), chain_id));
@@ -150,8 +150,8 @@ grpc::Status StorageServer::Impl::Update(grpc::ServerContext* ctx, const wire::U
 void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::UpdateRsp* rsp,
                                         SteadyTime deadline) {
   ChainRoute chain;
-  *rsp->mutable_status() = check_chain(req.chain_id(), req.chain_version(), req.target_id(),
-                                       true, &chain);
+  *rsp->mutable_status() =
+      check_chain(req.chain_id(), req.chain_version(), req.target_id(), true, &chain);
   if (rsp->status().code() != wire::OK) return;
   // Exactly once per (client, channel, seq).
   const std::pair<uint64_t, uint32_t> who{req.client_id(), req.channel()};
@@ -167,8 +167,8 @@ void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::Update
     }
     if (req.seq() < s.seq) {
       set_status(rsp->mutable_status(), wire::STALE_REQUEST,
-                 fmt::format("request {} of channel {} is older than {}", req.seq(),
-                             req.channel(), s.seq));
+                 fmt::format("request {} of channel {} is older than {}", req.seq(), req.channel(),
+                             s.seq));
       return;
     }
     s = Seen{req.seq(), false, {}};
@@ -203,8 +203,8 @@ void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::Update
     for (int attempt = 0; attempt < 2; ++attempt) {
       const auto m = eng.meta(id);
       u = (m ? m->committed : 0) + 1;
-      e = eng.prepare(id, edit, req.offset(), req.data(), req.length(), req.chunk_size(), u,
-                      &bytes, &crc);
+      e = eng.prepare(id, edit, req.offset(), req.data(), req.length(), req.chunk_size(), u, &bytes,
+                      &crc);
       // A committed copy that fails its checksum is fetched again from a replica first.
       if (e != ChunkError::ChecksumMismatch || !repair(target, id, chain.chain_id)) break;
     }
@@ -229,8 +229,8 @@ void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::Update
   }
   if (u) {
     const ChunkError e = eng.commit(id, u);
-    FF_INVARIANT(e == ChunkError::None, "target {}: commit of {} v{} failed: {}", target,
-                 id.hex(), u, chunk_error_name(e));
+    FF_INVARIANT(e == ChunkError::None, "target {}: commit of {} v{} failed: {}", target, id.hex(),
+                 u, chunk_error_name(e));
   } else {
     eng.remove(id);
   }
@@ -241,8 +241,8 @@ void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::Update
 void StorageServer::Impl::forwarded_update(const wire::UpdateReq& req, wire::UpdateRsp* rsp,
                                            SteadyTime deadline) {
   ChainRoute chain;
-  *rsp->mutable_status() = check_chain(req.chain_id(), req.chain_version(), req.target_id(),
-                                       false, &chain);
+  *rsp->mutable_status() =
+      check_chain(req.chain_id(), req.chain_version(), req.target_id(), false, &chain);
   if (rsp->status().code() != wire::OK) return;
   const uint32_t target = req.target_id();
   ChunkEngine& eng = *engine(target);
@@ -317,8 +317,8 @@ wire::Status StorageServer::Impl::store_and_forward(const wire::UpdateReq& fwd, 
                                                     uint64_t u, SteadyTime deadline) {
   // The successors work while this target writes: the update waits for the slower, not for
   // the sum. Nothing commits before both are done.
-  auto down = std::async(std::launch::async,
-                         [&] { return forward(fwd, target, deadline, &bytes); });
+  auto down =
+      std::async(std::launch::async, [&] { return forward(fwd, target, deadline, &bytes); });
   ChunkError e = ChunkError::None;
   std::string failure;
   try {
@@ -332,13 +332,13 @@ wire::Status StorageServer::Impl::store_and_forward(const wire::UpdateReq& fwd, 
     return s;
   }
   // Not stored here (a successor may hold it: an unacknowledged update, replaced by the next).
-  return status_of(failure.empty() ? to_code(e) : wire::IO_ERROR,
-                   failure.empty() ? fmt::format("target {}: {}", target, chunk_error_name(e))
-                                   : failure);
+  return status_of(
+      failure.empty() ? to_code(e) : wire::IO_ERROR,
+      failure.empty() ? fmt::format("target {}: {}", target, chunk_error_name(e)) : failure);
 }
 
-wire::Status StorageServer::Impl::forward(wire::UpdateReq fwd, uint32_t target,
-                                          SteadyTime deadline, const std::string* whole) {
+wire::Status StorageServer::Impl::forward(wire::UpdateReq fwd, uint32_t target, SteadyTime deadline,
+                                          const std::string* whole) {
   ChunkId id;
   id_from(fwd.chunk_id(), &id);
   std::string last = "no attempt";
@@ -348,9 +348,8 @@ wire::Status StorageServer::Impl::forward(wire::UpdateReq fwd, uint32_t target,
     const ChainRoute* c = r->chain(fwd.chain_id());
     const TargetRoute* me = c ? c->find(target) : nullptr;
     if (!me || !takes_writes(me->state))
-      return status_of(wire::NOT_SERVING,
-                       fmt::format("target {} left chain {} while forwarding", target,
-                                   fwd.chain_id()));
+      return status_of(wire::NOT_SERVING, fmt::format("target {} left chain {} while forwarding",
+                                                      target, fwd.chain_id()));
     const TargetRoute* next = c->successor(target);
     if (!next) return status_of(wire::OK);  // the tail
     fwd.set_chain_version(c->version);
