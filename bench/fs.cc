@@ -5,7 +5,8 @@
 // Every replica lands on the one disk here, so the write bound is raw write / 3. Reads are cold:
 // the block files' pages are dropped (posix_fadvise DONTNEED) before each read pass.
 //   BENCH fs <case> chunk=... threads=... MBps=... raw_MBps=... baseline=<raw...> ratio=...
-// Options: --dir DIR (default /tmp/ff_bench_fs), --mb MB per case (256), --threads N (4).
+// Options: --dir DIR (default /tmp/ff_bench_fs), --mb MB per case (256), --threads N (4),
+// --chunk 1M|64K and --fsync yes|no for one case.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@ using ff::bench::now_seconds;
 
 struct Raw {
   double write_mbps = 0, read_mbps = 0;
+  double flushes_per_s = 0;  // 64 KiB O_DIRECT overwrite + fdatasync, one after the other
 };
 
 // O_DIRECT sequential write then read of `bytes` in 1 MiB requests.
@@ -53,6 +55,18 @@ Raw raw_disk(const std::string& dir, uint64_t bytes) {
   for (uint64_t done = 0; done < bytes; done += kReq)
     FF_CHECK(::read(fd, buf, kReq) == ssize_t(kReq), "bench fs: raw read failed");
   r.read_mbps = double(bytes) / (1 << 20) / (now_seconds() - t0);
+  ::close(fd);
+  // The device's cache flushes: a durable update costs two per replica (data, metadata).
+  fd = ::open(path.c_str(), O_WRONLY | O_DIRECT);
+  FF_CHECK(fd >= 0, "bench fs: {}: O_DIRECT open failed", path);
+  int flushes = 0;
+  t0 = now_seconds();
+  for (; now_seconds() - t0 < 1.0; ++flushes) {
+    FF_CHECK(::pwrite(fd, buf, 64 << 10, off_t(flushes % 64) << 16) == (64 << 10),
+             "bench fs: raw write failed");
+    ::fdatasync(fd);
+  }
+  r.flushes_per_s = flushes / (now_seconds() - t0);
   ::close(fd);
   std::filesystem::remove(path);
   std::free(buf);
@@ -86,6 +100,7 @@ int main(int argc, char** argv) {
   std::string dir = "/tmp/ff_bench_fs";
   uint64_t mb = 256;
   int threads = 4;
+  std::string only_chunk, only_fsync;  // --chunk 1M|64K, --fsync yes|no: one case (profiling)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--dir")
@@ -94,6 +109,10 @@ int main(int argc, char** argv) {
       mb = std::strtoull(argv[i + 1], nullptr, 10);
     else if (a == "--threads")
       threads = std::atoi(argv[i + 1]);
+    else if (a == "--chunk")
+      only_chunk = argv[i + 1];
+    else if (a == "--fsync")
+      only_fsync = argv[i + 1];
   }
   try {
     std::filesystem::remove_all(dir);
@@ -101,10 +120,13 @@ int main(int argc, char** argv) {
     const uint64_t bytes = mb << 20;
     const Raw raw = raw_disk(dir, bytes);
     std::printf(
-        "raw disk (%s): O_DIRECT write %.0f MB/s, read %.0f MB/s (%llu MiB, 1 MiB requests)\n",
-        dir.c_str(), raw.write_mbps, raw.read_mbps, static_cast<unsigned long long>(mb));
+        "raw disk (%s): O_DIRECT write %.0f MB/s, read %.0f MB/s (%llu MiB, 1 MiB requests), "
+        "%.0f 64 KiB writes + fdatasync a second\n",
+        dir.c_str(), raw.write_mbps, raw.read_mbps, static_cast<unsigned long long>(mb),
+        raw.flushes_per_s);
 
     for (const bool fsync : {true, false}) {
+      if (!only_fsync.empty() && (only_fsync == "yes") != fsync) continue;
       ff::fs::MgmtdOptions mo;
       mo.heartbeat_ms = 200;
       mo.lease_ms = 2000;
@@ -134,6 +156,7 @@ int main(int argc, char** argv) {
 
       uint64_t inode_base = 1;
       for (const uint32_t chunk : {1u << 20, 64u << 10}) {
+        if (!only_chunk.empty() && only_chunk != (chunk == (1u << 20) ? "1M" : "64K")) continue;
         const uint64_t count = bytes / chunk;
         const std::string data(chunk, 'x');
         const uint64_t base = inode_base;
@@ -150,6 +173,19 @@ int main(int argc, char** argv) {
               ++errors;
           }
         });
+        // The transport's bound on this machine: one chunk-sized read per call from the page
+        // cache (the same chunk again and again), unbatched. A write makes three such calls
+        // (one per replica) besides its disk work, so a third of this rate bounds it here.
+        std::atomic<uint64_t> rpcs{0};
+        const double trpc = run_threads(threads, [&](int t) {
+          const uint64_t inode = base + uint64_t(t) % count;
+          const ff::fs::ReadRequest r{routing.chain_for(1, inode, 0), ff::fs::ChunkId::of(inode, 0),
+                                      0, chunk};
+          const uint64_t n = std::max<uint64_t>(8, count / uint64_t(threads) / 2);
+          for (uint64_t i = 0; i < n; ++i)
+            if (client.read(r).status.ok()) ++rpcs;
+        });
+        const double rpc_mbps = double(rpcs.load()) * chunk / (1 << 20) / trpc;
         drop_cache(dir);  // (both modes: the pages are written back first)
         // Reads in batches of up to 8 MiB (BatchRead: one call per replica for a batch).
         const uint64_t batch = std::max<uint64_t>(1, (8u << 20) / chunk);
@@ -172,8 +208,11 @@ int main(int argc, char** argv) {
             std::string(chunk == (1u << 20) ? "1M" : "64K") + (fsync ? "" : "_nofsync");
         std::printf(
             "BENCH fs write_%s chunk=%u threads=%d replicas=3 MBps=%.1f raw_write_MBps=%.1f "
-            "bound_MBps=%.1f baseline=raw_write/3 ratio=%.2f\n",
-            name.c_str(), chunk, threads, wm, raw.write_mbps, raw.write_mbps / 3,
+            "bound_MBps=%.1f transport_bound_MBps=%.1f flush_bound_MBps=%s baseline=raw_write/3 "
+            "ratio=%.2f\n",
+            name.c_str(), chunk, threads, wm, raw.write_mbps, raw.write_mbps / 3, rpc_mbps / 3,
+            fsync ? fmt::format("{:.1f}", raw.flushes_per_s / 6 * chunk / (1 << 20)).c_str()
+                  : "none",
             wm / (raw.write_mbps / 3));
         std::printf(
             "BENCH fs read_%s chunk=%u threads=%d batch=%llu MBps=%.1f raw_read_MBps=%.1f "

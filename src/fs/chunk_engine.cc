@@ -154,7 +154,8 @@ struct ChunkEngine::Impl {
   mutable std::shared_mutex mu;
   std::map<std::pair<int, uint32_t>, std::array<uint64_t, kBlocksPerFile / 64>> bitmaps;
   mutable std::mutex fd_mu;
-  mutable std::map<std::pair<int, uint32_t>, int> fds;
+  mutable std::map<std::pair<int, uint32_t>, int> fds;         // buffered (reads)
+  mutable std::map<std::pair<int, uint32_t>, int> direct_fds;  // O_DIRECT (writes), -1: none
 
   int fd(int size_class, uint32_t file) const {
     std::lock_guard lk(fd_mu);
@@ -165,6 +166,18 @@ struct ChunkEngine::Impl {
     const int f = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     FF_CHECK(f >= 0, "{}: cannot open: {}", path, std::strerror(errno));
     fds[{size_class, file}] = f;
+    return f;
+  }
+  // The same file opened O_DIRECT, or -1 where the file system refuses it (tmpfs).
+  int direct_fd(int size_class, uint32_t file) const {
+    fd(size_class, file);  // creates the file
+    std::lock_guard lk(fd_mu);
+    const auto it = direct_fds.find({size_class, file});
+    if (it != direct_fds.end()) return it->second;
+    const std::string path =
+        fmt::format("{}/data/{}K.{}", dir, block_bytes(size_class) >> 10, file);
+    const int f = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+    direct_fds[{size_class, file}] = f;
     return f;
   }
 
@@ -204,8 +217,27 @@ struct ChunkEngine::Impl {
   }
 
   void write_block(const BlockPos& p, std::string_view data) const {
-    const int f = fd(p.size_class, p.file);
     const off_t at = off_t(p.block) * off_t(block_bytes(p.size_class));
+    // Straight to the disk (no page-cache copy: a fifth of a write's CPU time), from a
+    // 4 KiB-aligned copy padded to 4 KiB; the block has the room.
+    if (const int d = direct_fd(p.size_class, p.file); d >= 0) {
+      const size_t padded = (data.size() + 4095) & ~size_t(4095);
+      void* raw = nullptr;
+      FF_CHECK(posix_memalign(&raw, 4096, padded) == 0, "{}: no aligned buffer", dir);
+      std::unique_ptr<void, decltype(&std::free)> buf(raw, &std::free);
+      std::memcpy(raw, data.data(), data.size());
+      std::memset(static_cast<char*>(raw) + data.size(), 0, padded - data.size());
+      for (size_t done = 0; done < padded;) {
+        const ssize_t n =
+            ::pwrite(d, static_cast<char*>(raw) + done, padded - done, at + off_t(done));
+        FF_CHECK(n > 0, "{}: write failed: {}", dir, std::strerror(errno));
+        done += size_t(n);
+      }
+      if (sync)
+        FF_CHECK(::fdatasync(d) == 0, "{}: fdatasync failed: {}", dir, std::strerror(errno));
+      return;
+    }
+    const int f = fd(p.size_class, p.file);
     for (size_t done = 0; done < data.size();) {
       const ssize_t n = ::pwrite(f, data.data() + done, data.size() - done, at + off_t(done));
       FF_CHECK(n > 0, "{}: write failed: {}", dir, std::strerror(errno));
@@ -311,6 +343,8 @@ ChunkEngine::ChunkEngine(const std::string& dir, uint64_t capacity_bytes, bool s
 
 ChunkEngine::~ChunkEngine() {
   for (const auto& [key, f] : impl_->fds) ::close(f);
+  for (const auto& [key, f] : impl_->direct_fds)
+    if (f >= 0) ::close(f);
 }
 
 std::optional<ChunkMeta> ChunkEngine::meta(const ChunkId& id) const {
@@ -360,6 +394,20 @@ ChunkError ChunkEngine::read(const ChunkId& id, uint32_t offset, uint32_t length
   else
     out->assign(all, offset, n);
   return ChunkError::None;
+}
+
+void ChunkEngine::prefetch(const ChunkId& id) const {
+  BlockPos p;
+  uint32_t len = 0;
+  {
+    std::shared_lock lk(impl_->mu);
+    const auto r = impl_->load(id);
+    if (!r || r->committed == 0 || r->pos.size_class < 0) return;
+    p = r->pos;
+    len = r->length;
+  }
+  const off_t at = off_t(p.block) * off_t(block_bytes(p.size_class));
+  ::posix_fadvise(impl_->fd(p.size_class, p.file), at, len, POSIX_FADV_WILLNEED);
 }
 
 ChunkError ChunkEngine::write(const ChunkId& id, uint32_t offset, std::string_view data,

@@ -62,6 +62,10 @@ class ChunkEngine {
   ChunkError read(const ChunkId& id, uint32_t offset, uint32_t length, std::string* out,
                   bool pending = false, ChunkMeta* meta = nullptr) const;
 
+  // Asks the OS to start reading the chunk's committed bytes (a batch of reads: the disk
+  // works on all of them at once).
+  void prefetch(const ChunkId& id) const;
+
   // Writes data at offset into a new pending version `update_version` (= committed + 1) of at
   // most chunk_size bytes, copy-on-write; crc: the expected CRC32C of the whole new chunk (0:
   // not checked). A pending version already there is replaced (a retried forward).

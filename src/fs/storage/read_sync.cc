@@ -16,6 +16,12 @@ grpc::Status StorageServer::Impl::BatchRead(grpc::ServerContext*, const wire::Ba
                                             wire::BatchReadRsp* rsp) {
   const auto r = routing();
   const bool lease = lease_valid();
+  if (req->ios_size() > 1)
+    for (const wire::ReadIo& io : req->ios()) {
+      ChunkId id;
+      if (ChunkEngine* eng = engine(io.target_id()); eng && id_from(io.chunk_id(), &id))
+        eng->prefetch(id);
+    }
   for (const wire::ReadIo& io : req->ios()) {
     wire::ReadResult* out = rsp->add_results();
     const ChainRoute* c = r->chain(io.chain_id());

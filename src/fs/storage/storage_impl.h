@@ -3,6 +3,7 @@
 #pragma once
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <vector>
 
 #include "fs/chunk_engine.h"
 #include "fs/cluster.h"
@@ -42,11 +44,31 @@ class ChunkLocks {
   std::map<std::pair<uint32_t, ChunkId>, std::unique_ptr<Entry>> map_;
 };
 
+// Threads that run forwards while the caller stores its own copy. A task is taken only by an
+// idle thread (never queued), so a full pool cannot wait on another server's full pool: the
+// caller then forwards itself, one step after the other.
+class IdlePool {
+ public:
+  explicit IdlePool(int threads);
+  ~IdlePool();
+  // Runs fn on an idle thread; false (fn not taken) when none is idle.
+  bool try_run(std::function<void()> fn);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+  std::function<void()> task_;
+  int idle_ = 0;
+  bool stopping_ = false;
+};
+
 struct StorageServer::Impl final : wire::Storage::Service {
   StorageOptions opt;
   std::map<uint32_t, std::unique_ptr<ChunkEngine>> engines;  // target -> its chunks
   ChunkLocks locks;
   StubCache stubs;
+  IdlePool forwarders{16};
   std::unique_ptr<grpc::Server> server;
   std::string address;
 

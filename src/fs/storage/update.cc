@@ -317,8 +317,16 @@ wire::Status StorageServer::Impl::store_and_forward(const wire::UpdateReq& fwd, 
                                                     uint64_t u, SteadyTime deadline) {
   // The successors work while this target writes: the update waits for the slower, not for
   // the sum. Nothing commits before both are done.
-  auto down =
-      std::async(std::launch::async, [&] { return forward(fwd, target, deadline, &bytes); });
+  std::promise<wire::Status> result;
+  auto down = result.get_future();
+  const auto send = [&] {
+    try {
+      result.set_value(forward(fwd, target, deadline, &bytes));
+    } catch (const std::exception& x) {
+      result.set_value(status_of(wire::IO_ERROR, x.what()));
+    }
+  };
+  const bool parallel = forwarders.try_run(send);
   ChunkError e = ChunkError::None;
   std::string failure;
   try {
@@ -326,6 +334,7 @@ wire::Status StorageServer::Impl::store_and_forward(const wire::UpdateReq& fwd, 
   } catch (const std::exception& x) {
     failure = x.what();
   }
+  if (!parallel) send();
   const wire::Status s = down.get();
   if (failure.empty() && e == ChunkError::None) {
     if (s.code() != wire::OK) engine(target)->abort(id, u);
@@ -335,6 +344,44 @@ wire::Status StorageServer::Impl::store_and_forward(const wire::UpdateReq& fwd, 
   return status_of(
       failure.empty() ? to_code(e) : wire::IO_ERROR,
       failure.empty() ? fmt::format("target {}: {}", target, chunk_error_name(e)) : failure);
+}
+
+IdlePool::IdlePool(int threads) {
+  for (int i = 0; i < threads; ++i)
+    threads_.emplace_back([this] {
+      std::unique_lock lk(mu_);
+      for (;;) {
+        ++idle_;
+        cv_.wait(lk, [&] { return stopping_ || task_; });
+        --idle_;
+        if (stopping_) return;
+        std::function<void()> fn = std::move(task_);
+        task_ = nullptr;
+        cv_.notify_all();  // the slot is free for the next try_run
+        lk.unlock();
+        fn();
+        lk.lock();
+      }
+    });
+}
+
+IdlePool::~IdlePool() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+    cv_.notify_all();
+  }
+  for (auto& t : threads_) t.join();
+}
+
+bool IdlePool::try_run(std::function<void()> fn) {
+  std::unique_lock lk(mu_);
+  // One hand-over at a time: wait (briefly) until the previous task has been picked up.
+  cv_.wait(lk, [&] { return stopping_ || !task_; });
+  if (stopping_ || idle_ == 0) return false;
+  task_ = std::move(fn);
+  cv_.notify_all();
+  return true;
 }
 
 wire::Status StorageServer::Impl::forward(wire::UpdateReq fwd, uint32_t target, SteadyTime deadline,
