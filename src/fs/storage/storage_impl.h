@@ -123,18 +123,20 @@ struct StorageServer::Impl final : wire::Storage::Service {
   // update.cc
   grpc::Status Update(grpc::ServerContext* ctx, const wire::UpdateReq* req,
                       wire::UpdateRsp* rsp) override;
-  void client_update(const wire::UpdateReq& req, wire::UpdateRsp* rsp,
+  // Both reuse `req` as the message they forward.
+  void client_update(wire::UpdateReq& req, wire::UpdateRsp* rsp,
                      std::chrono::steady_clock::time_point deadline);
-  void forwarded_update(const wire::UpdateReq& req, wire::UpdateRsp* rsp,
+  void forwarded_update(wire::UpdateReq& req, wire::UpdateRsp* rsp,
                         std::chrono::steady_clock::time_point deadline);
   // Sends the update on down the chain from `target` until a successor accepts it, the chain
   // has none (a tail) or the deadline passes; re-reads the routing after each failure.
   // `whole`: the chunk after the update, for a successor that needs it whole (nullptr: read it).
-  wire::Status forward(wire::UpdateReq fwd, uint32_t target,
+  // Sends *fwd on (changing its chain version, target and, when needed, kind and data).
+  wire::Status forward(wire::UpdateReq* fwd, uint32_t target,
                        std::chrono::steady_clock::time_point deadline, const std::string* whole);
   // The update's new chunk stored here as pending version u while forward() sends it on;
   // OK when both did (else the pending version is dropped).
-  wire::Status store_and_forward(const wire::UpdateReq& fwd, uint32_t target, const ChunkId& id,
+  wire::Status store_and_forward(wire::UpdateReq* fwd, uint32_t target, const ChunkId& id,
                                  const std::string& bytes, uint32_t crc, uint32_t chain_version,
                                  uint64_t u, std::chrono::steady_clock::time_point deadline);
   wire::Status whole_chunk(uint32_t target, const ChunkId& id, const std::string* whole,

@@ -57,6 +57,26 @@ std::string malformed(const wire::UpdateReq& r) {
   }
 }
 
+bool trace_on() {
+  static const bool on = std::getenv("FF_FS_TRACE") != nullptr;
+  return on;
+}
+
+// The request without its data (FF_FS_TRACE's line).
+wire::UpdateReq trace_header(const wire::UpdateReq& r) {
+  wire::UpdateReq h;
+  if (!trace_on()) return h;
+  h.set_target_id(r.target_id());
+  h.set_chain_id(r.chain_id());
+  h.set_chain_version(r.chain_version());
+  h.set_chunk_id(r.chunk_id());
+  h.set_kind(r.kind());
+  h.set_forwarded(r.forwarded());
+  h.set_sync(r.sync());
+  h.set_update_version(r.update_version());
+  return h;
+}
+
 }  // namespace
 
 // The update becomes a full-chunk replace: `whole` (the chunk after it), or else this target's
@@ -124,18 +144,22 @@ grpc::Status StorageServer::Impl::Update(grpc::ServerContext* ctx, const wire::U
     set_status(rsp->mutable_status(), wire::BAD_REQUEST, m);
     return grpc::Status::OK;
   }
+  // The handlers reuse the request as the message they forward (no copy of its data); gRPC
+  // made it and does not look at it again. What the trace line prints is read first.
+  auto& mreq = const_cast<wire::UpdateReq&>(*req);
+  const wire::UpdateReq head = trace_header(*req);
   try {
     std::shared_lock chain_guard(chain_lock(req->chain_id()), std::defer_lock);
     if (!req->sync()) chain_guard.lock();
     if (req->forwarded())
-      forwarded_update(*req, rsp, deadline);
+      forwarded_update(mreq, rsp, deadline);
     else
-      client_update(*req, rsp, deadline);
+      client_update(mreq, rsp, deadline);
   } catch (const std::exception& e) {
     set_status(rsp->mutable_status(), wire::IO_ERROR, e.what());
   }
-  static const bool trace = std::getenv("FF_FS_TRACE") != nullptr;
-  if (trace) {
+  if (trace_on()) {
+    const wire::UpdateReq* req = &head;
     ChunkId id;
     id_from(req->chunk_id(), &id);
     fprintf(stderr, "TRACE %lld t%u c%u v%u %s kind %d fwd %d sync %d u%llu -> %d v%llu %s\n",
@@ -147,7 +171,7 @@ grpc::Status StorageServer::Impl::Update(grpc::ServerContext* ctx, const wire::U
   return grpc::Status::OK;
 }
 
-void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::UpdateRsp* rsp,
+void StorageServer::Impl::client_update(wire::UpdateReq& req, wire::UpdateRsp* rsp,
                                         SteadyTime deadline) {
   ChainRoute chain;
   *rsp->mutable_status() =
@@ -189,9 +213,7 @@ void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::Update
   ChunkId id;
   id_from(req.chunk_id(), &id);
   ChunkLocks::Guard guard(locks, target, id);
-  wire::UpdateReq fwd = req;
-  fwd.set_forwarded(true);
-  fwd.set_chain_version(chain.version);
+  wire::UpdateReq& fwd = req;  // forwarded as it is, once read here
   uint64_t u = 0;
   wire::Status s;
   if (req.kind() != wire::REMOVE) {
@@ -218,9 +240,11 @@ void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::Update
     fwd.set_crc(crc);
     rsp->set_crc(crc);
     rsp->set_length(uint32_t(bytes.size()));
-    s = store_and_forward(fwd, target, id, bytes, crc, chain.version, u, deadline);
+    fwd.set_forwarded(true);
+    s = store_and_forward(&fwd, target, id, bytes, crc, chain.version, u, deadline);
   } else {
-    s = forward(fwd, target, deadline, nullptr);
+    fwd.set_forwarded(true);
+    s = forward(&fwd, target, deadline, nullptr);
   }
   if (s.code() != wire::OK) {
     *rsp->mutable_status() = s;
@@ -238,7 +262,7 @@ void StorageServer::Impl::client_update(const wire::UpdateReq& req, wire::Update
   finish();
 }
 
-void StorageServer::Impl::forwarded_update(const wire::UpdateReq& req, wire::UpdateRsp* rsp,
+void StorageServer::Impl::forwarded_update(wire::UpdateReq& req, wire::UpdateRsp* rsp,
                                            SteadyTime deadline) {
   ChainRoute chain;
   *rsp->mutable_status() =
@@ -255,7 +279,7 @@ void StorageServer::Impl::forwarded_update(const wire::UpdateReq& req, wire::Upd
     // Down the chain first: a predecessor never lacks what a successor has committed.
     if (!req.sync()) {
       const wire::Status s =
-          forward(req, target, deadline, req.kind() == wire::REPLACE ? &req.data() : nullptr);
+          forward(&req, target, deadline, req.kind() == wire::REPLACE ? &req.data() : nullptr);
       if (s.code() != wire::OK) {
         *rsp->mutable_status() = s;
         return;
@@ -278,7 +302,7 @@ void StorageServer::Impl::forwarded_update(const wire::UpdateReq& req, wire::Upd
       return;
     }
     // Applied already (a retried forward): the successors may still need it.
-    *rsp->mutable_status() = forward(req, target, deadline, nullptr);
+    *rsp->mutable_status() = forward(&req, target, deadline, nullptr);
     if (rsp->status().code() == wire::OK) rsp->set_crc(req.crc());
     return;
   }
@@ -305,13 +329,13 @@ void StorageServer::Impl::forwarded_update(const wire::UpdateReq& req, wire::Upd
     return;
   }
   *rsp->mutable_status() =
-      store_and_forward(req, target, id, bytes, crc, req.chain_version(), u, deadline);
+      store_and_forward(&req, target, id, bytes, crc, req.chain_version(), u, deadline);
   if (rsp->status().code() != wire::OK) return;
   eng.commit(id, u);
   rsp->set_crc(req.crc());
 }
 
-wire::Status StorageServer::Impl::store_and_forward(const wire::UpdateReq& fwd, uint32_t target,
+wire::Status StorageServer::Impl::store_and_forward(wire::UpdateReq* fwd, uint32_t target,
                                                     const ChunkId& id, const std::string& bytes,
                                                     uint32_t crc, uint32_t chain_version,
                                                     uint64_t u, SteadyTime deadline) {
@@ -384,8 +408,9 @@ bool IdlePool::try_run(std::function<void()> fn) {
   return true;
 }
 
-wire::Status StorageServer::Impl::forward(wire::UpdateReq fwd, uint32_t target, SteadyTime deadline,
-                                          const std::string* whole) {
+wire::Status StorageServer::Impl::forward(wire::UpdateReq* msg, uint32_t target,
+                                          SteadyTime deadline, const std::string* whole) {
+  wire::UpdateReq& fwd = *msg;
   ChunkId id;
   id_from(fwd.chunk_id(), &id);
   std::string last = "no attempt";
