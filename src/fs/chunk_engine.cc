@@ -435,7 +435,8 @@ ChunkError ChunkEngine::truncate(const ChunkId& id, uint32_t length, uint32_t ch
 
 ChunkError ChunkEngine::prepare(const ChunkId& id, Edit edit, uint32_t offset,
                                 std::string_view data, uint32_t length, uint32_t chunk_size,
-                                uint64_t update_version, std::string* bytes, uint32_t* crc) const {
+                                uint64_t update_version, std::string* bytes, uint32_t* crc,
+                                bool* is_data) const {
   if (chunk_size == 0 || chunk_size > block_bytes(kSizeClasses - 1) ||
       (edit == Edit::Write ? uint64_t(offset) + data.size() : length) > chunk_size)
     return ChunkError::BadRange;
@@ -450,6 +451,11 @@ ChunkError ChunkEngine::prepare(const ChunkId& id, Edit edit, uint32_t offset,
   // serializes, free it). A write that covers them all needs none.
   bytes->clear();
   const bool covered = edit == Edit::Write && offset == 0 && data.size() >= r.length;
+  if (is_data) *is_data = covered;
+  if (covered && is_data) {
+    *crc = crc32c(data.data(), data.size());
+    return ChunkError::None;
+  }
   if (r.committed > 0 && !covered) {
     *bytes = m.read_block(r.pos, r.length);
     if (crc32c(bytes->data(), bytes->size()) != r.crc) return ChunkError::ChecksumMismatch;

@@ -79,9 +79,11 @@ class ChunkEngine {
   // stores it: `prepare` computes the new chunk's bytes and CRC32C (update_version must be
   // committed + 1; nothing stored), `put_pending` stores them as that pending version.
   enum class Edit : uint8_t { Write, Truncate };
+  // With `is_data` given, a write that replaces the whole chunk (offset 0, at least its length)
+  // sets *is_data and leaves *bytes empty: the new chunk is `data` itself, not copied.
   ChunkError prepare(const ChunkId& id, Edit edit, uint32_t offset, std::string_view data,
                      uint32_t length, uint32_t chunk_size, uint64_t update_version,
-                     std::string* bytes, uint32_t* crc) const;
+                     std::string* bytes, uint32_t* crc, bool* is_data = nullptr) const;
   ChunkError put_pending(const ChunkId& id, const std::string& bytes, uint32_t crc,
                          uint32_t chain_version, uint64_t update_version);
   // Makes the pending version `update_version` committed, freeing the old block.

@@ -84,6 +84,10 @@ wire::UpdateReq trace_header(const wire::UpdateReq& r) {
 wire::Status StorageServer::Impl::whole_chunk(uint32_t target, const ChunkId& id,
                                               const std::string* whole, wire::UpdateReq* fwd) {
   if (fwd->kind() == wire::REPLACE) return status_of(wire::OK);
+  if (whole == &fwd->data()) {  // a whole-chunk write at offset 0: its data is the chunk
+    fwd->set_kind(wire::REPLACE);
+    return status_of(wire::OK);
+  }
   std::string all;
   if (whole) {
     all = *whole;
@@ -221,12 +225,13 @@ void StorageServer::Impl::client_update(wire::UpdateReq& req, wire::UpdateRsp* r
         req.kind() == wire::WRITE ? ChunkEngine::Edit::Write : ChunkEngine::Edit::Truncate;
     std::string bytes;
     uint32_t crc = 0;
+    bool is_data = false;
     ChunkError e = ChunkError::None;
     for (int attempt = 0; attempt < 2; ++attempt) {
       const auto m = eng.meta(id);
       u = (m ? m->committed : 0) + 1;
       e = eng.prepare(id, edit, req.offset(), req.data(), req.length(), req.chunk_size(), u, &bytes,
-                      &crc);
+                      &crc, &is_data);
       // A committed copy that fails its checksum is fetched again from a replica first.
       if (e != ChunkError::ChecksumMismatch || !repair(target, id, chain.chain_id)) break;
     }
@@ -239,9 +244,12 @@ void StorageServer::Impl::client_update(wire::UpdateReq& req, wire::UpdateRsp* r
     fwd.set_update_version(u);
     fwd.set_crc(crc);
     rsp->set_crc(crc);
-    rsp->set_length(uint32_t(bytes.size()));
+    // A whole-chunk write is stored from the request itself, which forward() then sends as
+    // it is (it reads it only).
+    const std::string& content = is_data ? req.data() : bytes;
+    rsp->set_length(uint32_t(content.size()));
     fwd.set_forwarded(true);
-    s = store_and_forward(&fwd, target, id, bytes, crc, chain.version, u, deadline);
+    s = store_and_forward(&fwd, target, id, content, crc, chain.version, u, deadline);
   } else {
     fwd.set_forwarded(true);
     s = forward(&fwd, target, deadline, nullptr);
@@ -313,9 +321,10 @@ void StorageServer::Impl::forwarded_update(wire::UpdateReq& req, wire::UpdateRsp
   }
   std::string bytes;
   uint32_t crc = 0;
+  bool is_data = false;
   const ChunkError e = eng.prepare(
       id, req.kind() == wire::WRITE ? ChunkEngine::Edit::Write : ChunkEngine::Edit::Truncate,
-      req.offset(), req.data(), req.length(), req.chunk_size(), u, &bytes, &crc);
+      req.offset(), req.data(), req.length(), req.chunk_size(), u, &bytes, &crc, &is_data);
   if (e == ChunkError::ChecksumMismatch || e == ChunkError::BadVersion ||
       (e == ChunkError::None && crc != req.crc())) {
     set_status(rsp->mutable_status(), wire::NEED_FULL_CHUNK,
@@ -328,8 +337,8 @@ void StorageServer::Impl::forwarded_update(wire::UpdateReq& req, wire::UpdateRsp
                fmt::format("target {}: {}", target, chunk_error_name(e)));
     return;
   }
-  *rsp->mutable_status() =
-      store_and_forward(&req, target, id, bytes, crc, req.chain_version(), u, deadline);
+  *rsp->mutable_status() = store_and_forward(&req, target, id, is_data ? req.data() : bytes, crc,
+                                             req.chain_version(), u, deadline);
   if (rsp->status().code() != wire::OK) return;
   eng.commit(id, u);
   rsp->set_crc(req.crc());
