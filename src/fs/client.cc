@@ -59,26 +59,21 @@ struct StorageClient::Impl {
 
   // `watching`: the long poll of the watcher thread, which the destructor cancels.
   bool fetch(uint64_t known, int wait_ms, bool watching = false) {
-    wire::GetRoutingReq req;
-    req.set_known_version(known);
-    req.set_wait_ms(uint32_t(std::max(wait_ms, 0)));
-    wire::GetRoutingRsp rsp;
     grpc::ClientContext ctx;
-    set_deadline(ctx, wait_ms + 2000);
     if (watching) {
       std::lock_guard lk(mu);
       if (stopping) return false;
       watch_ctx = &ctx;
     }
-    const grpc::Status g = stubs.mgmtd(opt.mgmtd)->GetRouting(&ctx, req, &rsp);
+    wire::RoutingInfo got;
+    const bool ok = get_routing(stubs, opt.mgmtd, known, wait_ms, &got, &ctx);
     if (watching) {
       std::lock_guard lk(mu);
       watch_ctx = nullptr;
     }
-    if (!g.ok()) return false;
+    if (!ok) return false;
     std::lock_guard lk(mu);
-    if (rsp.routing().version() > routing->version)
-      routing = std::make_shared<const Routing>(from_wire(rsp.routing()));
+    if (got.version() > routing->version) routing = std::make_shared<const Routing>(from_wire(got));
     return true;
   }
 

@@ -1,5 +1,6 @@
 #include "fs/wire.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace ff::fs {
@@ -141,6 +142,20 @@ std::shared_ptr<wire::Storage::Stub> StubCache::storage(const std::string& addre
 
 std::shared_ptr<wire::Mgmtd::Stub> StubCache::mgmtd(const std::string& address) {
   return get(mgmtd_, address, [](const auto& ch) { return wire::Mgmtd::NewStub(ch); });
+}
+
+bool get_routing(StubCache& stubs, const std::string& mgmtd, uint64_t known, int wait_ms,
+                 wire::RoutingInfo* out, grpc::ClientContext* ctx) {
+  wire::GetRoutingReq req;
+  req.set_known_version(known);
+  req.set_wait_ms(uint32_t(std::max(wait_ms, 0)));
+  wire::GetRoutingRsp rsp;
+  grpc::ClientContext own;
+  if (!ctx) ctx = &own;
+  set_deadline(*ctx, std::max(wait_ms, 0) + 2000);
+  if (!stubs.mgmtd(mgmtd)->GetRouting(ctx, req, &rsp).ok()) return false;
+  *out = std::move(*rsp.mutable_routing());
+  return true;
 }
 
 }  // namespace ff::fs

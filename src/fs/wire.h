@@ -44,6 +44,13 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& address);
 void set_bulk_transport_args(grpc::ChannelArguments& args);
 void set_bulk_transport_args(grpc::ServerBuilder& b);
 
+class StubCache;
+
+// mgmtd's routing info, or a newer one than `known` if it comes within wait_ms; false when mgmtd
+// did not answer. `ctx` (optional) is the call's context, for a caller that may cancel it.
+bool get_routing(StubCache& stubs, const std::string& mgmtd, uint64_t known, int wait_ms,
+                 wire::RoutingInfo* out, grpc::ClientContext* ctx = nullptr);
+
 class StubCache {
  public:
   // Shared: a stub stays valid for its caller while the cache replaces it.

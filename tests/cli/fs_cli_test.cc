@@ -59,7 +59,7 @@ class CliFs : public ::testing::Test {
                                      "--heartbeat-ms",
                                      "100",
                                      "--lease-ms",
-                                     "600"};
+                                     "1500"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -188,11 +188,11 @@ TEST(FsCluster, BadInputGetsClearErrorsAndChangesNothing) {
   LocalCluster cl;
   cl.start();
   StorageClient& c = cl.client();
-  const Routing r = c.routing();
-  const uint32_t chain = r.tables.at(1).chain_ids[0];
-  const ChainRoute& cr = r.chains.at(chain);
   const ChunkId id = ChunkId::of(5, 0);
+  const uint32_t chain = c.routing().tables.at(1).chain_ids[0];
   ASSERT_TRUE(c.write(chain, id, 0, "original", 1 << 20).status.ok());
+  const Routing r = c.refresh();  // the chain as it is now
+  const ChainRoute& cr = r.chains.at(chain);
   // A stale chain version at the head.
   WriteResult w =
       c.send_update_to(cr.targets[0].target_id, chain, cr.version - 1, id, 0, "x", 1 << 20);

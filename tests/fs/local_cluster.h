@@ -44,7 +44,7 @@ struct ClusterOptions {
   uint32_t replicas = 3;
   uint64_t capacity_mb = 0;
   int heartbeat_ms = 100;
-  int lease_ms = 600;
+  int lease_ms = 1500;  // a loaded 2-core machine can starve a process for a while
 };
 
 class LocalCluster {

@@ -65,14 +65,9 @@ void StorageServer::Impl::set_routing(const wire::RoutingInfo& w) {
 }
 
 bool StorageServer::Impl::refresh_routing(uint64_t known, int wait_ms) {
-  wire::GetRoutingReq req;
-  req.set_known_version(known);
-  req.set_wait_ms(uint32_t(std::max(wait_ms, 0)));
-  wire::GetRoutingRsp rsp;
-  grpc::ClientContext ctx;
-  set_deadline(ctx, wait_ms + 1000);
-  if (!stubs.mgmtd(opt.mgmtd)->GetRouting(&ctx, req, &rsp).ok()) return false;
-  set_routing(rsp.routing());
+  wire::RoutingInfo got;
+  if (!get_routing(stubs, opt.mgmtd, known, wait_ms, &got)) return false;
+  set_routing(got);
   return true;
 }
 
