@@ -10,3 +10,4 @@
 #include "fs/crc32c.h"
 #include "fs/kv.h"
 #include "fs/routing.h"
+#include "fs/txn.h"
