@@ -128,13 +128,16 @@ TEST_P(TxnTest, ConcurrentIncrementsLoseNoUpdate) {
   put("n", "0");
   constexpr int kThreads = 4, kEach = 200;
   std::vector<std::thread> ts;
-  std::atomic<int> failed{0};
+  std::atomic<int> failed{0}, runs{0};
+  std::atomic<bool> go{false};
   for (int i = 0; i < kThreads; ++i)
     ts.emplace_back([&] {
+      while (!go) std::this_thread::yield();
       for (int j = 0; j < kEach; ++j) {
         const TxnStatus s = run_txn(
             *store_,
-            [](Txn& t) {
+            [&runs](Txn& t) {
+              ++runs;
               const int n = std::stoi(t.get("n").value());
               std::this_thread::yield();  // let the others interleave
               t.set("n", std::to_string(n + 1));
@@ -143,9 +146,11 @@ TEST_P(TxnTest, ConcurrentIncrementsLoseNoUpdate) {
         if (s != TxnStatus::Committed) ++failed;
       }
     });
+  go = true;
   for (auto& t : ts) t.join();
   EXPECT_EQ(failed, 0);
   EXPECT_EQ(value("n"), std::to_string(kThreads * kEach));
+  std::printf("increments: %d transactions for %d commits\n", runs.load(), kThreads * kEach);
 }
 
 TEST_P(TxnTest, InjectedFaults) {
