@@ -4,7 +4,8 @@
 // its writes, and commits only if nothing it read -- keys and ranges -- was changed by a commit
 // after that snapshot; then all its writes become visible at once, at a new version.
 //
-// Engines behind one interface: in memory (tests; this file), RocksDB and etcd (planned). Every
+// Engines behind one interface: in memory (tests), RocksDB (the embedded default) and etcd
+// (planned). Every
 // engine takes scoped fault injection, as 3FS's tests do: the next commits fail, or apply but
 // answer that the outcome is unknown.
 #pragma once
@@ -64,6 +65,8 @@ class TxnStore {
 };
 
 std::unique_ptr<TxnStore> make_memory_txn_store();
+// Opens (creating) the store in `dir`, for this process alone; ff::Error naming it on failure.
+std::unique_ptr<TxnStore> open_rocksdb_txn_store(const std::string& dir);
 
 // Runs `body` in a fresh transaction and commits, retrying a conflict, an unknown outcome or a
 // failure up to `attempts` times. An unknown outcome may have applied the body already, so a

@@ -4,7 +4,10 @@
 // injected faults.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <filesystem>
 #include <thread>
 
 #include "core/core.h"
@@ -13,11 +16,33 @@
 namespace ff::fs {
 namespace {
 
+// Directories the RocksDB engine got, removed after each test.
+std::vector<std::string>& made_dirs() {
+  static std::vector<std::string> dirs;
+  return dirs;
+}
+
+std::string scratch_dir(const std::string& tag) {
+  static int n = 0;
+  const std::string d =
+      (std::filesystem::temp_directory_path() /
+       ("ff_txn_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(n++)))
+          .string();
+  std::filesystem::remove_all(d);
+  made_dirs().push_back(d);
+  return d;
+}
+
 using Factory = std::unique_ptr<TxnStore> (*)();
 
 class TxnTest : public ::testing::TestWithParam<Factory> {
  protected:
   void SetUp() override { store_ = GetParam()(); }
+  void TearDown() override {
+    store_.reset();
+    for (const std::string& d : made_dirs()) std::filesystem::remove_all(d);
+    made_dirs().clear();
+  }
   void put(const std::string& k, const std::string& v) {
     ASSERT_EQ(run_txn(*store_, [&](Txn& t) { t.set(k, v); }), TxnStatus::Committed);
   }
@@ -202,8 +227,51 @@ TEST_P(TxnTest, ReadOnlyTransactionsCannotWrite) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, TxnTest, ::testing::Values(&make_memory_txn_store),
-                         [](const auto&) { return std::string("Memory"); });
+std::unique_ptr<TxnStore> make_rocksdb() {
+  return open_rocksdb_txn_store(scratch_dir("suite"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, TxnTest, ::testing::Values(&make_memory_txn_store, &make_rocksdb),
+                         [](const auto& info) {
+                           return std::string(info.index == 0 ? "Memory" : "RocksDB");
+                         });
+
+TEST(TxnRocksDB, CommittedTransactionsSurviveAReopen) {
+  const std::string dir = scratch_dir("reopen");
+  {
+    auto s = open_rocksdb_txn_store(dir);
+    ASSERT_EQ(run_txn(*s, [](Txn& t) { t.set("inode/1", "root"); }), TxnStatus::Committed);
+    auto t = s->begin();  // never committed
+    t->set("inode/2", "lost");
+  }
+  auto s = open_rocksdb_txn_store(dir);
+  EXPECT_EQ(s->begin_read()->get("inode/1"), "root");
+  EXPECT_EQ(s->begin_read()->get("inode/2"), std::nullopt);
+  s.reset();
+  std::filesystem::remove_all(dir);
+  EXPECT_THROW(open_rocksdb_txn_store("/proc/no/such/dir"), ff::Error);
+}
+
+TEST(TxnRocksDB, ScanCutByItsLimitMergesOwnWrites) {
+  const std::string dir = scratch_dir("cut");
+  auto s = open_rocksdb_txn_store(dir);
+  ASSERT_EQ(run_txn(*s,
+                    [](Txn& t) {
+                      for (const char* k : {"a", "b", "c", "d"}) t.set(k, "s");
+                    }),
+            TxnStatus::Committed);
+  auto t = s->begin();
+  t->clear("a");
+  t->clear("b");
+  t->set("bb", "w");
+  const KeyValues got = t->range("", "", 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].first, "bb");
+  EXPECT_EQ(got[1].first, "c");
+  t.reset();
+  s.reset();
+  std::filesystem::remove_all(dir);
+}
 
 }  // namespace
 }  // namespace ff::fs
