@@ -8,6 +8,7 @@ packages=(cmake ninja-build g++ ccache pkg-config libgtest-dev libgmock-dev nloh
           libopenmpi-dev openmpi-bin  # plan, ep: ranks (mpirun)
           librocksdb-dev  # fs: metadata on disk
           libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # fs: transport
+          etcd-server  # fs: the transactional store across machines (tests start one)
           libdnnl-dev libopenblas-dev)  # bench_gemm's baselines (optional for the build)
 missing=()
 for p in "${packages[@]}"; do

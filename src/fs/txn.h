@@ -5,7 +5,7 @@
 // after that snapshot; then all its writes become visible at once, at a new version.
 //
 // Engines behind one interface: in memory (tests), RocksDB (the embedded default) and etcd
-// (planned). Every
+// (several machines). Every
 // engine takes scoped fault injection, as 3FS's tests do: the next commits fail, or apply but
 // answer that the outcome is unknown.
 #pragma once
@@ -67,6 +67,9 @@ class TxnStore {
 std::unique_ptr<TxnStore> make_memory_txn_store();
 // Opens (creating) the store in `dir`, for this process alone; ff::Error naming it on failure.
 std::unique_ptr<TxnStore> open_rocksdb_txn_store(const std::string& dir);
+// An etcd v3 server's (or cluster member's) client address, "host:port"; ff::Error when it does
+// not answer. Needs etcd 3.3 or later (comparisons over key ranges).
+std::unique_ptr<TxnStore> open_etcd_txn_store(const std::string& endpoint);
 
 // Runs `body` in a fresh transaction and commits, retrying a conflict, an unknown outcome or a
 // failure up to `attempts` times. An unknown outcome may have applied the body already, so a

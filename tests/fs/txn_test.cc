@@ -4,6 +4,12 @@
 // injected faults.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -37,7 +43,10 @@ using Factory = std::unique_ptr<TxnStore> (*)();
 
 class TxnTest : public ::testing::TestWithParam<Factory> {
  protected:
-  void SetUp() override { store_ = GetParam()(); }
+  void SetUp() override {
+    store_ = GetParam()();
+    if (!store_) GTEST_SKIP() << "no etcd binary";
+  }
   void TearDown() override {
     store_.reset();
     for (const std::string& d : made_dirs()) std::filesystem::remove_all(d);
@@ -231,10 +240,125 @@ std::unique_ptr<TxnStore> make_rocksdb() {
   return open_rocksdb_txn_store(scratch_dir("suite"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, TxnTest, ::testing::Values(&make_memory_txn_store, &make_rocksdb),
-                         [](const auto& info) {
-                           return std::string(info.index == 0 ? "Memory" : "RocksDB");
-                         });
+// One etcd server for the test program (started on first use on free loopback ports, stopped
+// at exit); each test starts from an empty key space. Absent etcd binary: those tests skip.
+class EtcdServer {
+ public:
+  EtcdServer() {
+    if (std::system("command -v etcd >/dev/null 2>&1") != 0) return;
+    const int client = free_port(), peer = free_port();
+    dir_ = scratch_dir("etcd");
+    made_dirs().clear();  // kept until exit
+    endpoint_ = "127.0.0.1:" + std::to_string(client);
+    const std::string c = "http://" + endpoint_, p = "http://127.0.0.1:" + std::to_string(peer);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // gone with the test, even a crashed one
+      const int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execlp("etcd", "etcd", "--data-dir", dir_.c_str(), "--listen-client-urls", c.c_str(),
+               "--advertise-client-urls", c.c_str(), "--listen-peer-urls", p.c_str(),
+               "--initial-advertise-peer-urls", p.c_str(), "--initial-cluster",
+               ("default=" + p).c_str(), "--max-txn-ops", "100000", nullptr);
+      ::_exit(127);
+    }
+    for (int i = 0; i < 200; ++i) {
+      try {
+        open_etcd_txn_store(endpoint_);
+        return;
+      } catch (const ff::Error&) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+    endpoint_.clear();
+  }
+  ~EtcdServer() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+  static int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+  }
+
+ private:
+  pid_t pid_ = 0;
+  std::string dir_, endpoint_;
+};
+
+EtcdServer& etcd() {
+  static EtcdServer server;
+  return server;
+}
+
+std::unique_ptr<TxnStore> make_etcd() {
+  if (etcd().endpoint().empty()) return nullptr;
+  auto s = open_etcd_txn_store(etcd().endpoint());
+  // An empty key space for the test.
+  EXPECT_EQ(run_txn(*s,
+                    [](Txn& t) {
+                      for (const auto& [k, v] : t.range("", "")) t.clear(k);
+                    }),
+            TxnStatus::Committed);
+  return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Engines, TxnTest, ::testing::Values(&make_memory_txn_store, &make_rocksdb, &make_etcd),
+    [](const auto& info) {
+      return std::string(info.index == 0 ? "Memory" : info.index == 1 ? "RocksDB" : "Etcd");
+    });
+
+TEST(TxnEtcd, IncrementsFromSeveralProcessesLoseNoUpdate) {
+  auto store = make_etcd();
+  if (!store) GTEST_SKIP() << "no etcd binary";
+  ASSERT_EQ(run_txn(*store, [](Txn& t) { t.set("n", "0"); }), TxnStatus::Committed);
+  constexpr int kProcs = 3, kEach = 40;
+  const auto increment = [](TxnStore& s) {
+    return run_txn(
+        s, [](Txn& t) { t.set("n", std::to_string(std::stoi(t.get("n").value()) + 1)); }, 100000);
+  };
+  std::vector<pid_t> kids;
+  for (int p = 0; p < kProcs; ++p) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      int bad = 0;
+      try {
+        auto own = open_etcd_txn_store(etcd().endpoint());  // its own connection
+        for (int i = 0; i < kEach; ++i) bad += increment(*own) != TxnStatus::Committed;
+      } catch (...) {
+        bad = 1;
+      }
+      ::_exit(bad ? 1 : 0);
+    }
+    kids.push_back(pid);
+  }
+  for (int i = 0; i < kEach; ++i) EXPECT_EQ(increment(*store), TxnStatus::Committed);
+  for (const pid_t k : kids) {
+    int st = 0;
+    ::waitpid(k, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+  EXPECT_EQ(store->begin_read()->get("n"), std::to_string((kProcs + 1) * kEach));
+}
+
+TEST(TxnEtcd, AnEndpointThatDoesNotAnswerIsAnError) {
+  EXPECT_THROW(open_etcd_txn_store("127.0.0.1:1"), ff::Error);
+  EXPECT_THROW(open_etcd_txn_store("no-port"), ff::Error);
+}
 
 TEST(TxnRocksDB, CommittedTransactionsSurviveAReopen) {
   const std::string dir = scratch_dir("reopen");
