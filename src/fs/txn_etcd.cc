@@ -19,6 +19,7 @@
 
 #include "core/core.h"
 #include "fs/txn.h"
+#include "fs/txn_buffer.h"
 
 namespace ff::fs {
 namespace {
@@ -202,10 +203,7 @@ class Http {
 struct Core {
   explicit Core(std::string endpoint) : http(std::move(endpoint)) {}
   Http http;
-  std::mutex mu;
-  TxnStatus inject_what = TxnStatus::Committed;
-  int inject_count = 0;
-  bool inject_applied = true;
+  Injection injection;
 
   // A gateway call; ff::Error when etcd does not answer or answers an error.
   json call(const std::string& path, const json& req, bool* sent = nullptr) {
@@ -225,37 +223,27 @@ struct Core {
   }
 };
 
-class EtcdTxn final : public Txn {
+class EtcdTxn final : public BufferedTxn {
  public:
-  EtcdTxn(std::shared_ptr<Core> core, bool writable) : core_(std::move(core)), writable_(writable) {
+  EtcdTxn(std::shared_ptr<Core> core, bool writable)
+      : BufferedTxn(writable, core->injection), core_(std::move(core)) {
     // The store's current revision: any answer's header carries it.
     const json r = core_->call("/v3/kv/range", {{"key", base64("\x01")}, {"count_only", true}});
     revision_ = num(r["header"], "revision");
   }
   uint64_t read_version() const override { return uint64_t(revision_); }
 
-  std::optional<std::string> get(std::string_view key) override {
-    live();
-    if (const auto w = writes_.find(key); w != writes_.end()) return w->second;
-    int64_t mod = 0;
-    auto v = read(key, &mod);
-    reads_[std::string(key)] = mod;
-    return v;
+ private:
+  std::optional<std::string> stored(std::string_view key, bool track) override {
+    const json r = core_->call("/v3/kv/range",
+                               {{"key", base64(key)}, {"revision", std::to_string(revision_)}});
+    const bool found = r.contains("kvs") && !r["kvs"].empty();
+    if (track) reads_[std::string(key)] = found ? num(r["kvs"][0], "mod_revision") : 0;
+    if (!found) return std::nullopt;
+    return unbase64(r["kvs"][0].value("value", ""));
   }
-  std::optional<std::string> snapshot_get(std::string_view key) override {
-    live();
-    if (const auto w = writes_.find(key); w != writes_.end()) return w->second;
-    int64_t mod = 0;
-    return read(key, &mod);
-  }
-
-  KeyValues range(std::string_view begin, std::string_view end, size_t limit) override {
-    live();
-    size_t want = limit;
-    for (auto w = writes_.lower_bound(begin); w != writes_.end(); ++w) {
-      if (!end.empty() && w->first >= end) break;
-      if (want != SIZE_MAX) ++want;
-    }
+  std::map<std::string, std::string> stored_range(std::string_view begin, std::string_view end,
+                                                  size_t want) override {
     json req = {{"key", base64(from(begin))},
                 {"range_end", base64(end.empty() ? std::string_view("\0", 1) : end)},
                 {"revision", std::to_string(revision_)}};
@@ -265,72 +253,33 @@ class EtcdTxn final : public Txn {
     if (r.contains("kvs"))
       for (const json& kv : r["kvs"]) {
         std::string k = unbase64(kv["key"].get<std::string>());
-        reads_[k] = num(kv, "mod_revision");
+        reads_[k] = num(kv, "mod_revision");  // each key returned is checked as a point read
         all.emplace(std::move(k), unbase64(kv.value("value", "")));
       }
-    const bool store_cut = want != SIZE_MAX && all.size() == want;
-    const std::string stored_last = store_cut ? all.rbegin()->first : std::string();
-    for (auto w = writes_.lower_bound(begin); w != writes_.end(); ++w) {
-      if (!end.empty() && w->first >= end) break;
-      if (store_cut && w->first > stored_last) break;
-      if (w->second)
-        all[w->first] = *w->second;
-      else
-        all.erase(w->first);
-    }
-    KeyValues out;
-    for (auto& [k, v] : all) {
-      if (out.size() == limit) break;
-      out.emplace_back(k, std::move(v));
-    }
-    if (out.size() < limit || out.empty())
-      ranges_.emplace_back(std::string(begin), std::string(end));
-    else
-      ranges_.emplace_back(std::string(begin), out.back().first + '\0');
-    return out;
+    return all;
   }
-
-  void set(std::string_view key, std::string_view value) override {
-    writable();
-    writes_[std::string(key)] = std::string(value);
-  }
-  void clear(std::string_view key) override {
-    writable();
-    writes_[std::string(key)] = std::nullopt;
-  }
-
-  TxnStatus commit() override {
-    writable();
-    done_ = true;
-    bool unknown_after = false;  // an injected "unknown" that applies: commit, then say unknown
-    {
-      std::lock_guard lk(core_->mu);
-      if (core_->inject_count > 0) {
-        --core_->inject_count;
-        if (core_->inject_what != TxnStatus::Unknown || !core_->inject_applied)
-          return core_->inject_what;
-        unknown_after = true;
-      }
-    }
+  TxnStatus commit_writes(bool check) override {
     json compare = json::array();
-    for (const auto& [k, mod] : reads_) {
-      if (mod > 0)
-        compare.push_back({{"key", base64(k)},
-                           {"target", "MOD"},
-                           {"result", "EQUAL"},
-                           {"mod_revision", std::to_string(mod)}});
-      else
-        compare.push_back({{"key", base64(k)},
+    if (check) {
+      for (const auto& [k, mod] : reads_) {
+        if (mod > 0)
+          compare.push_back({{"key", base64(k)},
+                             {"target", "MOD"},
+                             {"result", "EQUAL"},
+                             {"mod_revision", std::to_string(mod)}});
+        else
+          compare.push_back({{"key", base64(k)},
+                             {"target", "CREATE"},
+                             {"result", "EQUAL"},
+                             {"create_revision", "0"}});
+      }
+      for (const auto& [b, e] : ranges_)
+        compare.push_back({{"key", base64(from(b))},
+                           {"range_end", base64(e.empty() ? std::string("\0", 1) : e)},
                            {"target", "CREATE"},
-                           {"result", "EQUAL"},
-                           {"create_revision", "0"}});
+                           {"result", "LESS"},
+                           {"create_revision", std::to_string(revision_ + 1)}});
     }
-    for (const auto& [b, e] : ranges_)
-      compare.push_back({{"key", base64(from(b))},
-                         {"range_end", base64(e.empty() ? std::string("\0", 1) : e)},
-                         {"target", "CREATE"},
-                         {"result", "LESS"},
-                         {"create_revision", std::to_string(revision_ + 1)}});
     json success = json::array();
     for (const auto& [k, v] : writes_) {
       if (v)
@@ -338,38 +287,19 @@ class EtcdTxn final : public Txn {
       else
         success.push_back({{"request_delete_range", {{"key", base64(k)}}}});
     }
-    if (success.empty()) return unknown_after ? TxnStatus::Unknown : TxnStatus::Committed;
+    if (success.empty()) return TxnStatus::Committed;
     bool sent = false;
     try {
       const json r = core_->call("/v3/kv/txn", {{"compare", compare}, {"success", success}}, &sent);
-      if (unknown_after) return TxnStatus::Unknown;
       return r.value("succeeded", false) ? TxnStatus::Committed : TxnStatus::Conflict;
     } catch (const Error&) {
       return sent ? TxnStatus::Unknown : TxnStatus::Failed;
     }
   }
 
- private:
-  std::optional<std::string> read(std::string_view key, int64_t* mod) {
-    const json r = core_->call("/v3/kv/range",
-                               {{"key", base64(key)}, {"revision", std::to_string(revision_)}});
-    if (!r.contains("kvs") || r["kvs"].empty()) return std::nullopt;
-    *mod = num(r["kvs"][0], "mod_revision");
-    return unbase64(r["kvs"][0].value("value", ""));
-  }
-  void live() const { FF_CHECK(!done_, "fs txn: used after commit"); }
-  void writable() const {
-    live();
-    FF_CHECK(writable_, "fs txn: a read-only transaction cannot write or commit");
-  }
-
   std::shared_ptr<Core> core_;
-  bool writable_;
-  bool done_ = false;
   int64_t revision_ = 0;
-  std::map<std::string, std::optional<std::string>, std::less<>> writes_;
   std::map<std::string, int64_t> reads_;  // key -> mod_revision read (0: absent)
-  std::vector<std::pair<std::string, std::string>> ranges_;
 };
 
 class EtcdTxnStore final : public TxnStore {
@@ -380,10 +310,7 @@ class EtcdTxnStore final : public TxnStore {
   std::unique_ptr<Txn> begin() override { return std::make_unique<EtcdTxn>(core_, true); }
   std::unique_ptr<ReadTxn> begin_read() override { return std::make_unique<EtcdTxn>(core_, false); }
   void inject(TxnStatus what, int count, bool applied) override {
-    std::lock_guard lk(core_->mu);
-    core_->inject_what = what;
-    core_->inject_count = count;
-    core_->inject_applied = applied;
+    core_->injection.set(what, count, applied);
   }
 
  private:

@@ -15,6 +15,7 @@
 
 #include "core/core.h"
 #include "fs/txn.h"
+#include "fs/txn_buffer.h"
 
 namespace ff::fs {
 namespace {
@@ -30,9 +31,7 @@ struct Core {
   };
   std::deque<Commit> log;        // commits newer than the oldest open transaction
   std::multiset<uint64_t> open;  // read versions of open transactions
-  TxnStatus inject_what = TxnStatus::Committed;
-  int inject_count = 0;
-  bool inject_applied = true;
+  Injection injection;
 
   ~Core() {
     if (db) db->Close();
@@ -43,10 +42,10 @@ struct Core {
   }
 };
 
-class RocksTxn final : public Txn {
+class RocksTxn final : public BufferedTxn {
  public:
   RocksTxn(std::shared_ptr<Core> core, bool writable)
-      : core_(std::move(core)), writable_(writable) {
+      : BufferedTxn(writable, core->injection), core_(std::move(core)) {
     std::lock_guard lk(core_->mu);
     version_ = core_->version;
     snap_ = core_->db->GetSnapshot();
@@ -60,91 +59,9 @@ class RocksTxn final : public Txn {
   }
   uint64_t read_version() const override { return version_; }
 
-  std::optional<std::string> get(std::string_view key) override {
-    live();
-    if (const auto w = writes_.find(key); w != writes_.end()) return w->second;
-    reads_.emplace(key);
-    return read(key);
-  }
-  std::optional<std::string> snapshot_get(std::string_view key) override {
-    live();
-    if (const auto w = writes_.find(key); w != writes_.end()) return w->second;
-    return read(key);
-  }
-
-  KeyValues range(std::string_view begin, std::string_view end, size_t limit) override {
-    live();
-    std::map<std::string, std::string> all;
-    // Enough stored pairs that the writes here cannot leave fewer than `limit` (clears remove).
-    size_t want = limit;
-    for (auto w = writes_.lower_bound(begin); w != writes_.end(); ++w) {
-      if (!end.empty() && w->first >= end) break;
-      if (want != SIZE_MAX) ++want;
-    }
-    rocksdb::ReadOptions ro;
-    ro.snapshot = snap_;
-    std::unique_ptr<rocksdb::Iterator> it(core_->db->NewIterator(ro));
-    for (it->Seek(rocksdb::Slice(begin.data(), begin.size())); it->Valid() && all.size() < want;
-         it->Next()) {
-      const std::string_view k(it->key().data(), it->key().size());
-      if (!end.empty() && k >= end) break;
-      all.emplace(std::string(k), it->value().ToString());
-    }
-    FF_CHECK(it->status().ok(), "{}: scan failed: {}", core_->dir, it->status().ToString());
-    const bool store_cut = all.size() == want && want != SIZE_MAX;
-    const std::string stored_last = store_cut ? all.rbegin()->first : std::string();
-    for (auto w = writes_.lower_bound(begin); w != writes_.end(); ++w) {
-      if (!end.empty() && w->first >= end) break;
-      if (store_cut && w->first > stored_last) break;  // past what was read from the store
-      if (w->second)
-        all[w->first] = *w->second;
-      else
-        all.erase(w->first);
-    }
-    KeyValues out;
-    for (auto& [k, v] : all) {
-      if (out.size() == limit) break;
-      out.emplace_back(k, std::move(v));
-    }
-    if (out.size() < limit || out.empty())
-      ranges_.emplace_back(std::string(begin), std::string(end));
-    else
-      ranges_.emplace_back(std::string(begin), out.back().first + '\0');
-    return out;
-  }
-
-  void set(std::string_view key, std::string_view value) override {
-    writable();
-    writes_[std::string(key)] = std::string(value);
-  }
-  void clear(std::string_view key) override {
-    writable();
-    writes_[std::string(key)] = std::nullopt;
-  }
-
-  TxnStatus commit() override {
-    writable();
-    done_ = true;
-    Core& c = *core_;
-    std::lock_guard lk(c.mu);
-    if (c.inject_count > 0) {
-      --c.inject_count;
-      if (c.inject_what != TxnStatus::Unknown || !c.inject_applied) return c.inject_what;
-      apply(c);
-      return TxnStatus::Unknown;
-    }
-    for (auto it = c.log.rbegin(); it != c.log.rend() && it->version > version_; ++it)
-      for (const std::string& k : it->keys) {
-        if (reads_.count(k)) return TxnStatus::Conflict;
-        for (const auto& [b, e] : ranges_)
-          if (k >= b && (e.empty() || k < e)) return TxnStatus::Conflict;
-      }
-    apply(c);
-    return TxnStatus::Committed;
-  }
-
  private:
-  std::optional<std::string> read(std::string_view key) const {
+  std::optional<std::string> stored(std::string_view key, bool track) override {
+    if (track) reads_.emplace(key);
     rocksdb::ReadOptions ro;
     ro.snapshot = snap_;
     std::string v;
@@ -153,8 +70,32 @@ class RocksTxn final : public Txn {
     FF_CHECK(st.ok(), "{}: read failed: {}", core_->dir, st.ToString());
     return v;
   }
-  void apply(Core& c) {
-    if (writes_.empty()) return;
+  std::map<std::string, std::string> stored_range(std::string_view begin, std::string_view end,
+                                                  size_t want) override {
+    std::map<std::string, std::string> all;
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snap_;
+    std::unique_ptr<rocksdb::Iterator> it(core_->db->NewIterator(ro));
+    for (it->Seek(rocksdb::Slice(begin.data(), begin.size())); it->Valid() && all.size() < want;
+         it->Next()) {
+      std::string k = it->key().ToString();
+      if (!in(k, end)) break;
+      all.emplace(std::move(k), it->value().ToString());
+    }
+    FF_CHECK(it->status().ok(), "{}: scan failed: {}", core_->dir, it->status().ToString());
+    return all;
+  }
+  TxnStatus commit_writes(bool check) override {
+    Core& c = *core_;
+    std::lock_guard lk(c.mu);
+    if (check)
+      for (auto it = c.log.rbegin(); it != c.log.rend() && it->version > version_; ++it)
+        for (const std::string& k : it->keys) {
+          if (reads_.count(k)) return TxnStatus::Conflict;
+          for (const auto& [b, e] : ranges_)
+            if (k >= b && in(k, e)) return TxnStatus::Conflict;
+        }
+    if (writes_.empty()) return TxnStatus::Committed;
     rocksdb::WriteBatch wb;
     std::vector<std::string> keys;
     for (const auto& [k, v] : writes_) {
@@ -169,21 +110,13 @@ class RocksTxn final : public Txn {
     const rocksdb::Status st = c.db->Write(wo, &wb);
     FF_CHECK(st.ok(), "{}: commit failed: {}", c.dir, st.ToString());
     c.log.push_back({++c.version, std::move(keys)});
-  }
-  void live() const { FF_CHECK(!done_, "fs txn: used after commit"); }
-  void writable() const {
-    live();
-    FF_CHECK(writable_, "fs txn: a read-only transaction cannot write or commit");
+    return TxnStatus::Committed;
   }
 
   std::shared_ptr<Core> core_;
-  bool writable_;
-  bool done_ = false;
   uint64_t version_ = 0;
   const rocksdb::Snapshot* snap_ = nullptr;
-  std::map<std::string, std::optional<std::string>, std::less<>> writes_;
   std::set<std::string, std::less<>> reads_;
-  std::vector<std::pair<std::string, std::string>> ranges_;
 };
 
 class RocksTxnStore final : public TxnStore {
@@ -202,10 +135,7 @@ class RocksTxnStore final : public TxnStore {
     return std::make_unique<RocksTxn>(core_, false);
   }
   void inject(TxnStatus what, int count, bool applied) override {
-    std::lock_guard lk(core_->mu);
-    core_->inject_what = what;
-    core_->inject_count = count;
-    core_->inject_applied = applied;
+    core_->injection.set(what, count, applied);
   }
 
  private:

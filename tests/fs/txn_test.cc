@@ -18,6 +18,7 @@
 
 #include "core/core.h"
 #include "fs/fs.h"
+#include "local_cluster.h"
 
 namespace ff::fs {
 namespace {
@@ -246,7 +247,7 @@ class EtcdServer {
  public:
   EtcdServer() {
     if (std::system("command -v etcd >/dev/null 2>&1") != 0) return;
-    const int client = free_port(), peer = free_port();
+    const int client = testing::free_port(), peer = testing::free_port();
     dir_ = scratch_dir("etcd");
     made_dirs().clear();  // kept until exit
     endpoint_ = "127.0.0.1:" + std::to_string(client);
@@ -281,18 +282,6 @@ class EtcdServer {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
   const std::string& endpoint() const { return endpoint_; }
-
-  static int free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-  }
 
  private:
   pid_t pid_ = 0;
