@@ -9,5 +9,6 @@
 #include "fs/cluster.h"
 #include "fs/crc32c.h"
 #include "fs/kv.h"
+#include "fs/meta.h"
 #include "fs/routing.h"
 #include "fs/txn.h"

@@ -1,0 +1,211 @@
+// File-system metadata on the transactional stores (memory, RocksDB): POSIX results and error
+// codes of each operation, paged readdir, rename's replace rules and loop check, many threads
+// creating / renaming / removing in one directory, and racing cross-directory renames that must
+// never detach a subtree or make a loop.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "fs/fs.h"
+
+namespace ff::fs {
+namespace {
+
+std::unique_ptr<TxnStore> memory() {
+  return make_memory_txn_store();
+}
+std::unique_ptr<TxnStore> rocks() {
+  static int n = 0;
+  const std::string d = (std::filesystem::temp_directory_path() /
+                         ("ff_meta_" + std::to_string(::getpid()) + "_" + std::to_string(n++)))
+                            .string();
+  std::filesystem::remove_all(d);
+  return open_rocksdb_txn_store(d);
+}
+
+class MetaTest : public ::testing::TestWithParam<std::unique_ptr<TxnStore> (*)()> {
+ protected:
+  void SetUp() override {
+    store_ = GetParam()();
+    meta_ = std::make_unique<MetaStore>(*store_);
+  }
+  void TearDown() override {
+    meta_.reset();
+    store_.reset();
+    for (const auto& e :
+         std::filesystem::directory_iterator(std::filesystem::temp_directory_path()))
+      if (e.path().filename().string().rfind("ff_meta_" + std::to_string(::getpid()) + "_", 0) == 0)
+        std::filesystem::remove_all(e.path());
+  }
+  std::set<std::string> names(uint64_t dir) {
+    std::vector<DirEntry> out;
+    EXPECT_EQ(meta_->readdir(dir, "", SIZE_MAX, &out), 0);
+    std::set<std::string> s;
+    for (const auto& e : out) s.insert(e.name);
+    return s;
+  }
+  std::unique_ptr<TxnStore> store_;
+  std::unique_ptr<MetaStore> meta_;
+};
+
+TEST_P(MetaTest, CreateLookupStatRemove) {
+  MetaStore& m = *meta_;
+  const MetaResult d = m.mkdir(kRootInode, "docs", 0750);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.inode.type, FileType::Directory);
+  const MetaResult f = m.create(d.inode.id, "a.txt", 0644);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(m.lookup(d.inode.id, "a.txt").inode.id, f.inode.id);
+  EXPECT_EQ(m.stat(f.inode.id).inode.mode, 0644u);
+  const MetaResult l = m.symlink(d.inode.id, "link", "a.txt");
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(m.stat(l.inode.id).inode.target, "a.txt");
+  EXPECT_EQ(names(d.inode.id), (std::set<std::string>{"a.txt", "link"}));
+  // Errors.
+  EXPECT_EQ(m.create(d.inode.id, "a.txt", 0644).err, EEXIST);
+  EXPECT_EQ(m.mkdir(d.inode.id, "a.txt", 0755).err, EEXIST);
+  EXPECT_EQ(m.lookup(d.inode.id, "nope").err, ENOENT);
+  EXPECT_EQ(m.create(f.inode.id, "x", 0644).err, ENOTDIR);
+  EXPECT_EQ(m.create(987654321, "x", 0644).err, ENOENT);
+  for (const char* bad : {"", ".", "..", "a/b"})
+    EXPECT_EQ(m.create(d.inode.id, bad, 0).err, EINVAL);
+  EXPECT_EQ(m.create(d.inode.id, std::string(256, 'n'), 0).err, ENAMETOOLONG);
+  EXPECT_TRUE(m.create(d.inode.id, std::string(255, 'n'), 0).ok());
+  EXPECT_EQ(m.unlink(kRootInode, "docs"), EISDIR);
+  EXPECT_EQ(m.rmdir(kRootInode, "docs"), ENOTEMPTY);
+  EXPECT_EQ(m.rmdir(d.inode.id, "a.txt"), ENOTDIR);
+  EXPECT_EQ(m.unlink(d.inode.id, "a.txt"), 0);
+  EXPECT_EQ(m.unlink(d.inode.id, "a.txt"), ENOENT);
+  EXPECT_EQ(m.stat(f.inode.id).err, ENOENT);
+  EXPECT_EQ(m.unlink(d.inode.id, "link"), 0);
+  EXPECT_EQ(m.unlink(d.inode.id, std::string(255, 'n')), 0);
+  EXPECT_EQ(m.rmdir(kRootInode, "docs"), 0);
+  EXPECT_TRUE(names(kRootInode).empty());
+  std::vector<DirEntry> gone;
+  EXPECT_EQ(m.readdir(d.inode.id, "", 10, &gone), ENOENT);
+}
+
+TEST_P(MetaTest, ReaddirPagesInNameOrder) {
+  for (int i = 0; i < 25; ++i)
+    ASSERT_TRUE(meta_->create(kRootInode, "f" + std::to_string(100 + i), 0644).ok());
+  std::vector<std::string> all;
+  std::vector<DirEntry> page;
+  std::string after;
+  for (int pages = 0; pages < 10; ++pages) {
+    ASSERT_EQ(meta_->readdir(kRootInode, after, 7, &page), 0);
+    if (page.empty()) break;
+    for (const auto& e : page) all.push_back(e.name);
+    after = page.back().name;
+  }
+  ASSERT_EQ(all.size(), 25u);
+  EXPECT_TRUE(std::is_sorted(all.begin(), all.end()));
+}
+
+TEST_P(MetaTest, RenameRules) {
+  MetaStore& m = *meta_;
+  const uint64_t a = m.mkdir(kRootInode, "a", 0755).inode.id;
+  const uint64_t b = m.mkdir(kRootInode, "b", 0755).inode.id;
+  const uint64_t sub = m.mkdir(a, "sub", 0755).inode.id;
+  const uint64_t f = m.create(a, "f", 0644).inode.id;
+  const uint64_t g = m.create(b, "g", 0644).inode.id;
+  EXPECT_EQ(m.rename(a, "f", b, "f2"), 0);  // across directories
+  EXPECT_EQ(m.lookup(b, "f2").inode.id, f);
+  EXPECT_EQ(m.lookup(a, "f").err, ENOENT);
+  EXPECT_EQ(m.rename(b, "f2", b, "g"), 0);  // replaces a file
+  EXPECT_EQ(m.lookup(b, "g").inode.id, f);
+  EXPECT_EQ(m.stat(g).err, ENOENT);
+  EXPECT_EQ(m.rename(kRootInode, "a", a, "x"), EINVAL);    // into itself
+  EXPECT_EQ(m.rename(kRootInode, "a", sub, "x"), EINVAL);  // under its own subtree
+  EXPECT_EQ(m.rename(b, "g", kRootInode, "a"), EISDIR);    // a file over a directory
+  EXPECT_EQ(m.rename(kRootInode, "b", a, "sub"), 0);       // a directory over an empty one
+  EXPECT_EQ(m.lookup(a, "sub").inode.id, b);
+  EXPECT_EQ(m.stat(sub).err, ENOENT);
+  EXPECT_EQ(m.stat(b).inode.parent, a);
+  const uint64_t c = m.mkdir(kRootInode, "c", 0755).inode.id;
+  EXPECT_EQ(m.create(c, "keep", 0644).err, 0);
+  EXPECT_EQ(m.rename(a, "sub", kRootInode, "c"), ENOTEMPTY);  // over a non-empty directory
+  EXPECT_EQ(m.rename(a, "sub", c, "keep"), ENOTDIR);          // a directory over a file
+  EXPECT_EQ(m.rename(a, "missing", c, "x"), ENOENT);
+  EXPECT_EQ(m.rename(a, "sub", a, "sub"), 0);
+  EXPECT_EQ(names(kRootInode), (std::set<std::string>{"a", "c"}));
+}
+
+TEST_P(MetaTest, ManyClientsInOneDirectoryEndWithTheExpectedEntries) {
+  const uint64_t dir = meta_->mkdir(kRootInode, "shared", 0755).inode.id;
+  constexpr int kThreads = 4, kEach = 40;
+  std::atomic<int> errors{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      MetaStore m(*store_);  // each client its own handle on the store
+      for (int i = 0; i < kEach; ++i)
+        errors += m.create(dir, fmt::format("t{}-{}", t, i), 0644).err != 0;
+      for (int i = 0; i < kEach; i += 2)  // rename the even ones
+        errors += m.rename(dir, fmt::format("t{}-{}", t, i), dir, fmt::format("r{}-{}", t, i)) != 0;
+      for (int i = 0; i < kEach; i += 4)  // and remove every other renamed one
+        errors += m.unlink(dir, fmt::format("r{}-{}", t, i)) != 0;
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(errors, 0);
+  std::set<std::string> want;
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kEach; ++i) {
+      if (i % 2)
+        want.insert(fmt::format("t{}-{}", t, i));
+      else if (i % 4)
+        want.insert(fmt::format("r{}-{}", t, i));
+    }
+  EXPECT_EQ(names(dir), want);
+}
+
+TEST_P(MetaTest, RacingCrossDirectoryRenamesNeverMakeALoop) {
+  const uint64_t a = meta_->mkdir(kRootInode, "A", 0755).inode.id;
+  const uint64_t b = meta_->mkdir(kRootInode, "B", 0755).inode.id;
+  // One thread moves A under B and back, the other B under A and back: both may not succeed
+  // at once (that would make A and B each other's parent).
+  std::atomic<int> moved{0};
+  std::atomic<bool> go{false};
+  const auto mover = [&](uint64_t me, const char* my_name, uint64_t other, const char* other_name) {
+    MetaStore m(*store_);
+    while (!go) std::this_thread::yield();
+    for (int i = 0; i < 200; ++i) {
+      const uint64_t where = m.stat(me).inode.parent;
+      if (where == kRootInode) {
+        if (m.lookup(kRootInode, other_name).ok() &&
+            m.rename(kRootInode, my_name, other, my_name) == 0)
+          ++moved;
+      } else {
+        if (m.rename(where, my_name, kRootInode, my_name) == 0) ++moved;
+      }
+    }
+  };
+  std::thread t1(mover, a, "A", b, "B"), t2(mover, b, "B", a, "A");
+  go = true;
+  t1.join();
+  t2.join();
+  EXPECT_GT(moved, 0);
+  // Both directories reachable from the root, and their parents lead back to it.
+  for (const uint64_t d : {a, b}) {
+    uint64_t cur = d;
+    int steps = 0;
+    while (cur != kRootInode && steps++ < 10) cur = meta_->stat(cur).inode.parent;
+    EXPECT_EQ(cur, kRootInode) << "directory " << d << " is not under the root";
+  }
+  const auto top = names(kRootInode);
+  EXPECT_TRUE(top.count("A") || top.count("B"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, MetaTest, ::testing::Values(&memory, &rocks),
+                         [](const auto& info) {
+                           return std::string(info.index == 0 ? "Memory" : "RocksDB");
+                         });
+
+}  // namespace
+}  // namespace ff::fs
