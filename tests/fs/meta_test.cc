@@ -4,12 +4,16 @@
 // never detach a subtree or make a loop.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -166,46 +170,124 @@ TEST_P(MetaTest, ManyClientsInOneDirectoryEndWithTheExpectedEntries) {
 }
 
 TEST_P(MetaTest, RacingCrossDirectoryRenamesNeverMakeALoop) {
-  const uint64_t a = meta_->mkdir(kRootInode, "A", 0755).inode.id;
-  const uint64_t b = meta_->mkdir(kRootInode, "B", 0755).inode.id;
-  // One thread moves A under B and back, the other B under A and back: both may not succeed
-  // at once (that would make A and B each other's parent).
-  std::atomic<int> moved{0};
-  std::atomic<bool> go{false};
-  const auto mover = [&](uint64_t me, const char* my_name, uint64_t other, const char* other_name) {
-    MetaStore m(*store_);
-    while (!go) std::this_thread::yield();
-    for (int i = 0; i < 200; ++i) {
-      const uint64_t where = m.stat(me).inode.parent;
-      if (where == kRootInode) {
-        if (m.lookup(kRootInode, other_name).ok() &&
-            m.rename(kRootInode, my_name, other, my_name) == 0)
-          ++moved;
-      } else {
-        if (m.rename(where, my_name, kRootInode, my_name) == 0) ++moved;
-      }
+  // Rounds of two renames at once: A into B/C, and B into A. Each alone is fine; both would
+  // make A -> C -> B -> A, detached from the root. The first needs the directories on its way
+  // up (C, then B) unchanged, and the second changes B.
+  std::atomic<int> both{0}, one{0};
+  for (int round = 0; round < 60; ++round) {
+    const uint64_t a = meta_->mkdir(kRootInode, "A", 0755).inode.id;
+    const uint64_t b = meta_->mkdir(kRootInode, "B", 0755).inode.id;
+    const uint64_t c = meta_->mkdir(b, "C", 0755).inode.id;
+    std::atomic<int> ready{0};
+    int r1 = -1, r2 = -1;
+    const auto racer = [&](int* r, uint64_t to, const char* name) {
+      MetaStore m(*store_);
+      ++ready;
+      while (ready < 2) std::this_thread::yield();
+      *r = m.rename(kRootInode, name, to, name);
+    };
+    std::thread t1(racer, &r1, c, "A"), t2(racer, &r2, a, "B");
+    t1.join();
+    t2.join();
+    if (r1 == 0 && r2 == 0) ++both;
+    if ((r1 == 0) != (r2 == 0)) ++one;
+    // Every directory still leads up to the root.
+    for (const uint64_t d : {a, b, c}) {
+      uint64_t cur = d;
+      int steps = 0;
+      while (cur != kRootInode && steps++ < 10) cur = meta_->stat(cur).inode.parent;
+      ASSERT_EQ(cur, kRootInode) << "round " << round << ": directory " << d << " detached";
     }
-  };
-  std::thread t1(mover, a, "A", b, "B"), t2(mover, b, "B", a, "A");
-  go = true;
-  t1.join();
-  t2.join();
-  EXPECT_GT(moved, 0);
-  // Both directories reachable from the root, and their parents lead back to it.
-  for (const uint64_t d : {a, b}) {
-    uint64_t cur = d;
-    int steps = 0;
-    while (cur != kRootInode && steps++ < 10) cur = meta_->stat(cur).inode.parent;
-    EXPECT_EQ(cur, kRootInode) << "directory " << d << " is not under the root";
+    // Back to the start for the next round.
+    if (r1 == 0) {
+      ASSERT_EQ(meta_->rename(c, "A", kRootInode, "A"), 0);
+    }
+    if (r2 == 0) {
+      ASSERT_EQ(meta_->rename(a, "B", kRootInode, "B"), 0);
+    }
+    ASSERT_EQ(meta_->rmdir(b, "C"), 0);
+    ASSERT_EQ(meta_->rmdir(kRootInode, "B"), 0);
+    ASSERT_EQ(meta_->rmdir(kRootInode, "A"), 0);
   }
-  const auto top = names(kRootInode);
-  EXPECT_TRUE(top.count("A") || top.count("B"));
+  EXPECT_EQ(both, 0);
+  EXPECT_GT(one, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, MetaTest, ::testing::Values(&memory, &rocks),
                          [](const auto& info) {
                            return std::string(info.index == 0 ? "Memory" : "RocksDB");
                          });
+
+}  // namespace
+}  // namespace ff::fs
+
+namespace ff::fs {
+namespace {
+
+// Every entry names an existing inode of its type, every directory's parent pointer is the
+// directory whose entry names it, and every inode but the root is named as often as it has
+// links (directories once): what a half-done operation would break.
+void expect_consistent(TxnStore& store) {
+  auto t = store.begin_read();
+  std::map<uint64_t, std::string> inodes;  // id -> value
+  for (const auto& [k, v] : t->range("I", "J")) {
+    uint64_t id = 0;
+    for (size_t i = 1; i < 9; ++i) id = id << 8 | uint8_t(k[i]);
+    inodes[id] = v;
+  }
+  std::map<uint64_t, int> named;
+  MetaStore m(store);
+  for (const auto& [k, v] : t->range("D", "E")) {
+    uint64_t parent = 0, child = 0;
+    for (size_t i = 1; i < 9; ++i) parent = parent << 8 | uint8_t(k[i]);
+    for (size_t i = 0; i < 8; ++i) child = child << 8 | uint8_t(v[i]);
+    ASSERT_TRUE(inodes.count(parent)) << "an entry in a directory that does not exist";
+    ASSERT_TRUE(inodes.count(child)) << "entry " << k.substr(9) << " names no inode";
+    const Inode n = m.stat(child).inode;
+    EXPECT_EQ(uint8_t(n.type), uint8_t(v[8]));
+    if (n.type == FileType::Directory) {
+      EXPECT_EQ(n.parent, parent) << k.substr(9);
+    }
+    ++named[child];
+  }
+  for (const auto& [id, v] : inodes) {
+    if (id == kRootInode) continue;
+    const Inode n = m.stat(id).inode;
+    EXPECT_EQ(named[id], n.type == FileType::Directory ? 1 : int(n.nlink)) << "inode " << id;
+  }
+}
+
+TEST(MetaCrash, AProcessKilledMidOperationLeavesNoHalfOperation) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("ff_meta_crash_" + std::to_string(::getpid())))
+          .string();
+  std::filesystem::remove_all(dir);
+  for (int round = 0; round < 3; ++round) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {  // a client doing creates, renames and removals until it is killed
+      auto store = open_rocksdb_txn_store(dir);
+      MetaStore m(*store);
+      const uint64_t a = m.mkdir(kRootInode, "a" + std::to_string(round), 0755).inode.id;
+      for (int i = 0;; ++i) {
+        const std::string n = std::to_string(i);
+        m.create(a, "f" + n, 0644);
+        m.mkdir(a, "d" + n, 0755);
+        m.rename(a, "f" + n, kRootInode, "g" + std::to_string(round) + "-" + n);
+        m.rename(a, "d" + n, kRootInode, "e" + std::to_string(round) + "-" + n);
+        if (i % 3 == 0) m.unlink(kRootInode, "g" + std::to_string(round) + "-" + n);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300 + 100 * round));
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    auto store = open_rocksdb_txn_store(dir);
+    SCOPED_TRACE("after kill " + std::to_string(round + 1));
+    expect_consistent(*store);
+    MetaStore m(*store);
+    EXPECT_TRUE(m.lookup(kRootInode, "a" + std::to_string(round)).ok());
+  }
+  std::filesystem::remove_all(dir);
+}
 
 }  // namespace
 }  // namespace ff::fs
