@@ -298,6 +298,65 @@ int MetaStore::rmdir(uint64_t parent, const std::string& name) {
       .err;
 }
 
+MetaResult MetaStore::link(uint64_t id, uint64_t parent, const std::string& name) {
+  if (const int e = check_name(name)) return MetaResult{e, {}};
+  return run(store_, [&](Txn& t, Inode& out) {
+    auto n = read_inode(t, id);
+    if (!n) return ENOENT;
+    if (n->type == FileType::Directory) return EPERM;
+    if (const int e = need_dir(t, parent)) return e;
+    if (read_entry(t, parent, name)) return EEXIST;
+    ++n->nlink;
+    n->ctime_ns = now_ns();
+    t.set(inode_key(id), encode(*n));
+    t.set(dentry_key(parent, name), encode_entry(id, n->type));
+    out = *n;
+    return 0;
+  });
+}
+
+MetaResult MetaStore::readlink(uint64_t id) {
+  return run(store_, [&](Txn& t, Inode& out) {
+    const auto n = read_inode(t, id);
+    if (!n) return ENOENT;
+    if (n->type != FileType::Symlink) return EINVAL;
+    out = *n;
+    return 0;
+  });
+}
+
+MetaResult MetaStore::setattr(uint64_t id, std::optional<uint32_t> mode,
+                              std::optional<uint32_t> uid, std::optional<uint32_t> gid,
+                              std::optional<int64_t> mtime_ns) {
+  return run(store_, [&](Txn& t, Inode& out) {
+    auto n = read_inode(t, id);
+    if (!n) return ENOENT;
+    if (mode) n->mode = *mode & 07777;
+    if (uid) n->uid = *uid;
+    if (gid) n->gid = *gid;
+    if (mtime_ns) n->mtime_ns = *mtime_ns;
+    n->ctime_ns = now_ns();
+    t.set(inode_key(id), encode(*n));
+    out = *n;
+    return 0;
+  });
+}
+
+MetaResult MetaStore::set_length(uint64_t id, uint64_t length) {
+  if (length > max_length) return MetaResult{EFBIG, {}};
+  return run(store_, [&](Txn& t, Inode& out) {
+    auto n = read_inode(t, id);
+    if (!n) return ENOENT;
+    if (n->type == FileType::Directory) return EISDIR;
+    if (n->type != FileType::File) return EINVAL;
+    n->length = length;
+    n->mtime_ns = n->ctime_ns = now_ns();
+    t.set(inode_key(id), encode(*n));
+    out = *n;
+    return 0;
+  });
+}
+
 int MetaStore::rename(uint64_t from_parent, const std::string& from, uint64_t to_parent,
                       const std::string& to) {
   if (const int e = check_name(from)) return e;

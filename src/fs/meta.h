@@ -63,6 +63,18 @@ class MetaStore {
   // Removes a file or symlink entry (the inode goes with its last link).
   int unlink(uint64_t parent, const std::string& name);
   int rmdir(uint64_t parent, const std::string& name);
+  // A second name for a file or symlink (EPERM for a directory); nlink + 1.
+  MetaResult link(uint64_t id, uint64_t parent, const std::string& name);
+  // A symlink's target (EINVAL for anything else).
+  MetaResult readlink(uint64_t id);
+  // Changes what is given (permission bits, owner, mtime); ctime always.
+  MetaResult setattr(uint64_t id, std::optional<uint32_t> mode, std::optional<uint32_t> uid,
+                     std::optional<uint32_t> gid, std::optional<int64_t> mtime_ns);
+  // A file's length as the metadata records it (EISDIR / EINVAL for other types; EFBIG past
+  // max_length). The chunks past it are the storage's to drop.
+  MetaResult set_length(uint64_t id, uint64_t length);
+  static constexpr uint64_t max_length = uint64_t(1) << 52;  // 4 PiB
+
   // POSIX rename: replaces a destination of a compatible type (an empty directory by a
   // directory, a non-directory by a non-directory); refuses to move a directory under itself.
   int rename(uint64_t from_parent, const std::string& from, uint64_t to_parent,

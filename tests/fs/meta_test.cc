@@ -96,6 +96,47 @@ TEST_P(MetaTest, CreateLookupStatRemove) {
   EXPECT_EQ(m.readdir(d.inode.id, "", 10, &gone), ENOENT);
 }
 
+TEST_P(MetaTest, LinksAttributesAndLengths) {
+  MetaStore& m = *meta_;
+  const uint64_t d = m.mkdir(kRootInode, "d", 0755).inode.id;
+  const uint64_t f = m.create(d, "f", 0600).inode.id;
+  // A second name: two links; the inode stays until the last goes.
+  EXPECT_EQ(m.link(f, kRootInode, "f2").inode.nlink, 2u);
+  EXPECT_EQ(m.link(f, kRootInode, "f2").err, EEXIST);
+  EXPECT_EQ(m.link(d, kRootInode, "d2").err, EPERM);
+  EXPECT_EQ(m.link(987654, kRootInode, "x").err, ENOENT);
+  EXPECT_EQ(m.link(f, f, "x").err, ENOTDIR);
+  EXPECT_EQ(m.unlink(d, "f"), 0);
+  EXPECT_EQ(m.stat(f).inode.nlink, 1u);
+  EXPECT_EQ(m.lookup(kRootInode, "f2").inode.id, f);
+  // Renaming one name of a file over another name of it changes nothing.
+  EXPECT_EQ(m.link(f, d, "again").err, 0);
+  EXPECT_EQ(m.rename(d, "again", kRootInode, "f2"), 0);
+  EXPECT_EQ(m.stat(f).inode.nlink, 2u);
+  EXPECT_EQ(m.unlink(kRootInode, "f2"), 0);
+  EXPECT_EQ(m.unlink(d, "again"), 0);
+  EXPECT_EQ(m.stat(f).err, ENOENT);
+  // Symlinks.
+  const uint64_t l = m.symlink(d, "l", "../target").inode.id;
+  EXPECT_EQ(m.readlink(l).inode.target, "../target");
+  EXPECT_EQ(m.readlink(d).err, EINVAL);
+  EXPECT_EQ(m.symlink(d, "empty", "").err, ENOENT);
+  // Attributes and lengths.
+  const uint64_t g = m.create(d, "g", 0644).inode.id;
+  const MetaResult a = m.setattr(g, 0640, 1000, std::nullopt, int64_t(42));
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a.inode.mode, 0640u);
+  EXPECT_EQ(a.inode.uid, 1000u);
+  EXPECT_EQ(a.inode.gid, 0u);
+  EXPECT_EQ(m.stat(g).inode.mtime_ns, 42);
+  EXPECT_EQ(m.setattr(987654, 0, {}, {}, {}).err, ENOENT);
+  EXPECT_EQ(m.set_length(g, 12345).inode.length, 12345u);
+  EXPECT_EQ(m.stat(g).inode.length, 12345u);
+  EXPECT_EQ(m.set_length(g, MetaStore::max_length + 1).err, EFBIG);
+  EXPECT_EQ(m.set_length(d, 1).err, EISDIR);
+  EXPECT_EQ(m.set_length(l, 1).err, EINVAL);
+}
+
 TEST_P(MetaTest, ReaddirPagesInNameOrder) {
   for (int i = 0; i < 25; ++i)
     ASSERT_TRUE(meta_->create(kRootInode, "f" + std::to_string(100 + i), 0644).ok());
