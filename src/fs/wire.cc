@@ -93,6 +93,10 @@ void set_bulk_transport_args(grpc::ChannelArguments& args) {
   args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 8 << 20);
 }
 
+void exclusive_port(grpc::ServerBuilder& b) {
+  b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+}
+
 void set_bulk_transport_args(grpc::ServerBuilder& b) {
   b.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
   b.AddChannelArgument(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 4 << 20);

@@ -40,6 +40,9 @@ inline void set_deadline(grpc::ClientContext& ctx, int ms) {
 // One channel per address, reconnecting quickly after a peer restarts (gRPC's default backoff
 // grows to two minutes).
 std::shared_ptr<grpc::Channel> make_channel(const std::string& address);
+// gRPC servers share a port by default (SO_REUSEPORT): a second server on a port would take
+// half of the first one's connections. Ours own their ports; a taken port is an error.
+void exclusive_port(grpc::ServerBuilder& b);
 // Flow-control window and read sizes for megabyte messages (channels and servers).
 void set_bulk_transport_args(grpc::ChannelArguments& args);
 void set_bulk_transport_args(grpc::ServerBuilder& b);

@@ -121,8 +121,9 @@ TEST_F(CliFs, ClusterRunsStopsAndResumesWithItsData) {
     o.mgmtd = mgmtd_;
     ff::fs::StorageClient c(o);
     const auto r = c.refresh();
-    ASSERT_TRUE(
-        c.write(r.chain_for(1, 3, 0), ff::fs::ChunkId::of(3, 0), 0, "kept", 65536).status.ok());
+    const ff::fs::WriteResult w =
+        c.write(r.chain_for(1, 3, 0), ff::fs::ChunkId::of(3, 0), 0, "kept", 65536);
+    ASSERT_TRUE(w.status.ok()) << w.status.str();
   }
   stop_cluster();
 

@@ -117,6 +117,7 @@ MgmtdServer::MgmtdServer(const MgmtdOptions& options) : impl_(std::make_unique<I
   m.state = std::make_unique<ClusterState>(*m.kv, std::chrono::milliseconds(options.lease_ms),
                                            Clock::now());
   grpc::ServerBuilder b;
+  exclusive_port(b);
   int port = 0;
   b.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   b.RegisterService(&m);

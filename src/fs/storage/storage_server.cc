@@ -166,6 +166,7 @@ StorageServer::StorageServer(const StorageOptions& options) : impl_(std::make_un
                                                   options.capacity, options.fsync);
   }
   grpc::ServerBuilder b;
+  exclusive_port(b);
   int port = 0;
   b.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   b.SetMaxReceiveMessageSize(128 << 20);
