@@ -150,8 +150,9 @@ int run_cluster(const FsArgs& a) {
          spawn_self({"fs", "mgmtd", "--listen", mgmtd, "--db", a.data + "/mgmtd", "--heartbeat-ms",
                      std::to_string(a.heartbeat_ms), "--lease-ms", std::to_string(a.lease_ms)})});
     for (uint32_t n = 1; n <= a.nodes; ++n) {
+      // Without --base-port each node takes a free port itself (the routing has it).
       const std::string listen =
-          fmt::format("127.0.0.1:{}", a.base_port ? a.base_port + int(n) : free_port());
+          a.base_port ? fmt::format("127.0.0.1:{}", a.base_port + int(n)) : "127.0.0.1:0";
       std::vector<std::string> args = {"fs",        "storage",
                                        "--node",    std::to_string(n),
                                        "--listen",  listen,
@@ -163,7 +164,9 @@ int run_cluster(const FsArgs& a) {
         args.push_back(std::to_string(a.capacity_mb));
       }
       if (a.no_fsync) args.push_back("--no-fsync");
-      children.push_back({fmt::format("storage node {} {}", n, listen), spawn_self(args)});
+      children.push_back({a.base_port ? fmt::format("storage node {} {}", n, listen)
+                                      : fmt::format("storage node {}", n),
+                          spawn_self(args)});
     }
     fs::ClientOptions co;
     co.mgmtd = mgmtd;

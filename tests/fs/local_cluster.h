@@ -1,6 +1,7 @@
-// A storage cluster of real processes on localhost for the tests: `fireflyer fs mgmtd` and one
-// `fireflyer fs storage` per node, on ports fixed at construction (a restarted process comes
-// back on its own), each process's output in <dir>/logs. The test kills and restarts them.
+// A storage cluster of real processes on localhost for the tests: `fireflyer fs mgmtd` on a port
+// fixed at construction (it comes back on it after a restart) and one `fireflyer fs storage` per
+// node on a port of its own choosing (a restarted node registers its new address), each
+// process's output in <dir>/logs. The test kills and restarts them.
 #pragma once
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -58,8 +59,6 @@ class LocalCluster {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_ + "/logs");
     mgmtd_ = "127.0.0.1:" + std::to_string(free_port());
-    for (uint32_t n = 1; n <= o_.nodes; ++n)
-      storage_addr_[n] = "127.0.0.1:" + std::to_string(free_port());
   }
   ~LocalCluster() {
     client_.reset();
@@ -92,7 +91,7 @@ class LocalCluster {
   void start_storage(uint32_t n) {
     std::vector<std::string> args = {"fs",        "storage",
                                      "--node",    std::to_string(n),
-                                     "--listen",  storage_addr_.at(n),
+                                     "--listen",  "127.0.0.1:0",
                                      "--mgmtd",   mgmtd_,
                                      "--data",    dir_ + "/node-" + std::to_string(n),
                                      "--targets", std::to_string(o_.targets)};
@@ -172,7 +171,6 @@ class LocalCluster {
 
   ClusterOptions o_;
   std::string dir_, mgmtd_;
-  std::map<uint32_t, std::string> storage_addr_;
   std::map<std::string, pid_t> pids_;
   std::unique_ptr<StorageClient> client_;
 };
