@@ -24,6 +24,12 @@ FsStatus from_wire_status(const grpc::Status& g, const wire::Status& s) {
   return {FsCode(s.code()), s.message()};
 }
 
+// A read's answer that another replica would give too (no point asking one).
+bool settled(FsCode c) {
+  return c == FsCode::Ok || c == FsCode::NotFound || c == FsCode::BadRange ||
+         c == FsCode::BadRequest;
+}
+
 int ms_left(Steady::time_point until) {
   return int(std::max<int64_t>(
       0, std::chrono::duration_cast<std::chrono::milliseconds>(until - Steady::now()).count()));
@@ -206,10 +212,7 @@ struct StorageClient::Impl {
                        fmt::format("chain {} has no serving target", x.chain_id)};
       for (const uint32_t t : targets) {
         last = read_at(*r, t, {&x}, std::min(opt.rpc_timeout_ms, ms_left(until)))[0];
-        const FsCode code = last.status.code;
-        if (code == FsCode::Ok || code == FsCode::NotFound || code == FsCode::BadRange ||
-            code == FsCode::BadRequest)
-          return last;
+        if (settled(last.status.code)) return last;
         if (x.target_id) return last;  // that replica's answer, whatever it is
       }
       if (ms_left(until) == 0) return last;
@@ -310,9 +313,7 @@ std::vector<ReadResult> StorageClient::batch_read(const std::vector<ReadRequest>
     for (const size_t i : idx) rs.push_back(&reads[i]);
     auto got = m.read_at(*r, t, rs, m.opt.rpc_timeout_ms);
     for (size_t k = 0; k < idx.size(); ++k) {
-      const FsCode c = got[k].status.code;
-      if (c == FsCode::Ok || c == FsCode::NotFound || c == FsCode::BadRange ||
-          c == FsCode::BadRequest || reads[idx[k]].target_id)
+      if (settled(got[k].status.code) || reads[idx[k]].target_id)
         out[idx[k]] = std::move(got[k]);
       else
         retry.push_back(idx[k]);

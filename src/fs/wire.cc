@@ -85,23 +85,8 @@ bool id_from(const std::string& bytes, ChunkId* id) {
   return true;
 }
 
-void set_bulk_transport_args(grpc::ChannelArguments& args) {
-  // Chunks are up to 64 MiB: windows and reads sized for megabytes, not gRPC's 64 KiB default.
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
-  args.SetInt(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 4 << 20);
-  args.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
-  args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 8 << 20);
-}
-
 void exclusive_port(grpc::ServerBuilder& b) {
   b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-}
-
-void set_bulk_transport_args(grpc::ServerBuilder& b) {
-  b.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
-  b.AddChannelArgument(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 4 << 20);
-  b.AddChannelArgument(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
-  b.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 8 << 20);
 }
 
 std::shared_ptr<grpc::Channel> make_channel(const std::string& address) {
@@ -111,7 +96,6 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& address) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
   // A name is resolved again at most this often after a failed connection (default: 30 s).
   args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 100);
-  set_bulk_transport_args(args);
   // Its own subchannels: a channel made again after a failure starts without the old backoff.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetMaxReceiveMessageSize(128 << 20);

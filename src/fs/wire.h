@@ -43,9 +43,6 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& address);
 // gRPC servers share a port by default (SO_REUSEPORT): a second server on a port would take
 // half of the first one's connections. Ours own their ports; a taken port is an error.
 void exclusive_port(grpc::ServerBuilder& b);
-// Flow-control window and read sizes for megabyte messages (channels and servers).
-void set_bulk_transport_args(grpc::ChannelArguments& args);
-void set_bulk_transport_args(grpc::ServerBuilder& b);
 
 class StubCache;
 

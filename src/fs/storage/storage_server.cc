@@ -171,7 +171,6 @@ StorageServer::StorageServer(const StorageOptions& options) : impl_(std::make_un
   b.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   b.SetMaxReceiveMessageSize(128 << 20);
   b.SetMaxSendMessageSize(128 << 20);
-  set_bulk_transport_args(b);
   b.RegisterService(&m);
   m.server = b.BuildAndStart();
   FF_CHECK(m.server && port > 0, "storage node {}: cannot listen on {}", options.node_id,
