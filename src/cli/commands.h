@@ -174,6 +174,12 @@ struct FsArgs {
   uint32_t table = 1;
   int base_port = 0;  // cluster: mgmtd on it, node n on it + n (0: free ports)
   bool json = false;
+  std::string etcd;              // meta: etcd's host:port (instead of --db)
+  uint32_t chunk_kb = 1024;      // meta: new files' chunk size
+  uint32_t stripe = 4;           // meta: new files' stripe (chains per file)
+  int session_lease_ms = 30000;  // meta: a silent writer's session ends after this
+  std::string mountpoint;        // mount, up
+  std::string path;              // put, get: the file in the file system
 };
 
 void add_fs_command(CLI::App& app, FsArgs& args);

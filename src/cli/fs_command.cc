@@ -3,6 +3,7 @@
 //   fs storage  a storage node with its targets
 //   fs cluster  a local development cluster: mgmtd + N storage processes, one chain table
 //   fs chains   create a chain table;  fs routing: print the routing info
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -74,6 +75,65 @@ int run_storage(const FsArgs& a) {
   return 0;
 }
 
+int run_meta(const FsArgs& a) {
+  const sigset_t s = block_stop_signals();
+  fs::MetaOptions o;
+  o.listen = a.listen;
+  o.mgmtd = a.mgmtd;
+  o.db_dir = a.db;
+  o.etcd = a.etcd;
+  o.layout.table_id = a.table;
+  o.layout.chunk_size = a.chunk_kb << 10;
+  o.layout.stripe = a.stripe;
+  o.session_lease_ms = a.session_lease_ms;
+  FF_CHECK(o.layout.check().empty(), "fs meta: {}", o.layout.check());
+  fs::MetaServer server(o);
+  std::printf("fireflyer fs meta: listening on %s (metadata in %s)\n", server.address().c_str(),
+              !a.etcd.empty() ? ("etcd " + a.etcd).c_str()
+              : !a.db.empty() ? a.db.c_str()
+                              : "memory");
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&s, &sig);
+  server.stop();
+  return 0;
+}
+
+// fs put: stdin into a file of the file system (created or truncated); fs get: a file to stdout.
+int run_put_get(const FsArgs& a, bool put) {
+  fs::FsClientOptions o;
+  o.mgmtd = a.mgmtd;
+  fs::FsClient client(o);
+  uint64_t fh = 0;
+  const int e = client.open(a.path, put ? O_WRONLY | O_CREAT | O_TRUNC : O_RDONLY, 0644, &fh);
+  FF_CHECK(e == 0, "fs {}: {}: {}", put ? "put" : "get", a.path, std::strerror(e));
+  std::string buf(1 << 20, '\0');
+  uint64_t total = 0;
+  for (;;) {
+    if (put) {
+      const ssize_t n = ::read(0, buf.data(), buf.size());
+      FF_CHECK(n >= 0, "fs put: reading stdin: {}", std::strerror(errno));
+      if (n == 0) break;
+      const int64_t w = client.write(fh, buf.data(), size_t(n));
+      FF_CHECK(w == n, "fs put: {}: {}", a.path, std::strerror(w < 0 ? int(-w) : EIO));
+      total += uint64_t(n);
+    } else {
+      const int64_t n = client.read(fh, buf.data(), buf.size());
+      FF_CHECK(n >= 0, "fs get: {}: {}", a.path, std::strerror(int(-n)));
+      if (n == 0) break;
+      FF_CHECK(std::fwrite(buf.data(), 1, size_t(n), stdout) == size_t(n), "fs get: stdout: {}",
+               std::strerror(errno));
+      total += uint64_t(n);
+    }
+  }
+  const int c = client.close(fh);
+  FF_CHECK(c == 0, "fs {}: closing {}: {}", put ? "put" : "get", a.path, std::strerror(c));
+  std::fflush(stdout);
+  std::fprintf(stderr, "fireflyer fs %s: %s: %llu bytes\n", put ? "put" : "get", a.path.c_str(),
+               static_cast<unsigned long long>(total));
+  return 0;
+}
+
 void print_routing(const fs::Routing& r) {
   std::printf("routing version %llu\n", static_cast<unsigned long long>(r.version));
   for (const auto& [id, address] : r.nodes) std::printf("node %u %s\n", id, address.c_str());
@@ -83,6 +143,7 @@ void print_routing(const fs::Routing& r) {
     std::printf("table %u v%u chains %s\n", id, t.version, chains.c_str());
   }
   for (const auto& [id, c] : r.chains) std::printf("%s\n", fs::describe(c).c_str());
+  for (const std::string& m : r.meta) std::printf("meta %s\n", m.c_str());
 }
 
 int free_port() {
@@ -216,6 +277,19 @@ void add_fs_command(CLI::App& app, FsArgs& a) {
       ->capture_default_str()
       ->check(CLI::Range(10, 60000));
   m->add_option("--lease-ms", a.lease_ms)->capture_default_str()->check(CLI::Range(20, 600000));
+  CLI::App* me = fs->add_subcommand("meta", "Run a metadata service");
+  me->add_option("--listen", a.listen, "host:port")->capture_default_str();
+  me->add_option("--mgmtd", a.mgmtd, "mgmtd's host:port")->required();
+  me->add_option("--db", a.db, "RocksDB directory of the metadata (one service over it)");
+  me->add_option("--etcd", a.etcd, "etcd's host:port: metadata shared by any number of services")
+      ->excludes("--db");
+  me->add_option("--table", a.table, "new files' chain table")->capture_default_str();
+  me->add_option("--chunk-kb", a.chunk_kb, "new files' chunk size")->capture_default_str();
+  me->add_option("--stripe", a.stripe, "new files' chains")->capture_default_str();
+  me->add_option("--session-lease-ms", a.session_lease_ms,
+                 "a writer that stops renewing its session is closed for it after this")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 3600000));
   CLI::App* s = fs->add_subcommand("storage", "Run a storage node");
   s->add_option("--node", a.node, "node id (targets node*100+1 ...)")
       ->required()
@@ -247,6 +321,13 @@ void add_fs_command(CLI::App& app, FsArgs& a) {
   ch->add_option("--mgmtd", a.mgmtd)->required();
   ch->add_option("--table", a.table)->capture_default_str();
   ch->add_option("--replicas", a.replicas)->capture_default_str();
+  for (const bool put : {true, false}) {
+    CLI::App* p = fs->add_subcommand(
+        put ? "put" : "get",
+        put ? "Write stdin into a file (created or truncated)" : "Write a file to stdout");
+    p->add_option("--mgmtd", a.mgmtd)->required();
+    p->add_option("path", a.path, "/dir/file in the file system")->required();
+  }
   CLI::App* r = fs->add_subcommand("routing", "Print the routing info");
   r->add_option("--mgmtd", a.mgmtd)->required();
 }
@@ -254,6 +335,9 @@ void add_fs_command(CLI::App& app, FsArgs& a) {
 int run_fs(CLI::App& fs, const FsArgs& a) {
   if (fs.got_subcommand("mgmtd")) return run_mgmtd(a);
   if (fs.got_subcommand("storage")) return run_storage(a);
+  if (fs.got_subcommand("meta")) return run_meta(a);
+  if (fs.got_subcommand("put")) return run_put_get(a, true);
+  if (fs.got_subcommand("get")) return run_put_get(a, false);
   if (fs.got_subcommand("cluster")) return run_cluster(a);
   if (fs.got_subcommand("chains")) {
     const fs::FsStatus st = fs::create_chains(a.mgmtd, a.table, a.replicas);

@@ -79,7 +79,16 @@ struct StorageClient::Impl {
     }
     if (!ok) return false;
     std::lock_guard lk(mu);
-    if (got.version() > routing->version) routing = std::make_shared<const Routing>(from_wire(got));
+    if (got.version() > routing->version) {
+      routing = std::make_shared<const Routing>(from_wire(got));
+    } else if (got.version() == routing->version &&
+               !std::equal(got.meta().begin(), got.meta().end(), routing->meta.begin(),
+                           routing->meta.end())) {
+      // The metadata services' list is not versioned: a fetch of the same version brings it.
+      auto r = std::make_shared<Routing>(*routing);
+      r->meta.assign(got.meta().begin(), got.meta().end());
+      routing = std::move(r);
+    }
     return true;
   }
 

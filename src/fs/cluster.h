@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fs/chunk_meta.h"
+#include "fs/meta.h"
 #include "fs/routing.h"
 
 namespace ff::fs {
@@ -93,6 +94,34 @@ class StorageServer {
   ~StorageServer();
   std::string address() const;
   std::vector<uint32_t> target_ids() const;
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- metadata service ----
+
+struct MetaOptions {
+  std::string listen = "127.0.0.1:0";
+  std::string mgmtd;             // it heartbeats there; clients find it in the routing info
+  std::string db_dir;            // the embedded RocksDB store (one service process over it)
+  std::string etcd;              // or etcd's host:port: one store for any number of services
+                                 // (neither: in memory, for tests)
+  Layout layout;                 // new files' unless a create asks for another
+  int session_lease_ms = 30000;  // a writer that stops renewing is closed for it after this
+  int heartbeat_ms = 300;
+  int gc_interval_ms = 500;  // expired sessions and removed files' chunks
+};
+
+// The metadata service (fs/meta.h over gRPC, with the storage work of lengths, truncation and
+// garbage collection). Stateless: any number over one shared store.
+class MetaServer {
+ public:
+  explicit MetaServer(const MetaOptions& options);  // ff::Error when it cannot start
+  ~MetaServer();
+  std::string address() const;
   void stop();
 
  private:

@@ -8,6 +8,7 @@
 #include "fs/chunk_meta.h"
 #include "fs/cluster.h"
 #include "fs/crc32c.h"
+#include "fs/file.h"
 #include "fs/kv.h"
 #include "fs/meta.h"
 #include "fs/routing.h"

@@ -5,6 +5,7 @@
 // the new entry and inode: concurrent creates in one directory do not conflict.
 #include "fs/meta.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -36,6 +37,26 @@ std::string dir_prefix(uint64_t dir) {
 std::string dentry_key(uint64_t dir, const std::string& name) {
   return dir_prefix(dir) + name;
 }
+std::string session_prefix(uint64_t inode) {
+  return "S" + be64(inode);
+}
+std::string session_key(uint64_t inode, uint64_t session) {
+  return session_prefix(inode) + be64(session);
+}
+std::string session_value(const WriteSession& s) {
+  return be64(s.client) + be64(uint64_t(s.expires_ns));
+}
+WriteSession decode_session(std::string_view k, std::string_view v) {
+  WriteSession s;
+  s.inode = from_be64(k.substr(1, 8));
+  s.session = from_be64(k.substr(9, 8));
+  s.client = from_be64(v.substr(0, 8));
+  s.expires_ns = int64_t(from_be64(v.substr(8, 8)));
+  return s;
+}
+std::string garbage_key(uint64_t inode) {
+  return "G" + be64(inode);
+}
 
 template <class T>
 void put(std::string& s, T v) {
@@ -58,9 +79,13 @@ std::string encode(const Inode& n) {
   put(s, n.gid);
   put(s, n.nlink);
   put(s, n.length);
+  put(s, n.atime_ns);
   put(s, n.mtime_ns);
   put(s, n.ctime_ns);
-  put(s, n.chunk_size);
+  put(s, n.layout.table_id);
+  put(s, n.layout.chunk_size);
+  put(s, n.layout.stripe);
+  put(s, n.layout.seed);
   put(s, n.parent);
   s += n.target;
   return s;
@@ -74,9 +99,13 @@ Inode decode(uint64_t id, std::string_view s) {
   n.gid = take<uint32_t>(s);
   n.nlink = take<uint32_t>(s);
   n.length = take<uint64_t>(s);
+  n.atime_ns = take<int64_t>(s);
   n.mtime_ns = take<int64_t>(s);
   n.ctime_ns = take<int64_t>(s);
-  n.chunk_size = take<uint32_t>(s);
+  n.layout.table_id = take<uint32_t>(s);
+  n.layout.chunk_size = take<uint32_t>(s);
+  n.layout.stripe = take<uint32_t>(s);
+  n.layout.seed = take<uint64_t>(s);
   n.parent = take<uint64_t>(s);
   n.target = std::string(s);
   return n;
@@ -140,8 +169,9 @@ uint64_t fresh_id(Txn& t) {
 void drop_link(Txn& t, const Inode& n) {
   if (n.type == FileType::Directory || n.nlink <= 1) {
     t.clear(inode_key(n.id));
-    if (n.type == FileType::File && n.length > 0)
-      t.set("G" + be64(n.id), "");  // its chunks: removed later (deferred garbage collection)
+    // A file's chunks (whatever its recorded length: a writer may not have settled it yet) are
+    // removed later, once no write session lasts (deferred garbage collection).
+    if (n.type == FileType::File) t.set(garbage_key(n.id), encode(n));
     return;
   }
   Inode m = n;
@@ -205,42 +235,50 @@ MetaResult MetaStore::stat(uint64_t id) {
 
 namespace {
 
-MetaResult make(TxnStore& store, uint64_t parent, const std::string& name, Inode proto) {
+MetaResult make(TxnStore& store, uint64_t parent, const std::string& name, Inode proto, Owner owner,
+                WriteSession* session = nullptr) {
   if (const int e = check_name(name)) return MetaResult{e, {}};
+  proto.uid = owner.uid;
+  proto.gid = owner.gid;
   return run(store, [&](Txn& t, Inode& out) {
     if (const int e = need_dir(t, parent)) return e;
     if (read_entry(t, parent, name)) return EEXIST;
     out = proto;
     out.id = fresh_id(t);
     out.parent = proto.type == FileType::Directory ? parent : 0;
-    out.mtime_ns = out.ctime_ns = now_ns();
+    out.atime_ns = out.mtime_ns = out.ctime_ns = now_ns();
     t.set(inode_key(out.id), encode(out));
     t.set(dentry_key(parent, name), encode_entry(out.id, out.type));
+    if (session) {
+      session->inode = out.id;
+      t.set(session_key(out.id, session->session), session_value(*session));
+    }
     return 0;
   });
 }
 
 }  // namespace
 
-MetaResult MetaStore::mkdir(uint64_t parent, const std::string& name, uint32_t mode) {
+MetaResult MetaStore::mkdir(uint64_t parent, const std::string& name, uint32_t mode, Owner owner) {
   Inode n;
   n.type = FileType::Directory;
   n.mode = mode & 07777;
   n.nlink = 2;
-  return make(store_, parent, name, n);
+  return make(store_, parent, name, n, owner);
 }
 
-MetaResult MetaStore::create(uint64_t parent, const std::string& name, uint32_t mode,
-                             uint32_t chunk_size) {
-  if (chunk_size == 0 || (chunk_size & (chunk_size - 1)) != 0) return MetaResult{EINVAL, {}};
+MetaResult MetaStore::create(uint64_t parent, const std::string& name, uint32_t mode, Owner owner,
+                             const Layout& layout, WriteSession* session) {
+  if (!layout.check().empty()) return MetaResult{EINVAL, {}};
   Inode n;
   n.type = FileType::File;
   n.mode = mode & 07777;
-  n.chunk_size = chunk_size;
-  return make(store_, parent, name, n);
+  n.layout = layout;
+  return make(store_, parent, name, n, owner, session);
 }
 
-MetaResult MetaStore::symlink(uint64_t parent, const std::string& name, const std::string& target) {
+MetaResult MetaStore::symlink(uint64_t parent, const std::string& name, const std::string& target,
+                              Owner owner) {
   if (target.empty()) return MetaResult{ENOENT, {}};
   if (target.size() > 4095) return MetaResult{ENAMETOOLONG, {}};
   Inode n;
@@ -248,7 +286,7 @@ MetaResult MetaStore::symlink(uint64_t parent, const std::string& name, const st
   n.mode = 0777;
   n.target = target;
   n.length = target.size();
-  return make(store_, parent, name, n);
+  return make(store_, parent, name, n, owner);
 }
 
 int MetaStore::readdir(uint64_t dir, const std::string& after, size_t limit,
@@ -325,16 +363,15 @@ MetaResult MetaStore::readlink(uint64_t id) {
   });
 }
 
-MetaResult MetaStore::setattr(uint64_t id, std::optional<uint32_t> mode,
-                              std::optional<uint32_t> uid, std::optional<uint32_t> gid,
-                              std::optional<int64_t> mtime_ns) {
+MetaResult MetaStore::setattr(uint64_t id, const SetAttr& a) {
   return run(store_, [&](Txn& t, Inode& out) {
     auto n = read_inode(t, id);
     if (!n) return ENOENT;
-    if (mode) n->mode = *mode & 07777;
-    if (uid) n->uid = *uid;
-    if (gid) n->gid = *gid;
-    if (mtime_ns) n->mtime_ns = *mtime_ns;
+    if (a.mode) n->mode = *a.mode & 07777;
+    if (a.uid) n->uid = *a.uid;
+    if (a.gid) n->gid = *a.gid;
+    if (a.atime_ns) n->atime_ns = *a.atime_ns;
+    if (a.mtime_ns) n->mtime_ns = *a.mtime_ns;
     n->ctime_ns = now_ns();
     t.set(inode_key(id), encode(*n));
     out = *n;
@@ -358,7 +395,7 @@ MetaResult MetaStore::set_length(uint64_t id, uint64_t length) {
 }
 
 int MetaStore::rename(uint64_t from_parent, const std::string& from, uint64_t to_parent,
-                      const std::string& to) {
+                      const std::string& to, bool noreplace) {
   if (const int e = check_name(from)) return e;
   if (const int e = check_name(to)) return e;
   return run(store_,
@@ -382,6 +419,7 @@ int MetaStore::rename(uint64_t from_parent, const std::string& from, uint64_t to
                }
                const auto dst = read_entry(t, to_parent, to);
                if (dst) {
+                 if (noreplace) return EEXIST;
                  if (dst->id == src->id) return 0;  // two names of one file: nothing to do
                  const bool dst_dir = dst->type == FileType::Directory;
                  if (is_dir && !dst_dir) return ENOTDIR;
@@ -396,6 +434,106 @@ int MetaStore::rename(uint64_t from_parent, const std::string& from, uint64_t to
                  if (is_dir) n->parent = to_parent;
                  t.set(inode_key(n->id), encode(*n));
                }
+               return 0;
+             })
+      .err;
+}
+
+MetaResult MetaStore::open_session(const WriteSession& s) {
+  return run(store_, [&](Txn& t, Inode& out) {
+    const auto n = read_inode(t, s.inode);
+    if (!n) return ENOENT;
+    if (n->type == FileType::Directory) return EISDIR;
+    if (n->type != FileType::File) return EINVAL;
+    t.set(session_key(s.inode, s.session), session_value(s));
+    out = *n;
+    return 0;
+  });
+}
+
+size_t MetaStore::renew_sessions(const std::vector<WriteSession>& sessions, int64_t expires_ns) {
+  size_t renewed = 0;
+  run(store_, [&](Txn& t, Inode&) {
+    renewed = 0;
+    for (const WriteSession& s : sessions) {
+      const std::string k = session_key(s.inode, s.session);
+      const auto v = t.get(k);
+      if (!v) continue;
+      WriteSession cur = decode_session(k, *v);
+      cur.expires_ns = expires_ns;
+      t.set(k, session_value(cur));
+      ++renewed;
+    }
+    return 0;
+  });
+  return renewed;
+}
+
+MetaResult MetaStore::settle_length(uint64_t id, uint64_t length) {
+  return run(store_, [&](Txn& t, Inode& out) {
+    auto n = read_inode(t, id);
+    if (!n) return ENOENT;
+    if (n->type != FileType::File) return EINVAL;
+    n->length = std::max(n->length, std::min(length, max_length));
+    n->mtime_ns = n->ctime_ns = now_ns();
+    t.set(inode_key(id), encode(*n));
+    out = *n;
+    return 0;
+  });
+}
+
+int MetaStore::close_session(uint64_t id, uint64_t session) {
+  return run(store_,
+             [&](Txn& t, Inode&) {
+               t.clear(session_key(id, session));
+               return 0;
+             })
+      .err;
+}
+
+std::vector<WriteSession> MetaStore::expired_sessions(int64_t now, size_t limit) {
+  std::vector<WriteSession> out;
+  run(store_, [&](Txn& t, Inode&) {
+    out.clear();
+    std::string from = "S";
+    // Bounded: a scan of at most 64 pages of sessions per call.
+    for (int page = 0; page < 64 && out.size() < limit; ++page) {
+      const KeyValues kv = t.range(from, "T", 256);
+      for (const auto& [k, v] : kv) {
+        if (k.size() != 17 || v.size() != 16) continue;
+        const WriteSession s = decode_session(k, v);
+        if (s.expires_ns < now && out.size() < limit) out.push_back(s);
+      }
+      if (kv.size() < 256) break;
+      from = kv.back().first + '\0';
+    }
+    return 0;
+  });
+  return out;
+}
+
+std::vector<Garbage> MetaStore::garbage(size_t limit) {
+  std::vector<Garbage> out;
+  run(store_, [&](Txn& t, Inode&) {
+    out.clear();
+    for (const auto& [k, v] : t.range("G", "H", limit)) {
+      Garbage g;
+      g.inode = decode(from_be64(std::string_view(k).substr(1)), v);
+      const std::string sp = session_prefix(g.inode.id);
+      g.busy = !t.range(sp, prefix_end(sp), 1).empty();
+      out.push_back(std::move(g));
+    }
+    return 0;
+  });
+  return out;
+}
+
+int MetaStore::garbage_done(uint64_t id) {
+  return run(store_,
+             [&](Txn& t, Inode&) {
+               t.clear(garbage_key(id));
+               const std::string sp = session_prefix(id);
+               for (const auto& [k, v] : t.range(sp, prefix_end(sp))) t.clear(k);
                return 0;
              })
       .err;

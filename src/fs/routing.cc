@@ -1,5 +1,7 @@
 #include "fs/routing.h"
 
+#include <algorithm>
+
 #include "core/core.h"
 
 namespace ff::fs {
@@ -60,6 +62,30 @@ uint32_t Routing::chain_for(uint32_t table_id, uint64_t inode, uint64_t index) c
   FF_CHECK(it != tables.end() && !it->second.chain_ids.empty(), "fs: no chain table {}", table_id);
   const auto& ids = it->second.chain_ids;
   return ids[(inode + index) % ids.size()];
+}
+
+std::string Layout::check() const {
+  if (chunk_size < 4096 || chunk_size > (64u << 20) || (chunk_size & (chunk_size - 1)) != 0)
+    return fmt::format("chunk size {} is not a power of two from 4 KiB to 64 MiB", chunk_size);
+  if (stripe == 0 || stripe > 4096) return fmt::format("stripe {} is not 1 .. 4096", stripe);
+  return "";
+}
+
+std::vector<uint32_t> file_chains(const Routing& r, const Layout& layout) {
+  const auto it = r.tables.find(layout.table_id);
+  if (it == r.tables.end() || it->second.chain_ids.empty()) return {};
+  std::vector<uint32_t> ids = it->second.chain_ids;
+  // Fisher-Yates driven by splitmix64 of the seed: the same list on every client.
+  uint64_t x = layout.seed;
+  const auto next = [&x] {
+    uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  };
+  for (size_t i = ids.size(); i > 1; --i) std::swap(ids[i - 1], ids[next() % i]);
+  ids.resize(std::min<size_t>(ids.size(), std::max<uint32_t>(layout.stripe, 1)));
+  return ids;
 }
 
 std::string describe(const ChainRoute& chain) {

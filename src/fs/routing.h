@@ -48,6 +48,8 @@ struct Routing {
   std::map<uint32_t, std::string> nodes;  // node id -> "host:port"
   std::map<uint32_t, ChainRoute> chains;
   std::map<uint32_t, TableRoute> tables;
+  // The metadata services' addresses (mgmtd lists those with a live lease; not versioned).
+  std::vector<std::string> meta;
   bool operator==(const Routing&) const = default;
 
   const ChainRoute* chain(uint32_t chain_id) const;
@@ -59,5 +61,23 @@ struct Routing {
 };
 
 std::string describe(const ChainRoute& chain);
+
+// A file's layout (3FS's): its chunks of chunk_size bytes go round-robin over `stripe` chains of
+// chain table `table_id`, the first `stripe` of the table's chains after a shuffle by `seed` (so
+// files start and spread over different chains). Chunk `index` of the file lives on
+// chains[index % stripe].
+struct Layout {
+  uint32_t table_id = 1;
+  uint32_t chunk_size = 1 << 20;  // a power of two, 4 KiB .. 64 MiB
+  uint32_t stripe = 1;
+  uint64_t seed = 0;
+  bool operator==(const Layout&) const = default;
+  // Empty string, or what is wrong with it.
+  std::string check() const;
+};
+
+// The chains of a file with `layout` (stripe clamped to the table's size); empty when the routing
+// has no such table.
+std::vector<uint32_t> file_chains(const Routing& r, const Layout& layout);
 
 }  // namespace ff::fs

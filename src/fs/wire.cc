@@ -31,6 +31,7 @@ wire::RoutingInfo to_wire(const Routing& r) {
     wt->set_version(t.version);
     for (const uint32_t c : t.chain_ids) wt->add_chain_ids(c);
   }
+  for (const std::string& m : r.meta) w.add_meta(m);
   return w;
 }
 
@@ -54,7 +55,45 @@ Routing from_wire(const wire::RoutingInfo& w) {
     t.chain_ids.assign(wt.chain_ids().begin(), wt.chain_ids().end());
     r.tables[t.table_id] = std::move(t);
   }
+  r.meta.assign(w.meta().begin(), w.meta().end());
   return r;
+}
+
+void to_wire(const Inode& n, wire::InodeMsg* w) {
+  w->set_id(n.id);
+  w->set_type(uint32_t(n.type));
+  w->set_mode(n.mode);
+  w->set_uid(n.uid);
+  w->set_gid(n.gid);
+  w->set_nlink(n.nlink);
+  w->set_length(n.length);
+  w->set_atime_ns(n.atime_ns);
+  w->set_mtime_ns(n.mtime_ns);
+  w->set_ctime_ns(n.ctime_ns);
+  w->set_table_id(n.layout.table_id);
+  w->set_chunk_size(n.layout.chunk_size);
+  w->set_stripe(n.layout.stripe);
+  w->set_seed(n.layout.seed);
+  w->set_parent(n.parent);
+  w->set_target(n.target);
+}
+
+Inode from_wire(const wire::InodeMsg& w) {
+  Inode n;
+  n.id = w.id();
+  n.type = FileType(w.type());
+  n.mode = w.mode();
+  n.uid = w.uid();
+  n.gid = w.gid();
+  n.nlink = w.nlink();
+  n.length = w.length();
+  n.atime_ns = w.atime_ns();
+  n.mtime_ns = w.mtime_ns();
+  n.ctime_ns = w.ctime_ns();
+  n.layout = Layout{w.table_id(), w.chunk_size(), w.stripe(), w.seed()};
+  n.parent = w.parent();
+  n.target = w.target();
+  return n;
 }
 
 wire::ChunkMetaMsg to_wire(const ChunkMeta& m) {
@@ -130,6 +169,10 @@ std::shared_ptr<wire::Storage::Stub> StubCache::storage(const std::string& addre
 
 std::shared_ptr<wire::Mgmtd::Stub> StubCache::mgmtd(const std::string& address) {
   return get(mgmtd_, address, [](const auto& ch) { return wire::Mgmtd::NewStub(ch); });
+}
+
+std::shared_ptr<wire::Meta::Stub> StubCache::meta(const std::string& address) {
+  return get(meta_, address, [](const auto& ch) { return wire::Meta::NewStub(ch); });
 }
 
 bool get_routing(StubCache& stubs, const std::string& mgmtd, uint64_t known, int wait_ms,

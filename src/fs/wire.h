@@ -10,6 +10,7 @@
 #include <string>
 
 #include "fs/chunk_meta.h"
+#include "fs/meta.h"
 #include "fs/routing.h"
 #include "wire.grpc.pb.h"
 #include "wire.pb.h"
@@ -20,6 +21,8 @@ wire::RoutingInfo to_wire(const Routing& r);
 Routing from_wire(const wire::RoutingInfo& w);
 wire::ChunkMetaMsg to_wire(const ChunkMeta& m);
 ChunkMeta from_wire(const wire::ChunkMetaMsg& w);
+void to_wire(const Inode& n, wire::InodeMsg* w);
+Inode from_wire(const wire::InodeMsg& w);
 
 inline std::string id_bytes(const ChunkId& id) {
   return std::string(reinterpret_cast<const char*>(id.bytes.data()), id.bytes.size());
@@ -56,6 +59,7 @@ class StubCache {
   // Shared: a stub stays valid for its caller while the cache replaces it.
   std::shared_ptr<wire::Storage::Stub> storage(const std::string& address);
   std::shared_ptr<wire::Mgmtd::Stub> mgmtd(const std::string& address);
+  std::shared_ptr<wire::Meta::Stub> meta(const std::string& address);
 
  private:
   template <class Stub>
@@ -71,6 +75,7 @@ class StubCache {
   std::mutex mu_;
   std::map<std::string, Entry<wire::Storage::Stub>> storage_;
   std::map<std::string, Entry<wire::Mgmtd::Stub>> mgmtd_;
+  std::map<std::string, Entry<wire::Meta::Stub>> meta_;
 };
 
 }  // namespace ff::fs

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -84,6 +85,58 @@ class LocalCluster {
     ASSERT_TRUE(wait_all_serving(*client_, 20000)) << routing_text();
   }
 
+  // A metadata service over RocksDB in <dir>/meta-<n> (or etcd); waits until mgmtd lists it.
+  void start_meta(int n = 1, const std::string& etcd = "", int session_lease_ms = 30000,
+                  uint32_t chunk_kb = 64, uint32_t stripe = 4) {
+    std::vector<std::string> args = {"fs",
+                                     "meta",
+                                     "--listen",
+                                     "127.0.0.1:0",
+                                     "--mgmtd",
+                                     mgmtd_,
+                                     "--chunk-kb",
+                                     std::to_string(chunk_kb),
+                                     "--stripe",
+                                     std::to_string(stripe),
+                                     "--session-lease-ms",
+                                     std::to_string(session_lease_ms)};
+    if (etcd.empty()) {
+      args.push_back("--db");
+      args.push_back(dir_ + "/meta-" + std::to_string(n));
+    } else {
+      args.push_back("--etcd");
+      args.push_back(etcd);
+    }
+    const std::string log = dir_ + "/logs/meta-" + std::to_string(n) + ".log";
+    const size_t before = count_lines(log, "listening on");
+    spawn("meta-" + std::to_string(n), args);
+    for (int i = 0; i < 400 && count_lines(log, "listening on") == before; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    ASSERT_GT(count_lines(log, "listening on"), before) << "meta " << n << " did not start";
+    // Listed by mgmtd: the address the service printed.
+    std::string address;
+    std::ifstream f(log);
+    for (std::string line; std::getline(f, line);)
+      if (const size_t p = line.find("listening on "); p != std::string::npos)
+        address = line.substr(p + 13, line.find(' ', p + 13) - (p + 13));
+    const auto listed = [&] {
+      const auto m = client_->refresh().meta;
+      return std::find(m.begin(), m.end(), address) != m.end();
+    };
+    for (int i = 0; i < 400 && !listed(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    ASSERT_TRUE(listed()) << "mgmtd does not list meta " << n << " at " << address;
+  }
+  // A CLI process of the test's own (output in <dir>/logs/<name>.log) reading `stdin_fd`.
+  pid_t spawn_with_stdin(const std::string& name, const std::vector<std::string>& args,
+                         int stdin_fd) {
+    spawn(name, args, stdin_fd);
+    const pid_t pid = pids_[name];
+    pids_.erase(name);
+    return pid;
+  }
+  void kill_meta(int n = 1, int sig = SIGKILL) { stop(pids_["meta-" + std::to_string(n)], sig); }
+
   void start_mgmtd() {
     spawn("mgmtd", {"fs", "mgmtd", "--listen", mgmtd_, "--db", dir_ + "/mgmtd", "--heartbeat-ms",
                     std::to_string(o_.heartbeat_ms), "--lease-ms", std::to_string(o_.lease_ms)});
@@ -144,7 +197,7 @@ class LocalCluster {
   }
 
  private:
-  void spawn(const std::string& name, const std::vector<std::string>& args) {
+  void spawn(const std::string& name, const std::vector<std::string>& args, int stdin_fd = -1) {
     std::vector<char*> argv;
     std::string self = FF_CLI_PATH;
     argv.push_back(self.data());
@@ -155,6 +208,7 @@ class LocalCluster {
     const std::string log = dir_ + "/logs/" + name + ".log";
     posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    if (stdin_fd >= 0) posix_spawn_file_actions_adddup2(&fa, stdin_fd, 0);
     pid_t pid = 0;
     const int rc = posix_spawn(&pid, self.c_str(), &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "fs/fs.h"
+#include "meta_check.h"
 
 namespace ff::fs {
 namespace {
@@ -123,18 +124,59 @@ TEST_P(MetaTest, LinksAttributesAndLengths) {
   EXPECT_EQ(m.symlink(d, "empty", "").err, ENOENT);
   // Attributes and lengths.
   const uint64_t g = m.create(d, "g", 0644).inode.id;
-  const MetaResult a = m.setattr(g, 0640, 1000, std::nullopt, int64_t(42));
+  const MetaResult a = m.setattr(g, SetAttr{.mode = 0640, .uid = 1000, .mtime_ns = int64_t(42)});
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a.inode.mode, 0640u);
   EXPECT_EQ(a.inode.uid, 1000u);
   EXPECT_EQ(a.inode.gid, 0u);
   EXPECT_EQ(m.stat(g).inode.mtime_ns, 42);
-  EXPECT_EQ(m.setattr(987654, 0, {}, {}, {}).err, ENOENT);
+  EXPECT_EQ(m.setattr(987654, SetAttr{.mode = 0}).err, ENOENT);
   EXPECT_EQ(m.set_length(g, 12345).inode.length, 12345u);
   EXPECT_EQ(m.stat(g).inode.length, 12345u);
   EXPECT_EQ(m.set_length(g, MetaStore::max_length + 1).err, EFBIG);
   EXPECT_EQ(m.set_length(d, 1).err, EISDIR);
   EXPECT_EQ(m.set_length(l, 1).err, EINVAL);
+}
+
+TEST_P(MetaTest, WriteSessionsAndDeferredGarbage) {
+  MetaStore& m = *meta_;
+  WriteSession s{.session = 7, .client = 3, .expires_ns = 1000};
+  Layout layout{.table_id = 1, .chunk_size = 64 << 10, .stripe = 4, .seed = 99};
+  const MetaResult f = m.create(kRootInode, "f", 0644, Owner{.uid = 5, .gid = 6}, layout, &s);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(s.inode, f.inode.id);
+  EXPECT_EQ(m.stat(f.inode.id).inode.layout, layout);
+  EXPECT_EQ(f.inode.uid, 5u);
+  EXPECT_EQ(m.create(kRootInode, "bad", 0644, {}, Layout{.chunk_size = 1000}).err, EINVAL);
+  EXPECT_EQ(m.open_session(WriteSession{.inode = kRootInode, .session = 1}).err, EISDIR);
+  // A writer settles the length: it only grows.
+  EXPECT_EQ(m.settle_length(f.inode.id, 5000).inode.length, 5000u);
+  EXPECT_EQ(m.settle_length(f.inode.id, 10).inode.length, 5000u);
+  // Leases: expired ones are listed until renewed.
+  ASSERT_EQ(m.expired_sessions(2000, 10).size(), 1u);
+  EXPECT_EQ(m.expired_sessions(2000, 10)[0].client, 3u);
+  EXPECT_EQ(m.renew_sessions({s, WriteSession{.inode = 1, .session = 2}}, 3000), 1u);
+  EXPECT_TRUE(m.expired_sessions(2000, 10).empty());
+  // Removed while written: garbage, busy until the session ends.
+  EXPECT_TRUE(m.garbage(10).empty());
+  ASSERT_EQ(m.unlink(kRootInode, "f"), 0);
+  auto g = m.garbage(10);
+  ASSERT_EQ(g.size(), 1u);
+  EXPECT_TRUE(g[0].busy);
+  EXPECT_EQ(g[0].inode.layout, layout);
+  EXPECT_EQ(m.settle_length(f.inode.id, 1).err, ENOENT);
+  EXPECT_EQ(m.close_session(f.inode.id, 7), 0);
+  EXPECT_EQ(m.close_session(f.inode.id, 7), 0);
+  g = m.garbage(10);
+  ASSERT_EQ(g.size(), 1u);
+  EXPECT_FALSE(g[0].busy);
+  EXPECT_EQ(m.garbage_done(f.inode.id), 0);
+  EXPECT_TRUE(m.garbage(10).empty());
+  // rename with RENAME_NOREPLACE semantics.
+  ASSERT_TRUE(m.create(kRootInode, "a", 0644).ok());
+  ASSERT_TRUE(m.create(kRootInode, "b", 0644).ok());
+  EXPECT_EQ(m.rename(kRootInode, "a", kRootInode, "b", true), EEXIST);
+  EXPECT_EQ(m.rename(kRootInode, "a", kRootInode, "c", true), 0);
 }
 
 TEST_P(MetaTest, ReaddirPagesInNameOrder) {
@@ -265,39 +307,6 @@ INSTANTIATE_TEST_SUITE_P(Stores, MetaTest, ::testing::Values(&memory, &rocks),
 namespace ff::fs {
 namespace {
 
-// Every entry names an existing inode of its type, every directory's parent pointer is the
-// directory whose entry names it, and every inode but the root is named as often as it has
-// links (directories once): what a half-done operation would break.
-void expect_consistent(TxnStore& store) {
-  auto t = store.begin_read();
-  std::map<uint64_t, std::string> inodes;  // id -> value
-  for (const auto& [k, v] : t->range("I", "J")) {
-    uint64_t id = 0;
-    for (size_t i = 1; i < 9; ++i) id = id << 8 | uint8_t(k[i]);
-    inodes[id] = v;
-  }
-  std::map<uint64_t, int> named;
-  MetaStore m(store);
-  for (const auto& [k, v] : t->range("D", "E")) {
-    uint64_t parent = 0, child = 0;
-    for (size_t i = 1; i < 9; ++i) parent = parent << 8 | uint8_t(k[i]);
-    for (size_t i = 0; i < 8; ++i) child = child << 8 | uint8_t(v[i]);
-    ASSERT_TRUE(inodes.count(parent)) << "an entry in a directory that does not exist";
-    ASSERT_TRUE(inodes.count(child)) << "entry " << k.substr(9) << " names no inode";
-    const Inode n = m.stat(child).inode;
-    EXPECT_EQ(uint8_t(n.type), uint8_t(v[8]));
-    if (n.type == FileType::Directory) {
-      EXPECT_EQ(n.parent, parent) << k.substr(9);
-    }
-    ++named[child];
-  }
-  for (const auto& [id, v] : inodes) {
-    if (id == kRootInode) continue;
-    const Inode n = m.stat(id).inode;
-    EXPECT_EQ(named[id], n.type == FileType::Directory ? 1 : int(n.nlink)) << "inode " << id;
-  }
-}
-
 TEST(MetaCrash, AProcessKilledMidOperationLeavesNoHalfOperation) {
   const std::string dir =
       (std::filesystem::temp_directory_path() / ("ff_meta_crash_" + std::to_string(::getpid())))
@@ -323,7 +332,7 @@ TEST(MetaCrash, AProcessKilledMidOperationLeavesNoHalfOperation) {
     ::waitpid(pid, nullptr, 0);
     auto store = open_rocksdb_txn_store(dir);
     SCOPED_TRACE("after kill " + std::to_string(round + 1));
-    expect_consistent(*store);
+    testing::expect_consistent(*store);
     MetaStore m(*store);
     EXPECT_TRUE(m.lookup(kRootInode, "a" + std::to_string(round)).ok());
   }

@@ -21,6 +21,34 @@ struct MgmtdServer::Impl final : wire::Mgmtd::Service {
   std::condition_variable changed;
   bool stopping = false;
   std::thread ticker;
+  std::map<std::string, Clock::time_point> meta;  // metadata service -> lease end (under mu)
+
+  // The routing info with the metadata services whose lease lasts.
+  Routing routing_now() {
+    Routing r = state->routing();
+    std::lock_guard lk(mu);
+    const auto now = Clock::now();
+    for (auto it = meta.begin(); it != meta.end();)
+      if (it->second < now) {
+        it = meta.erase(it);
+      } else {
+        r.meta.push_back(it->first);
+        ++it;
+      }
+    return r;
+  }
+
+  grpc::Status MetaHeartbeat(grpc::ServerContext*, const wire::MetaHeartbeatReq* req,
+                             wire::MetaHeartbeatRsp* rsp) override {
+    if (req->address().empty()) {
+      set_status(rsp->mutable_status(), wire::BAD_REQUEST, "meta heartbeat: no address");
+      return grpc::Status::OK;
+    }
+    std::lock_guard lk(mu);
+    meta[req->address()] = Clock::now() + std::chrono::milliseconds(opt.lease_ms);
+    rsp->set_lease_ms(uint32_t(opt.lease_ms));
+    return grpc::Status::OK;
+  }
 
   void notify() {
     std::lock_guard lk(mu);
@@ -37,7 +65,7 @@ struct MgmtdServer::Impl final : wire::Mgmtd::Service {
       return grpc::Status::OK;
     }
     notify();
-    *rsp->mutable_routing() = to_wire(state->routing());
+    *rsp->mutable_routing() = to_wire(routing_now());
     rsp->set_heartbeat_ms(uint32_t(opt.heartbeat_ms));
     rsp->set_lease_ms(uint32_t(opt.lease_ms));
     return grpc::Status::OK;
@@ -62,7 +90,7 @@ struct MgmtdServer::Impl final : wire::Mgmtd::Service {
       return grpc::Status::OK;
     }
     if (state->version() != req->routing_version()) {
-      *rsp->mutable_routing() = to_wire(state->routing());
+      *rsp->mutable_routing() = to_wire(routing_now());
     }
     return grpc::Status::OK;
   }
@@ -77,7 +105,7 @@ struct MgmtdServer::Impl final : wire::Mgmtd::Service {
         return stopping || ctx->IsCancelled() || state->version() != req->known_version();
       });
     }
-    *rsp->mutable_routing() = to_wire(state->routing());
+    *rsp->mutable_routing() = to_wire(routing_now());
     return grpc::Status::OK;
   }
 
@@ -89,7 +117,7 @@ struct MgmtdServer::Impl final : wire::Mgmtd::Service {
       return grpc::Status::OK;
     }
     notify();
-    *rsp->mutable_routing() = to_wire(state->routing());
+    *rsp->mutable_routing() = to_wire(routing_now());
     return grpc::Status::OK;
   }
 
@@ -148,7 +176,7 @@ std::string MgmtdServer::address() const {
 }
 
 Routing MgmtdServer::routing() const {
-  return impl_->state->routing();
+  return impl_->routing_now();
 }
 
 }  // namespace ff::fs
