@@ -9,6 +9,7 @@ packages=(cmake ninja-build g++ ccache pkg-config libgtest-dev libgmock-dev nloh
           librocksdb-dev  # fs: metadata on disk
           libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # fs: transport
           etcd-server  # fs: the transactional store across machines (tests start one)
+          libfuse3-dev fuse3 fio  # fs: the FUSE mount; fio checks data through it
           libdnnl-dev libopenblas-dev)  # bench_gemm's baselines (optional for the build)
 missing=()
 for p in "${packages[@]}"; do

@@ -180,6 +180,8 @@ struct FsArgs {
   int session_lease_ms = 30000;  // meta: a silent writer's session ends after this
   std::string mountpoint;        // mount, up
   std::string path;              // put, get: the file in the file system
+  bool allow_other = false;      // mount, up: other users may use the mount
+  double attr_timeout = 1.0;     // mount, up: seconds the kernel caches attributes
 };
 
 void add_fs_command(CLI::App& app, FsArgs& args);

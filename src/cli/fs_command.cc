@@ -1,7 +1,10 @@
-// fireflyer fs: the storage cluster's processes and tools (docs/fs.md).
+// fireflyer fs: the file system's processes and tools (docs/fs.md).
 //   fs mgmtd    the cluster manager
 //   fs storage  a storage node with its targets
-//   fs cluster  a local development cluster: mgmtd + N storage processes, one chain table
+//   fs meta     a metadata service
+//   fs cluster  a local cluster: mgmtd, N storage processes (one chain table), a metadata service
+//   fs up       fs cluster, mounted (FUSE) until Ctrl-C;  fs mount: mount a running one
+//   fs put / get  stdin into a file / a file to stdout
 //   fs chains   create a chain table;  fs routing: print the routing info
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -179,89 +182,160 @@ pid_t spawn_self(const std::vector<std::string>& args) {
   return pid;
 }
 
-int run_cluster(const FsArgs& a) {
-  FF_CHECK(!a.data.empty(), "fs cluster: --data is required");
-  FF_CHECK(a.nodes >= 1 && a.nodes <= 64, "fs cluster: --nodes {} is not in 1..64", a.nodes);
-  FF_CHECK(a.replicas >= 1 && a.replicas <= a.nodes,
-           "fs cluster: --replicas {} needs that many nodes (have {})", a.replicas, a.nodes);
-  const sigset_t s = block_stop_signals();
-  std::filesystem::create_directories(a.data);
+// A local cluster's processes: mgmtd, the storage nodes, a metadata service.
+class LocalProcesses {
+ public:
+  ~LocalProcesses() { stop(); }
+  void add(std::string what, pid_t pid) { children_.push_back({std::move(what), pid}); }
+  void print(const char* who) const {
+    for (const Child& c : children_)
+      std::printf("fireflyer fs %s: %s (pid %d)\n", who, c.what.c_str(), int(c.pid));
+  }
+  // SIGTERM to each, in reverse order of start (clients of mgmtd first), SIGKILL after 5 s.
+  void stop() {
+    for (auto it = children_.rbegin(); it != children_.rend(); ++it) {
+      ::kill(it->pid, SIGTERM);
+      int st = 0;
+      for (int i = 0; i < 100 && ::waitpid(it->pid, &st, WNOHANG) == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (::waitpid(it->pid, &st, WNOHANG) == 0) {
+        ::kill(it->pid, SIGKILL);
+        ::waitpid(it->pid, &st, 0);
+      }
+    }
+    children_.clear();
+  }
+
+ private:
   struct Child {
     std::string what;
     pid_t pid;
   };
-  std::vector<Child> children;
-  const auto stop_all = [&] {
-    for (const Child& c : children) ::kill(c.pid, SIGTERM);
-    for (const Child& c : children) {
-      int st = 0;
-      for (int i = 0; i < 100 && ::waitpid(c.pid, &st, WNOHANG) == 0; ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (::waitpid(c.pid, &st, WNOHANG) == 0) {
-        ::kill(c.pid, SIGKILL);
-        ::waitpid(c.pid, &st, 0);
-      }
+  std::vector<Child> children_;
+};
+
+// Starts mgmtd, the storage nodes (chain table a.table once every node registered) and a
+// metadata service over RocksDB in the cluster's directory; returns mgmtd's address once every
+// chain serves and the metadata service answers.
+std::string start_cluster(const FsArgs& a, const char* who, LocalProcesses& procs) {
+  FF_CHECK(!a.data.empty(), "fs {}: --data is required", who);
+  FF_CHECK(a.nodes >= 1 && a.nodes <= 64, "fs {}: --nodes {} is not in 1..64", who, a.nodes);
+  FF_CHECK(a.replicas >= 1 && a.replicas <= a.nodes,
+           "fs {}: --replicas {} needs that many nodes (have {})", who, a.replicas, a.nodes);
+  std::filesystem::create_directories(a.data);
+  const int mport = a.base_port ? a.base_port : free_port();
+  const std::string mgmtd = fmt::format("127.0.0.1:{}", mport);
+  procs.add(
+      "mgmtd " + mgmtd,
+      spawn_self({"fs", "mgmtd", "--listen", mgmtd, "--db", a.data + "/mgmtd", "--heartbeat-ms",
+                  std::to_string(a.heartbeat_ms), "--lease-ms", std::to_string(a.lease_ms)}));
+  for (uint32_t n = 1; n <= a.nodes; ++n) {
+    // Without --base-port each node takes a free port itself (the routing has it).
+    const std::string listen =
+        a.base_port ? fmt::format("127.0.0.1:{}", a.base_port + int(n)) : "127.0.0.1:0";
+    std::vector<std::string> args = {"fs",        "storage",
+                                     "--node",    std::to_string(n),
+                                     "--listen",  listen,
+                                     "--mgmtd",   mgmtd,
+                                     "--data",    fmt::format("{}/node-{}", a.data, n),
+                                     "--targets", std::to_string(a.targets)};
+    if (a.capacity_mb) {
+      args.push_back("--capacity-mb");
+      args.push_back(std::to_string(a.capacity_mb));
     }
-  };
-  try {
-    const int mport = a.base_port ? a.base_port : free_port();
-    const std::string mgmtd = fmt::format("127.0.0.1:{}", mport);
-    children.push_back(
-        {"mgmtd " + mgmtd,
-         spawn_self({"fs", "mgmtd", "--listen", mgmtd, "--db", a.data + "/mgmtd", "--heartbeat-ms",
-                     std::to_string(a.heartbeat_ms), "--lease-ms", std::to_string(a.lease_ms)})});
-    for (uint32_t n = 1; n <= a.nodes; ++n) {
-      // Without --base-port each node takes a free port itself (the routing has it).
-      const std::string listen =
-          a.base_port ? fmt::format("127.0.0.1:{}", a.base_port + int(n)) : "127.0.0.1:0";
-      std::vector<std::string> args = {"fs",        "storage",
-                                       "--node",    std::to_string(n),
-                                       "--listen",  listen,
-                                       "--mgmtd",   mgmtd,
-                                       "--data",    fmt::format("{}/node-{}", a.data, n),
-                                       "--targets", std::to_string(a.targets)};
-      if (a.capacity_mb) {
-        args.push_back("--capacity-mb");
-        args.push_back(std::to_string(a.capacity_mb));
-      }
-      if (a.no_fsync) args.push_back("--no-fsync");
-      children.push_back({a.base_port ? fmt::format("storage node {} {}", n, listen)
-                                      : fmt::format("storage node {}", n),
-                          spawn_self(args)});
-    }
-    fs::ClientOptions co;
-    co.mgmtd = mgmtd;
-    fs::StorageClient client(co);
-    // Every node registered and heartbeating, then the chain table (kept from an earlier run).
-    fs::FsStatus made{fs::FsCode::Unavailable, "mgmtd did not answer"};
-    for (int i = 0; i < 300; ++i) {
-      const fs::Routing r = client.refresh();
-      if (r.tables.count(a.table)) {
-        made = {};
-        break;
-      }
-      if (r.nodes.size() >= a.nodes) {
-        made = fs::create_chains(mgmtd, a.table, a.replicas);
-        if (made.ok()) break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FF_CHECK(made.ok(), "fs cluster: cannot create chain table {}: {}", a.table, made.str());
-    FF_CHECK(fs::wait_all_serving(client, 30000),
-             "fs cluster: the chains did not all come to serving in 30 s");
-    for (const Child& c : children)
-      std::printf("fireflyer fs cluster: %s (pid %d)\n", c.what.c_str(), int(c.pid));
-    print_routing(client.refresh());
-    std::printf("fireflyer fs cluster: ready (Ctrl-C stops every process)\n");
-    std::fflush(stdout);
-  } catch (...) {
-    stop_all();
-    throw;
+    if (a.no_fsync) args.push_back("--no-fsync");
+    procs.add(a.base_port ? fmt::format("storage node {} {}", n, listen)
+                          : fmt::format("storage node {}", n),
+              spawn_self(args));
   }
+  procs.add("meta", spawn_self({"fs", "meta", "--mgmtd", mgmtd, "--db", a.data + "/meta", "--table",
+                                std::to_string(a.table), "--chunk-kb", std::to_string(a.chunk_kb),
+                                "--stripe", std::to_string(a.stripe), "--session-lease-ms",
+                                std::to_string(a.session_lease_ms)}));
+  fs::ClientOptions co;
+  co.mgmtd = mgmtd;
+  fs::StorageClient client(co);
+  // Every node registered and heartbeating, then the chain table (kept from an earlier run).
+  fs::FsStatus made{fs::FsCode::Unavailable, "mgmtd did not answer"};
+  for (int i = 0; i < 300; ++i) {
+    const fs::Routing r = client.refresh();
+    if (r.tables.count(a.table)) {
+      made = {};
+      break;
+    }
+    if (r.nodes.size() >= a.nodes) {
+      made = fs::create_chains(mgmtd, a.table, a.replicas);
+      if (made.ok()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  FF_CHECK(made.ok(), "fs {}: cannot create chain table {}: {}", who, a.table, made.str());
+  FF_CHECK(fs::wait_all_serving(client, 30000),
+           "fs {}: the chains did not all come to serving in 30 s", who);
+  for (int i = 0; i < 300 && client.refresh().meta.empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  FF_CHECK(!client.refresh().meta.empty(), "fs {}: the metadata service did not start", who);
+  return mgmtd;
+}
+
+int run_cluster(const FsArgs& a) {
+  const sigset_t s = block_stop_signals();
+  LocalProcesses procs;
+  const std::string mgmtd = start_cluster(a, "cluster", procs);
+  procs.print("cluster");
+  fs::ClientOptions co;
+  co.mgmtd = mgmtd;
+  print_routing(fs::StorageClient(co).refresh());
+  std::printf("fireflyer fs cluster: ready (Ctrl-C stops every process)\n");
+  std::fflush(stdout);
   int sig = 0;
   sigwait(&s, &sig);
   std::fprintf(stderr, "fireflyer fs cluster: stopping\n");
-  stop_all();
+  procs.stop();
+  return 0;
+}
+
+// Mounts the file system of `mgmtd` until SIGINT / SIGTERM or an unmount from outside.
+void serve_mount(const FsArgs& a, const std::string& mgmtd, const sigset_t& s, const char* who) {
+  fs::FsClientOptions o;
+  o.mgmtd = mgmtd;
+  o.deadline_ms = 10000;
+  fs::FsClient client(o);
+  const fs::MetaResult root = client.stat(fs::kRootInode);
+  FF_CHECK(root.ok(), "fs {}: no metadata service answers through mgmtd {}: {}", who, mgmtd,
+           std::strerror(root.err));
+  fs::MountOptions mo;
+  mo.mountpoint = a.mountpoint;
+  mo.allow_other = a.allow_other;
+  mo.attr_timeout = a.attr_timeout;
+  fs::FuseMount mount(client, mo);
+  std::printf("fireflyer fs %s: mounted on %s (Ctrl-C unmounts)\n", who, a.mountpoint.c_str());
+  std::fflush(stdout);
+  std::thread watcher([&mount] {
+    mount.wait();  // an unmount from outside ends the command too
+    ::kill(::getpid(), SIGTERM);
+  });
+  int sig = 0;
+  sigwait(&s, &sig);
+  std::fprintf(stderr, "fireflyer fs %s: unmounting %s\n", who, a.mountpoint.c_str());
+  mount.unmount();
+  watcher.join();
+}
+
+int run_mount(const FsArgs& a) {
+  const sigset_t s = block_stop_signals();
+  serve_mount(a, a.mgmtd, s, "mount");
+  return 0;
+}
+
+int run_up(const FsArgs& a) {
+  const sigset_t s = block_stop_signals();
+  LocalProcesses procs;
+  const std::string mgmtd = start_cluster(a, "up", procs);
+  procs.print("up");
+  std::printf("fireflyer fs up: mgmtd %s\n", mgmtd.c_str());
+  serve_mount(a, mgmtd, s, "up");
+  procs.stop();
   return 0;
 }
 
@@ -317,6 +391,28 @@ void add_fs_command(CLI::App& app, FsArgs& a) {
       ->capture_default_str()
       ->check(CLI::Range(10, 60000));
   c->add_option("--lease-ms", a.lease_ms)->capture_default_str()->check(CLI::Range(20, 600000));
+  c->add_option("--chunk-kb", a.chunk_kb, "new files' chunk size")->capture_default_str();
+  c->add_option("--stripe", a.stripe, "new files' chains")->capture_default_str();
+  CLI::App* up = fs->add_subcommand(
+      "up", "Start a whole file system on this machine (mgmtd, storage, metadata) and mount it");
+  up->add_option("--data", a.data, "the file system's directory")->required();
+  up->add_option("--mount", a.mountpoint, "where to mount it (an existing directory)")->required();
+  up->add_option("--nodes", a.nodes, "storage processes")->capture_default_str();
+  up->add_option("--targets-per-node", a.targets)->capture_default_str()->check(CLI::Range(1, 99));
+  up->add_option("--replicas", a.replicas)->capture_default_str();
+  up->add_option("--capacity-mb", a.capacity_mb, "capacity of each target (0: the disk's)");
+  up->add_flag("--no-fsync", a.no_fsync, "storage nodes without fdatasync (see fs storage)");
+  up->add_option("--chunk-kb", a.chunk_kb, "new files' chunk size")->capture_default_str();
+  up->add_option("--stripe", a.stripe, "new files' chains")->capture_default_str();
+  up->add_flag("--allow-other", a.allow_other, "let other users use the mount");
+  up->add_option("--attr-timeout", a.attr_timeout, "seconds the kernel caches attributes")
+      ->capture_default_str();
+  CLI::App* mo = fs->add_subcommand("mount", "Mount a running file system (FUSE)");
+  mo->add_option("mountpoint", a.mountpoint, "an existing directory")->required();
+  mo->add_option("--mgmtd", a.mgmtd, "mgmtd's host:port")->required();
+  mo->add_flag("--allow-other", a.allow_other, "let other users use the mount");
+  mo->add_option("--attr-timeout", a.attr_timeout, "seconds the kernel caches attributes")
+      ->capture_default_str();
   CLI::App* ch = fs->add_subcommand("chains", "Create a chain table from the free targets");
   ch->add_option("--mgmtd", a.mgmtd)->required();
   ch->add_option("--table", a.table)->capture_default_str();
@@ -339,6 +435,8 @@ int run_fs(CLI::App& fs, const FsArgs& a) {
   if (fs.got_subcommand("put")) return run_put_get(a, true);
   if (fs.got_subcommand("get")) return run_put_get(a, false);
   if (fs.got_subcommand("cluster")) return run_cluster(a);
+  if (fs.got_subcommand("up")) return run_up(a);
+  if (fs.got_subcommand("mount")) return run_mount(a);
   if (fs.got_subcommand("chains")) {
     const fs::FsStatus st = fs::create_chains(a.mgmtd, a.table, a.replicas);
     FF_CHECK(st.ok(), "fs chains: {}", st.str());

@@ -30,10 +30,13 @@ struct Handle {
   std::atomic<bool> wrote{false};
 };
 
-// What this client knows of a file it has open: the end of what it wrote.
+// What this client knows of a file it has open: the end of what it wrote, and the session that
+// keeps the chunks of a file removed while this client reads it (POSIX: an open file's data
+// stays until it is closed).
 struct OpenInode {
   int handles = 0;
   uint64_t written_end = 0;
+  uint64_t hold = 0;
 };
 
 int errno_of(const FsStatus& s) {
@@ -271,6 +274,43 @@ struct FsClient::Impl {
     return e;
   }
 
+  // Before a name goes (unlink, rename over it): when it names a file this client has open
+  // and writes to no handle of, a session of its own keeps the file's chunks until the last
+  // handle closes. (Another client's open handles are not known here: like NFS, a file removed
+  // elsewhere may lose its data under a reader.)
+  void hold_if_open(uint64_t parent, const std::string& name) {
+    {
+      std::lock_guard lk(mu);
+      if (open_inodes.empty()) return;
+    }
+    auto q = req(wire::LOOKUP);
+    q.set_parent(parent);
+    q.set_name(name);
+    wire::MetaRsp rsp;
+    if (call(q, &rsp) != 0 || rsp.inode().type() != uint32_t(FileType::File)) return;
+    const uint64_t id = rsp.inode().id();
+    uint64_t session = 0;
+    {
+      std::lock_guard lk(mu);
+      const auto it = open_inodes.find(id);
+      if (it == open_inodes.end() || it->second.hold) return;
+      for (const auto& [fh, h] : handles)
+        if (h->inode.id == id && h->writable) return;  // its write session keeps the chunks
+      session = rng() | 1;
+      it->second.hold = session;
+    }
+    auto o = req(wire::OPEN);
+    o.set_id(id);
+    o.set_write(true);
+    o.set_client_id(client_id);
+    o.set_session(session);
+    if (call(o, &rsp) != 0) {
+      std::lock_guard lk(mu);
+      const auto it = open_inodes.find(id);
+      if (it != open_inodes.end() && it->second.hold == session) it->second.hold = 0;
+    }
+  }
+
   void renew_loop() {
     std::unique_lock lk(mu);
     while (!stopping) {
@@ -282,6 +322,12 @@ struct FsClient::Impl {
           auto* s = q.add_sessions();
           s->set_inode(h->inode.id);
           s->set_session(h->session);
+        }
+      for (const auto& [id, o] : open_inodes)
+        if (o.hold) {
+          auto* s = q.add_sessions();
+          s->set_inode(id);
+          s->set_session(o.hold);
         }
       if (q.sessions_size() == 0) continue;
       lk.unlock();
@@ -338,7 +384,20 @@ MetaResult FsClient::lookup(uint64_t parent, const std::string& name) {
 MetaResult FsClient::stat(uint64_t id) {
   auto q = Impl::req(wire::STAT);
   q.set_id(id);
-  return impl_->meta_op(q);
+  MetaResult r = impl_->meta_op(q);
+  if (r.err == ENOENT) {  // removed, but open here: what the handle knows, with no links
+    std::lock_guard lk(impl_->mu);
+    for (const auto& [fh, h] : impl_->handles)
+      if (h->inode.id == id) {
+        r = MetaResult{0, h->inode};
+        r.inode.nlink = 0;
+        const auto it = impl_->open_inodes.find(id);
+        if (it != impl_->open_inodes.end())
+          r.inode.length = std::max(r.inode.length, it->second.written_end);
+        break;
+      }
+  }
+  return r;
 }
 
 MetaResult FsClient::mkdir(uint64_t parent, const std::string& name, uint32_t mode, Owner owner) {
@@ -377,6 +436,7 @@ int FsClient::readdir(uint64_t dir, const std::string& after, size_t limit,
 }
 
 int FsClient::unlink(uint64_t parent, const std::string& name) {
+  impl_->hold_if_open(parent, name);
   auto q = Impl::req(wire::UNLINK);
   q.set_parent(parent);
   q.set_name(name);
@@ -430,6 +490,7 @@ MetaResult FsClient::setattr(uint64_t id, const SetAttr& a, std::optional<uint64
 
 int FsClient::rename(uint64_t from_parent, const std::string& from, uint64_t to_parent,
                      const std::string& to, bool noreplace) {
+  if (!noreplace) impl_->hold_if_open(to_parent, to);
   auto q = Impl::req(wire::RENAME);
   q.set_parent(from_parent);
   q.set_name(from);
@@ -566,10 +627,23 @@ int FsClient::close(uint64_t fh) {
   const auto h = m.handle(fh);
   if (!h) return EBADF;
   const int e = h->writable ? m.settle(*h, wire::CLOSE) : 0;
-  std::lock_guard lk(m.mu);
-  m.handles.erase(fh);
-  auto it = m.open_inodes.find(h->inode.id);
-  if (it != m.open_inodes.end() && --it->second.handles <= 0) m.open_inodes.erase(it);
+  uint64_t hold = 0;
+  {
+    std::lock_guard lk(m.mu);
+    m.handles.erase(fh);
+    auto it = m.open_inodes.find(h->inode.id);
+    if (it != m.open_inodes.end() && --it->second.handles <= 0) {
+      hold = it->second.hold;
+      m.open_inodes.erase(it);
+    }
+  }
+  if (hold) {  // the last handle of a removed file: its chunks may go now
+    auto q = Impl::req(wire::CLOSE);
+    q.set_id(h->inode.id);
+    q.set_session(hold);
+    wire::MetaRsp rsp;
+    m.call(q, &rsp);
+  }
   return e;
 }
 

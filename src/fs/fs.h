@@ -1,7 +1,7 @@
-// fireflyer fs: the distributed file system after 3FS (docs/fs-design.md). Part 1, in progress:
-// the storage cluster's chain and target state machine, chunk ids and the recovery diff,
-// CRC32C, the key-value store (memory, RocksDB), the chunk engine; the cluster manager, the
-// storage service and their transport follow.
+// fireflyer fs: the distributed file system after 3FS (docs/fs.md, docs/fs-design.md). The storage
+// cluster (mgmtd, CRAQ chains of storage targets, recovery; cluster.h), the metadata on a
+// transactional key-value store (memory, RocksDB, etcd; txn.h, meta.h) behind a stateless
+// metadata service, the client (file.h) and the FUSE mount (mount.h).
 #pragma once
 #include "fs/chain_state.h"
 #include "fs/chunk_engine.h"
@@ -11,5 +11,6 @@
 #include "fs/file.h"
 #include "fs/kv.h"
 #include "fs/meta.h"
+#include "fs/mount.h"
 #include "fs/routing.h"
 #include "fs/txn.h"
