@@ -297,6 +297,8 @@ int run_cluster(const FsArgs& a) {
 
 // Mounts the file system of `mgmtd` until SIGINT / SIGTERM or an unmount from outside.
 void serve_mount(const FsArgs& a, const std::string& mgmtd, const sigset_t& s, const char* who) {
+  FF_CHECK(std::filesystem::is_directory(a.mountpoint), "fs {}: {} is not a directory", who,
+           a.mountpoint);
   fs::FsClientOptions o;
   o.mgmtd = mgmtd;
   o.deadline_ms = 10000;
@@ -329,6 +331,8 @@ int run_mount(const FsArgs& a) {
 }
 
 int run_up(const FsArgs& a) {
+  FF_CHECK(std::filesystem::is_directory(a.mountpoint), "fs up: {} is not a directory",
+           a.mountpoint);
   const sigset_t s = block_stop_signals();
   LocalProcesses procs;
   const std::string mgmtd = start_cluster(a, "up", procs);
