@@ -61,6 +61,11 @@ class FsClient {
   // At the handle's position (O_APPEND: writes go to the end).
   int64_t read(uint64_t fh, void* buf, size_t n);
   int64_t write(uint64_t fh, const void* buf, size_t n);
+  // A read by inode without opening (a file the caller knows does not change, such as a
+  // KV-cache block): no metadata call. `forbid_holes`: a missing chunk is ENOENT (the file was
+  // removed and collected) instead of zeros.
+  int64_t pread_inode(const Inode& inode, void* buf, size_t n, uint64_t offset,
+                      bool forbid_holes = true);
   // The data is on every replica once a write returns; fsync settles the file's length.
   int fsync(uint64_t fh);
   int close(uint64_t fh);

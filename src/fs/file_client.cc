@@ -164,10 +164,13 @@ struct FsClient::Impl {
     o.written_end = std::max(o.written_end, end);
   }
 
-  int64_t pread(Handle& h, char* buf, size_t n, uint64_t off) {
+  // `fixed`: the handle's length is the file's (no metadata call); `no_holes`: a missing chunk
+  // is an error.
+  int64_t pread(Handle& h, char* buf, size_t n, uint64_t off, bool fixed = false,
+                bool no_holes = false) {
     if (!h.readable) return -EBADF;
-    uint64_t len = known_length(h);
-    if (off + n > len) {  // another client may have written more since: ask once
+    uint64_t len = fixed ? h.inode.length : known_length(h);
+    if (!fixed && off + n > len) {  // another client may have written more since: ask once
       const MetaResult r = meta_op([&] {
         auto q = req(wire::STAT);
         q.set_id(h.inode.id);
@@ -204,6 +207,8 @@ struct FsClient::Impl {
       if (r.status.ok()) {
         have = std::min<size_t>(r.data.size(), reads[i].length);
         std::memcpy(dst, r.data.data(), have);
+      } else if (no_holes && r.status.code == FsCode::NotFound) {
+        return -ENOENT;  // pread_inode: a chunk of the file is gone
       } else if (r.status.code != FsCode::NotFound && r.status.code != FsCode::BadRange) {
         return -EIO;
       }
@@ -588,6 +593,18 @@ int64_t FsClient::pread(uint64_t fh, void* buf, size_t n, uint64_t offset) {
   const auto h = impl_->handle(fh);
   if (!h) return -EBADF;
   return impl_->pread(*h, static_cast<char*>(buf), n, offset);
+}
+
+int64_t FsClient::pread_inode(const Inode& inode, void* buf, size_t n, uint64_t offset,
+                              bool forbid_holes) {
+  if (inode.type != FileType::File) return -EISDIR;
+  Handle h;
+  h.inode = inode;
+  h.readable = true;
+  h.chains = file_chains(impl_->storage->routing(), inode.layout);
+  if (h.chains.empty()) h.chains = file_chains(impl_->storage->refresh(), inode.layout);
+  if (h.chains.empty()) return -EIO;
+  return impl_->pread(h, static_cast<char*>(buf), n, offset, true, forbid_holes);
 }
 
 int64_t FsClient::pwrite(uint64_t fh, const void* buf, size_t n, uint64_t offset) {

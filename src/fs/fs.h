@@ -10,6 +10,7 @@
 #include "fs/crc32c.h"
 #include "fs/file.h"
 #include "fs/kv.h"
+#include "fs/kvcache.h"
 #include "fs/meta.h"
 #include "fs/mount.h"
 #include "fs/routing.h"
