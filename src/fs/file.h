@@ -61,6 +61,16 @@ class FsClient {
   // At the handle's position (O_APPEND: writes go to the end).
   int64_t read(uint64_t fh, void* buf, size_t n);
   int64_t write(uint64_t fh, const void* buf, size_t n);
+  // Several reads at once, their chunk pieces batched into one storage call per node (the
+  // batch API's reads; io_uring-like rings build on it, fs/usrbio.h). A result per read, as
+  // pread's.
+  struct ReadIo {
+    uint64_t fh;
+    void* buf;
+    size_t n;
+    uint64_t offset;
+  };
+  std::vector<int64_t> batch_pread(const std::vector<ReadIo>& ios);
   // A read by inode without opening (a file the caller knows does not change, such as a
   // KV-cache block): no metadata call. `forbid_holes`: a missing chunk is ENOENT (the file was
   // removed and collected) instead of zeros.

@@ -164,57 +164,84 @@ struct FsClient::Impl {
     o.written_end = std::max(o.written_end, end);
   }
 
-  // `fixed`: the handle's length is the file's (no metadata call); `no_holes`: a missing chunk
-  // is an error.
-  int64_t pread(Handle& h, char* buf, size_t n, uint64_t off, bool fixed = false,
-                bool no_holes = false) {
-    if (!h.readable) return -EBADF;
-    uint64_t len = fixed ? h.inode.length : known_length(h);
-    if (!fixed && off + n > len) {  // another client may have written more since: ask once
-      const MetaResult r = meta_op([&] {
+  // One read of a batch: the bytes of [off, off + n) of h's file into buf.
+  struct ReadJob {
+    Handle* h;
+    char* buf;
+    size_t n;
+    uint64_t off;
+    bool fixed = false;     // h's length is the file's (no metadata call)
+    bool no_holes = false;  // a missing chunk is ENOENT
+    int64_t result = 0;
+  };
+
+  // Every job's chunk pieces in one batch of storage reads (one call per storage node).
+  void read_batch(std::vector<ReadJob>& jobs) {
+    std::vector<ReadRequest> reads;
+    struct Piece {
+      size_t job, at;
+    };
+    std::vector<Piece> pieces;
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      ReadJob& job = jobs[j];
+      Handle& h = *job.h;
+      job.result = 0;
+      if (!h.readable) {
+        job.result = -EBADF;
+        continue;
+      }
+      uint64_t len = job.fixed ? h.inode.length : known_length(h);
+      if (!job.fixed && job.off + job.n > len) {  // another client may have written more: ask
         auto q = req(wire::STAT);
         q.set_id(h.inode.id);
-        return q;
-      }());
-      if (r.ok()) {
-        std::lock_guard lk(h.mu);
-        h.inode.length = std::max(h.inode.length, r.inode.length);
+        const MetaResult r = meta_op(q);
+        if (r.ok()) {
+          std::lock_guard lk(h.mu);
+          h.inode.length = std::max(h.inode.length, r.inode.length);
+        }
+        len = known_length(h);
       }
-      len = known_length(h);
+      if (job.off >= len || job.n == 0) continue;
+      job.n = size_t(std::min<uint64_t>(job.n, len - job.off));
+      job.result = int64_t(job.n);
+      const uint64_t cs = h.inode.layout.chunk_size, end = job.off + job.n;
+      for (uint64_t p = job.off; p < end;) {
+        const uint64_t idx = p / cs, in = p % cs;
+        const uint32_t take = uint32_t(std::min<uint64_t>(cs - in, end - p));
+        ReadRequest r;
+        r.chain_id = h.chains[idx % h.chains.size()];
+        r.chunk = ChunkId::of(h.inode.id, idx);
+        r.offset = uint32_t(in);
+        r.length = take;
+        reads.push_back(r);
+        pieces.push_back({j, size_t(p - job.off)});
+        p += take;
+      }
     }
-    if (off >= len || n == 0) return 0;
-    n = size_t(std::min<uint64_t>(n, len - off));
-    const uint64_t cs = h.inode.layout.chunk_size;
-    std::vector<ReadRequest> reads;
-    std::vector<size_t> at;
-    for (uint64_t p = off; p < off + n;) {
-      const uint64_t idx = p / cs, in = p % cs;
-      const uint32_t take = uint32_t(std::min<uint64_t>(cs - in, off + n - p));
-      ReadRequest r;
-      r.chain_id = h.chains[idx % h.chains.size()];
-      r.chunk = ChunkId::of(h.inode.id, idx);
-      r.offset = uint32_t(in);
-      r.length = take;
-      reads.push_back(r);
-      at.push_back(size_t(p - off));
-      p += take;
-    }
+    if (reads.empty()) return;
     const std::vector<ReadResult> got = storage->batch_read(reads);
     for (size_t i = 0; i < reads.size(); ++i) {
-      char* dst = buf + at[i];
+      ReadJob& job = jobs[pieces[i].job];
+      char* dst = job.buf + pieces[i].at;
       const ReadResult& r = got[i];
       size_t have = 0;
       if (r.status.ok()) {
         have = std::min<size_t>(r.data.size(), reads[i].length);
         std::memcpy(dst, r.data.data(), have);
-      } else if (no_holes && r.status.code == FsCode::NotFound) {
-        return -ENOENT;  // pread_inode: a chunk of the file is gone
+      } else if (job.no_holes && r.status.code == FsCode::NotFound) {
+        job.result = -ENOENT;  // a chunk of the file is gone
       } else if (r.status.code != FsCode::NotFound && r.status.code != FsCode::BadRange) {
-        return -EIO;
+        if (job.result >= 0) job.result = -EIO;
       }
       std::memset(dst + have, 0, reads[i].length - have);  // a hole, or past a chunk's end
     }
-    return int64_t(n);
+  }
+
+  int64_t pread(Handle& h, char* buf, size_t n, uint64_t off, bool fixed = false,
+                bool no_holes = false) {
+    std::vector<ReadJob> jobs{ReadJob{&h, buf, n, off, fixed, no_holes}};
+    read_batch(jobs);
+    return jobs[0].result;
   }
 
   int64_t pwrite(Handle& h, const char* buf, size_t n, uint64_t off) {
@@ -593,6 +620,24 @@ int64_t FsClient::pread(uint64_t fh, void* buf, size_t n, uint64_t offset) {
   const auto h = impl_->handle(fh);
   if (!h) return -EBADF;
   return impl_->pread(*h, static_cast<char*>(buf), n, offset);
+}
+
+std::vector<int64_t> FsClient::batch_pread(const std::vector<ReadIo>& ios) {
+  Impl& m = *impl_;
+  std::vector<std::shared_ptr<Handle>> hs;
+  std::vector<Impl::ReadJob> jobs;
+  std::vector<int64_t> out(ios.size(), -EBADF);
+  std::vector<size_t> where;
+  for (size_t i = 0; i < ios.size(); ++i) {
+    auto h = m.handle(ios[i].fh);
+    if (!h) continue;
+    jobs.push_back(Impl::ReadJob{h.get(), static_cast<char*>(ios[i].buf), ios[i].n, ios[i].offset});
+    hs.push_back(std::move(h));
+    where.push_back(i);
+  }
+  m.read_batch(jobs);
+  for (size_t j = 0; j < jobs.size(); ++j) out[where[j]] = jobs[j].result;
+  return out;
 }
 
 int64_t FsClient::pread_inode(const Inode& inode, void* buf, size_t n, uint64_t offset,

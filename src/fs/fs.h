@@ -15,3 +15,4 @@
 #include "fs/mount.h"
 #include "fs/routing.h"
 #include "fs/txn.h"
+#include "fs/usrbio.h"

@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
+#include <set>
 
 #include "local_cluster.h"
 #include "meta_check.h"
@@ -133,6 +135,76 @@ TEST(FsFile, ReadWriteAcrossChunksHolesTruncateAndAppend) {
   ASSERT_EQ(fs.open("/d/new", O_RDWR | O_CREAT, 0600, &fh), 0);
   ASSERT_EQ(fs.close(fh), 0);
   EXPECT_EQ(fs.resolve("/d/new").inode.mode, 0600u);
+}
+
+TEST(FsFile, BatchIoThroughSharedMemoryRings) {
+  LocalCluster c;
+  c.start();
+  c.start_meta();  // 64 KiB chunks
+  FsClient fs(client_options(c));
+  uint64_t fh = 0;
+  ASSERT_EQ(fs.create(kRootInode, "rings", 0644, {}, &fh), 0);
+  IoBuffer buf(4 << 20);
+  const std::string data = random_bytes(4 << 20, 5);
+  std::memcpy(buf.data(), data.data(), data.size());
+  {
+    // 32 writes of 100 KiB (each over two chunks) from the buffer, in one submission.
+    IoRing w(fs, buf, 64, /*for_read=*/false);
+    for (uint32_t i = 0; i < 32; ++i)
+      ASSERT_EQ(w.prep(fh, uint64_t(i) * 100000, size_t(i) * 100000, 100000, i), 0);
+    EXPECT_EQ(w.prep(fh, 0, (4 << 20) - 10, 11, 99), EINVAL);  // past the buffer
+    EXPECT_EQ(w.prep(fh, 0, 0, 0, 99), EINVAL);
+    EXPECT_EQ(w.submit(), 32);
+    std::vector<IoCompletion> cq(64);
+    int got = 0;
+    for (int round = 0; round < 100 && got < 32; ++round)
+      got += w.wait(cq.data() + got, 64 - got, 32 - got, 1000);
+    ASSERT_EQ(got, 32);
+    std::set<uint64_t> seen;
+    for (int i = 0; i < got; ++i) {
+      EXPECT_EQ(cq[size_t(i)].result, 100000) << cq[size_t(i)].userdata;
+      seen.insert(cq[size_t(i)].userdata);
+    }
+    EXPECT_EQ(seen.size(), 32u);
+  }
+  ASSERT_EQ(fs.close(fh), 0);
+  const std::string want = data.substr(0, 3200000);
+  ASSERT_EQ(fs.open("/rings", O_RDONLY, 0, &fh), 0);
+  // 64 reads of 16 KiB at scattered offsets into a cleared buffer; a ring of 8 entries fills.
+  std::memset(buf.data(), 0, buf.size());
+  IoRing r(fs, buf, 8, /*for_read=*/true, /*io_depth=*/8);
+  std::mt19937 rng(6);
+  std::vector<uint64_t> offsets(64);
+  std::vector<IoCompletion> cq(8);
+  size_t next = 0, done = 0;
+  while (done < 64) {
+    while (next < 64) {
+      offsets[next] = rng() % (want.size() - 16384);
+      const int e = r.prep(fh, offsets[next], next * 16384, 16384, next);
+      if (e == EAGAIN) break;
+      ASSERT_EQ(e, 0);
+      ++next;
+    }
+    r.submit();
+    const int n = r.wait(cq.data(), 8, 1, 5000);
+    ASSERT_GT(n, 0);
+    for (int i = 0; i < n; ++i) {
+      const uint64_t k = cq[size_t(i)].userdata;
+      EXPECT_EQ(cq[size_t(i)].result, 16384);
+      EXPECT_EQ(std::string(buf.data() + k * 16384, 16384), want.substr(offsets[k], 16384)) << k;
+    }
+    done += size_t(n);
+  }
+  // A read past the end is short; an unknown handle fails alone.
+  ASSERT_EQ(r.prep(fh, want.size() - 100, 0, 16384, 1), 0);
+  ASSERT_EQ(r.prep(987654, 0, 16384, 100, 2), 0);
+  r.submit();
+  int n = 0;
+  for (int round = 0; round < 10 && n < 2; ++round) n += r.wait(cq.data() + n, 8 - n, 2 - n, 1000);
+  ASSERT_EQ(n, 2);
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(cq[size_t(i)].result, cq[size_t(i)].userdata == 1 ? 100 : -EBADF);
+  fs.close(fh);
 }
 
 TEST(FsFile, RemovedFilesChunksAreCollected) {
