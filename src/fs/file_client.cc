@@ -61,6 +61,11 @@ struct FsClient::Impl {
   std::condition_variable cv;
   std::thread renewer;
 
+  uint64_t random_id() {
+    std::lock_guard lk(mu);
+    return rng() | 1;
+  }
+
   std::string pick_meta(const std::string& failed) {
     {
       std::lock_guard lk(mu);
@@ -560,7 +565,7 @@ int FsClient::create(uint64_t parent, const std::string& name, uint32_t mode, Ow
   q.set_stripe(m.opt.stripe);
   q.set_write(true);
   q.set_client_id(m.client_id);
-  const uint64_t session = m.rng() | 1;
+  const uint64_t session = m.random_id();
   q.set_session(session);
   wire::MetaRsp rsp;
   if (const int e = m.call(q, &rsp)) return e;
@@ -580,7 +585,7 @@ int FsClient::open(uint64_t id, int flags, uint64_t* fh, Inode* inode) {
   q.set_write(write);
   q.set_truncate(write && (flags & O_TRUNC));
   q.set_client_id(m.client_id);
-  const uint64_t session = write ? (m.rng() | 1) : 0;
+  const uint64_t session = write ? m.random_id() : 0;
   q.set_session(session);
   wire::MetaRsp rsp;
   if (const int e = m.call(q, &rsp)) return e;

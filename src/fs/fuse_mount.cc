@@ -4,6 +4,7 @@
 // ".." first; a directory handle keeps what it listed, so offsets stay valid while it is open.
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -340,6 +341,14 @@ FuseMount::FuseMount(FsClient& client, const MountOptions& options)
         "fs mount: cannot mount on {} (is /dev/fuse there, and are you root or is "
         "fusermount3 installed?)",
         options.mountpoint);
+  }
+  // A process that serves its own mount cannot dump core: the dump waits for a thread blocked in a
+  // request to the mount, whose server threads are the ones being dumped (the machine hangs on
+  // it until the connection is aborted). A crash ends the process instead.
+  rlimit core{};
+  if (::getrlimit(RLIMIT_CORE, &core) == 0) {
+    core.rlim_cur = 0;
+    ::setrlimit(RLIMIT_CORE, &core);
   }
   m.running = true;
   m.loop = std::thread([&m] {

@@ -220,7 +220,8 @@ struct MetaServer::Impl final : wire::Meta::Service {
             break;
           }
         }
-        meta->close_session(q.id(), q.session());
+        if (const int e = meta->close_session(q.id(), q.session())) return e;
+        if (!q.wrote()) return 0;  // nothing changed: no inode to send back
         const MetaResult r = meta->stat(q.id());
         return r.err == ENOENT ? 0 : out(r);
       }
